@@ -1,0 +1,24 @@
+"""Shared pytest fixtures."""
+
+import pytest
+
+try:
+    from hub_server import LocalHub, patch_hf_environment, reset_cached_clients
+except ImportError:  # if tests/ ever becomes a package
+    from tests.hub_server import LocalHub, patch_hf_environment, reset_cached_clients
+
+
+@pytest.fixture
+def local_hub(tmp_path, monkeypatch):
+    """A running `LocalHub`, with huggingface_hub/transformers pointed at it.
+
+    HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_TOKEN (a fake token), HF_HUB_DISABLE_XET and the
+    matching `huggingface_hub.constants` are patched for the test and restored afterwards;
+    the download cache lives under `tmp_path / "hf_home"`.
+    """
+    with LocalHub() as hub:
+        patch_hf_environment(monkeypatch, hub.endpoint, tmp_path / "hf_home")
+        try:
+            yield hub
+        finally:
+            reset_cached_clients()

@@ -1,0 +1,194 @@
+"""Image datasets for training and evaluation.
+
+`load_image_dataset` takes the bundled offline sample set (`"sample"`), a local image folder, or a
+Hugging Face Hub dataset name, and always returns a `datasets.Dataset` with an `"image"` column of
+PIL images. `PixelTransform` turns such rows into `pixel_values` tensors in [-1, 1].
+
+The sample set is cut from the photographs that ship inside scikit-image (astronaut, coffee,
+chelsea the cat, a rocket launch, the Hubble deep field, retina and tissue scans, textures, ...),
+so it needs no network. Patches are taken at two scales, shuffled with a fixed seed, and split
+into `train` and `test`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
+from PIL import Image as PILImage
+
+# scikit-image's bundled photographs (loaded without a network) used for the sample set.
+SAMPLE_PHOTOGRAPHS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "colorwheel",
+    "camera",
+    "moon",
+    "coins",
+    "brick",
+    "grass",
+    "gravel",
+    "clock",
+    "page",
+    "text",
+)
+SAMPLE_SOURCE = "sample"
+
+
+def _photograph(name: str) -> np.ndarray:
+    import skimage.data
+
+    image = getattr(skimage.data, name)()
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    return np.ascontiguousarray(image[..., :3]).astype(np.uint8)
+
+
+def _patches(image: PILImage.Image, size: int) -> list[PILImage.Image]:
+    width, height = image.size
+    return [
+        image.crop((left, top, left + size, top + size))
+        for top in range(0, height - size + 1, size)
+        for left in range(0, width - size + 1, size)
+    ]
+
+
+def load_sample_dataset(
+    patch_size: int = 32,
+    scales: Sequence[int] = (1, 2, 4),
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> DatasetDict:
+    """The bundled offline image set: square RGB patches of scikit-image's photographs.
+
+    Each photograph is downscaled by every factor in `scales` and cut into non-overlapping
+    `patch_size` patches (so a patch shows an object part, not just pixel noise). The patches are
+    shuffled with `seed` and split into `train` and `test` (`test_fraction`).
+
+    Returns:
+        `DatasetDict` with `train` and `test` splits; columns `image` (PIL RGB) and `source`
+        (which photograph the patch came from).
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    images, sources = [], []
+    for index, name in enumerate(SAMPLE_PHOTOGRAPHS):
+        photo = PILImage.fromarray(_photograph(name))
+        for scale in scales:
+            scaled = photo.resize((photo.width // scale, photo.height // scale), PILImage.Resampling.LANCZOS)
+            patches = _patches(scaled, patch_size)
+            images += patches
+            sources += [index] * len(patches)
+    order = list(range(len(images)))
+    random.Random(seed).shuffle(order)
+    features = Features({"image": Image(), "source": ClassLabel(names=list(SAMPLE_PHOTOGRAPHS))})
+    dataset = Dataset.from_dict(
+        {"image": [images[i] for i in order], "source": [sources[i] for i in order]}, features=features
+    )
+    split = dataset.train_test_split(test_size=test_fraction, shuffle=False)
+    return DatasetDict(train=split["train"], test=split["test"])
+
+
+def load_image_dataset(
+    source: str = SAMPLE_SOURCE,
+    split: str = "train",
+    image_column: str = "image",
+    **load_kwargs,
+) -> Dataset:
+    """One split of an image dataset, with the images in an `"image"` column.
+
+    Args:
+        source: `"sample"` for the bundled offline set, a path to a local folder of images
+            (loaded with the `imagefolder` builder; sub-folders become labels), or a Hub dataset
+            name such as `"uoft-cs/cifar10"`.
+        split: split name (`"train"`, `"test"`, or a slice such as `"train[:1000]"`).
+        image_column: column holding the images in a Hub dataset (renamed to `"image"`).
+        load_kwargs: passed to `datasets.load_dataset` (e.g. `revision`, `cache_dir`).
+    """
+    if source == SAMPLE_SOURCE:
+        splits = load_sample_dataset()
+        if split not in splits:
+            raise ValueError(f"the sample dataset has splits {sorted(splits)}, got split={split!r}")
+        return splits[split]
+    if os.path.isdir(source):
+        dataset = load_dataset("imagefolder", data_dir=source, split=split, **load_kwargs)
+    elif os.path.exists(source):
+        raise ValueError(f"dataset source {source!r} is a file; pass a folder of images, 'sample' or a Hub name")
+    else:
+        dataset = load_dataset(source, split=split, **load_kwargs)
+    if image_column not in dataset.column_names:
+        raise ValueError(
+            f"dataset {source!r} has no column {image_column!r}; columns: {dataset.column_names} "
+            "(set image_column)"
+        )
+    if image_column != "image":
+        dataset = dataset.rename_column(image_column, "image")
+    return dataset
+
+
+class PixelTransform:
+    """Turns a batch of dataset rows into `{"pixel_values": FloatTensor [B, C, S, S]}` in [-1, 1].
+
+    Images are converted to RGB or greyscale, resized so the short side is `image_size`, centre-
+    (or, with `random_crop`, randomly) cropped to a square, and optionally flipped left-right.
+    Use with `dataset.with_transform(PixelTransform(...))`.
+    """
+
+    def __init__(self, image_size: int, channels: int = 3, random_crop: bool = False, random_flip: bool = False):
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.image_size = image_size
+        self.channels = channels
+        self.random_crop = random_crop
+        self.random_flip = random_flip
+
+    def image_to_tensor(self, image: PILImage.Image) -> torch.Tensor:
+        """One PIL image -> `[C, S, S]` float tensor in [-1, 1]."""
+        image = image.convert("RGB" if self.channels == 3 else "L")
+        scale = self.image_size / min(image.size)
+        if image.size != (self.image_size, self.image_size):
+            new_size = (max(self.image_size, round(image.width * scale)), max(self.image_size, round(image.height * scale)))
+            image = image.resize(new_size, PILImage.Resampling.BICUBIC)
+        left, top = self._crop_origin(image.size)
+        image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        if self.random_flip and random.random() < 0.5:
+            image = image.transpose(PILImage.Transpose.FLIP_LEFT_RIGHT)
+        array = np.asarray(image, dtype=np.float32).reshape(self.image_size, self.image_size, self.channels)
+        return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
+
+    def _crop_origin(self, size: tuple[int, int]) -> tuple[int, int]:
+        spare_w, spare_h = size[0] - self.image_size, size[1] - self.image_size
+        if self.random_crop:
+            return random.randint(0, spare_w), random.randint(0, spare_h)
+        return spare_w // 2, spare_h // 2
+
+    def __call__(self, batch: dict) -> dict:
+        return {"pixel_values": [self.image_to_tensor(image) for image in batch["image"]]}
+
+
+def collate_pixel_values(rows: list[dict]) -> torch.Tensor:
+    """Stack rows produced by `PixelTransform` into one `[B, C, S, S]` batch."""
+    return torch.stack([row["pixel_values"] for row in rows])
+
+
+def pixel_dataset(dataset: Dataset, image_size: int, channels: int = 3, augment: bool = False) -> Dataset:
+    """`dataset` viewed through a `PixelTransform` (random crop and flip when `augment`)."""
+    return dataset.with_transform(PixelTransform(image_size, channels, random_crop=augment, random_flip=augment))
+
+
+def stack_pixel_values(dataset: Dataset, limit: int | None = None) -> torch.Tensor:
+    """All (or the first `limit`) `pixel_values` of a transformed dataset as one tensor."""
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    return collate_pixel_values([dataset[i] for i in range(count)])
+
+
+TransformFn = Callable[[dict], dict]

@@ -1,0 +1,34 @@
+"""Collective operations that are no-ops outside `torch.distributed`.
+
+Quantizers call these so that codebook statistics and random re-initialisations agree on every
+process, whether training runs on one CPU or on many GPUs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    """True when a process group is initialised with more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0, and always outside distributed training."""
+    return not is_distributed() or dist.get_rank() == 0
+
+
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum `tensor` in place over all processes and return it."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Overwrite `tensor` in place with rank `src`'s value and return it."""
+    if is_distributed():
+        dist.broadcast(tensor, src=src)
+    return tensor

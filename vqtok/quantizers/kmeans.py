@@ -1,0 +1,51 @@
+"""k-means (Lloyd's algorithm) for initialising a codebook from a batch of latent vectors."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import code_histogram, nearest_code
+
+
+def sample_rows(rows: torch.Tensor, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """`count` rows drawn from `rows`: without replacement when there are enough, else with."""
+    n = rows.shape[0]
+    if n >= count:
+        picks = torch.randperm(n, generator=generator, device="cpu")[:count]
+    else:
+        picks = torch.randint(n, (count,), generator=generator, device="cpu")
+    return rows[picks.to(rows.device)]
+
+
+@torch.no_grad()
+def kmeans(
+    rows: torch.Tensor,
+    num_clusters: int,
+    iters: int = 10,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cluster `rows` `[N, D]` into `num_clusters` centres.
+
+    Centres start at randomly chosen rows. After each assignment step, a cluster left empty is
+    re-seeded on a random row, so every centre ends on the data. When N < K, rows are drawn with
+    replacement and the duplicates are separated by a tiny jitter.
+
+    Returns:
+        `(centres [K, D], counts [K])` in fp32, counts from the last assignment.
+    """
+    rows = rows.float()
+    centres = sample_rows(rows, num_clusters, generator).clone()
+    if rows.shape[0] < num_clusters:
+        scale = rows.std().clamp_min(1e-6) * 1e-3
+        centres += scale * torch.randn(centres.shape, generator=generator).to(rows.device)
+    counts = code_histogram(nearest_code(rows, centres), num_clusters)
+    for _ in range(iters):
+        assignment = nearest_code(rows, centres)
+        counts = code_histogram(assignment, num_clusters)
+        sums = torch.zeros_like(centres).index_add_(0, assignment, rows)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+        empty = int((~filled).sum())
+        if empty:
+            centres[~filled] = sample_rows(rows, empty, generator)
+    return centres, counts

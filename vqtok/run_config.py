@@ -1,0 +1,101 @@
+"""Run configurations for the training scripts: a YAML file with `model`, `data` and `training`
+sections, plus `section.key=value` overrides from the command line.
+
+Example (`training/configs/vq.yaml`)::
+
+    model:            # any tokenizer config; model_type picks the quantizer
+      model_type: vqtok-vq
+      codebook_size: 512
+    data:
+      source: sample  # "sample", a local image folder, or a Hub dataset name
+    training:
+      max_steps: 1000
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import yaml
+
+from .configuration import VQTokenizerConfig
+from .modeling import TOKENIZER_REGISTRY
+from .trainer import TrainingArguments
+
+SECTIONS = ("model", "data", "training")
+
+
+@dataclass
+class DataArguments:
+    """Where the images come from and how they are prepared.
+
+    Args:
+        source: `"sample"` (bundled, offline), a local image folder, or a Hub dataset name.
+        train_split / eval_split: split names (`eval_split: null` skips evaluation).
+        image_column: the column holding images in a Hub dataset.
+        augment: random crop and horizontal flip on the training images.
+    """
+
+    source: str = "sample"
+    train_split: str = "train"
+    eval_split: str | None = "test"
+    image_column: str = "image"
+    augment: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs."""
+
+    model: VQTokenizerConfig
+    data: DataArguments = field(default_factory=DataArguments)
+    training: TrainingArguments = field(default_factory=TrainingArguments)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `section.key=value` strings to a raw config dict (values parsed as YAML scalars)."""
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ValueError(f"override {item!r} must look like section.key=value, e.g. training.max_steps=200")
+        path, value = item.split("=", 1)
+        section, key = path.split(".", 1)
+        if section not in SECTIONS:
+            raise ValueError(f"override {item!r}: unknown section {section!r}; sections: {list(SECTIONS)}")
+        raw.setdefault(section, {})[key] = yaml.safe_load(value)
+    return raw
+
+
+def _dataclass_from(cls, values: dict, section: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in section `{section}`; known: {sorted(known)}")
+    return cls(**values)
+
+
+def build_run_config(raw: dict) -> RunConfig:
+    """Turn a raw dict (parsed YAML) into typed configs; unknown sections or keys raise `ValueError`."""
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown section(s) {unknown} in run config; sections: {list(SECTIONS)}")
+    model_values = dict(raw.get("model") or {})
+    model_type = model_values.pop("model_type", "vqtok-vq")
+    if model_type not in TOKENIZER_REGISTRY:
+        raise ValueError(f"unknown model.model_type {model_type!r}; registered: {sorted(TOKENIZER_REGISTRY)}")
+    config_class = TOKENIZER_REGISTRY[model_type][0]
+    return RunConfig(
+        model=config_class(**model_values),
+        data=_dataclass_from(DataArguments, raw.get("data") or {}, "data"),
+        training=TrainingArguments.from_dict(raw.get("training") or {}),
+    )
+
+
+def load_run_config(path: str | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config (or start from defaults when `path` is None) and apply overrides."""
+    raw: dict = {}
+    if path is not None:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"run config {path} must be a mapping with sections {list(SECTIONS)}")
+    return build_run_config(apply_overrides(raw, overrides or []))

@@ -1,0 +1,63 @@
+"""Input checks with errors that name the argument, what was expected and what was received."""
+
+from __future__ import annotations
+
+import torch
+
+# Pixel values may overshoot [-1, 1] slightly after resampling; beyond this they are a mistake
+# (typically images in [0, 255]).
+PIXEL_RANGE_TOLERANCE = 1e-2
+
+
+def check_pixel_values(pixel_values, in_channels: int, factor: int) -> None:
+    """Raise unless `pixel_values` is a finite float tensor `[B, in_channels, H, W]` in [-1, 1]
+    with H and W positive multiples of `factor`."""
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(
+            f"pixel_values must be a torch.Tensor of shape [B, C, H, W], got {type(pixel_values).__name__}; "
+            "convert images with vqtok.VQImageProcessor"
+        )
+    if not pixel_values.is_floating_point():
+        raise TypeError(
+            f"pixel_values must be floating point in [-1, 1], got dtype {pixel_values.dtype}; "
+            "integer images must be scaled first (x / 127.5 - 1), e.g. with vqtok.VQImageProcessor"
+        )
+    if pixel_values.dim() != 4:
+        raise ValueError(f"pixel_values must have shape [B, C, H, W], got shape {list(pixel_values.shape)}")
+    batch, channels, height, width = pixel_values.shape
+    if channels != in_channels:
+        raise ValueError(f"pixel_values must have {in_channels} channel(s) (config.in_channels), got {channels}")
+    for name, side in (("height", height), ("width", width)):
+        if side < factor or side % factor:
+            raise ValueError(
+                f"pixel_values {name} must be a positive multiple of the downsampling factor {factor}, "
+                f"got {side}; resize or crop the images first"
+            )
+    if batch == 0:
+        raise ValueError("pixel_values is an empty batch (B = 0)")
+    if not torch.isfinite(pixel_values).all():
+        raise ValueError("pixel_values contains NaN or infinite values")
+    low, high = float(pixel_values.min()), float(pixel_values.max())
+    if low < -1 - PIXEL_RANGE_TOLERANCE or high > 1 + PIXEL_RANGE_TOLERANCE:
+        raise ValueError(
+            f"pixel_values must lie in [-1, 1], got values in [{low:.3g}, {high:.3g}]; "
+            "scale [0, 255] images with x / 127.5 - 1 (vqtok.VQImageProcessor does this)"
+        )
+
+
+def check_token_grid(input_ids, default_grid: tuple[int, int]) -> torch.Tensor:
+    """Return `input_ids` as `[B, h, w]`: accepts `[B, h, w]` or `[B, h*w]` (with the grid taken from
+    the config's `image_size`). Dtype and range are checked by the quantizer."""
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
+    if input_ids.dim() == 3:
+        return input_ids
+    if input_ids.dim() == 2:
+        h, w = default_grid
+        if input_ids.shape[1] != h * w:
+            raise ValueError(
+                f"flattened input_ids must have {h * w} = {h}x{w} tokens per image (the config's grid), "
+                f"got shape {list(input_ids.shape)}; pass [B, h, w] for other grid sizes"
+            )
+        return input_ids.reshape(input_ids.shape[0], h, w)
+    raise ValueError(f"input_ids must have shape [B, h, w] or [B, h*w], got shape {list(input_ids.shape)}")

@@ -1,0 +1,58 @@
+"""Pictures of what a tokenizer does: originals above their reconstructions."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8_images(pixel_values: torch.Tensor) -> np.ndarray:
+    """`[B, C, H, W]` in [-1, 1] -> `[B, H, W, 3]` uint8 (grey images repeated to RGB)."""
+    images = ((pixel_values.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
+    if images.shape[1] == 1:
+        images = images.repeat(1, 3, 1, 1)
+    return images.permute(0, 2, 3, 1).numpy()
+
+
+def save_reconstruction_grid(
+    originals: torch.Tensor,
+    reconstructions: torch.Tensor,
+    path: str | os.PathLike,
+    columns: int = 8,
+    scale: int = 4,
+    gap: int = 2,
+) -> str:
+    """Save a PNG with rows of originals, each followed by a row of their reconstructions.
+
+    Args:
+        originals, reconstructions: `[B, C, H, W]` in [-1, 1], same shape.
+        path: where to write the PNG (parent folders are created).
+        columns: images per row.
+        scale: nearest-neighbour enlargement, so small images stay visible.
+        gap: white pixels between images (before enlargement).
+    Returns:
+        The path written.
+    """
+    if originals.shape != reconstructions.shape:
+        raise ValueError(
+            f"originals and reconstructions must have the same shape, got {list(originals.shape)} "
+            f"and {list(reconstructions.shape)}"
+        )
+    top, bottom = to_uint8_images(originals), to_uint8_images(reconstructions)
+    count, height, width, _ = top.shape
+    rows = (count + columns - 1) // columns
+    cell_h, cell_w = height + gap, width + gap
+    canvas = np.full((2 * rows * cell_h + gap, columns * cell_w + gap, 3), 255, dtype=np.uint8)
+    for index in range(count):
+        row, col = divmod(index, columns)
+        x = gap + col * cell_w
+        y = gap + 2 * row * cell_h
+        canvas[y : y + height, x : x + width] = top[index]
+        canvas[y + cell_h : y + cell_h + height, x : x + width] = bottom[index]
+    image = Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.Resampling.NEAREST)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    image.save(path)
+    return str(path)
