@@ -2,11 +2,15 @@
 """Train an image tokenizer, then tokenize the held-out images, report metrics and draw them.
 
     python training/train_tokenizer.py --config training/configs/quickstart.yaml
-    python training/train_tokenizer.py --config training/configs/vq.yaml training.max_steps=200
-    accelerate launch training/train_tokenizer.py --config training/configs/vq.yaml
+    python training/train_tokenizer.py --config training/configs/vq.yaml training.max_steps=200 data.source=path/to/images
+    python training/train_tokenizer.py --config training/configs/vq.yaml --resume_from_checkpoint latest
+    accelerate launch --num_processes 2 training/train_tokenizer.py --config training/configs/vq.yaml
 
-Writes to `training.output_dir`: the tokenizer (`tokenizer/`: model.safetensors + config.json),
-`metrics.json`, and `reconstructions.png` (held-out originals above their reconstructions).
+Overrides are `section.key=value` (sections `model`, `data`, `training`; values parsed as YAML).
+Writes to `training.output_dir`: the tokenizer (`tokenizer/`: model.safetensors, config.json with
+`training_metadata`, preprocessor_config.json for `VQImageProcessor` and a README.md model card), `metrics.json`, `reconstructions.png` (held-out originals above their
+reconstructions, drawn by the saved tokenizer), `reconstructions_stepN.png` from the periodic
+evaluations, `checkpoints/step_N` (with `training.checkpoint_every`) and tracker logs in `logs/`.
 """
 
 from __future__ import annotations
@@ -14,34 +18,38 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from vqtok import VQTokenizer
+from vqtok import VQImageProcessor, VQTokenizer, save_model_card
 from vqtok.data import load_image_dataset, pixel_dataset, stack_pixel_values
-from vqtok.metrics import evaluate_tokenizer
 from vqtok.run_config import load_run_config
-from vqtok.trainer import train_tokenizer
+from vqtok.trainer import make_accelerator, train_tokenizer
 from vqtok.visualize import save_reconstruction_grid
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML run config (sections: model, data, training)")
+    parser.add_argument(
+        "--resume_from_checkpoint",
+        help="'latest' (newest checkpoint in output_dir/checkpoints, or a fresh start if none) or a checkpoint "
+        "folder; same as training.resume_from_checkpoint=...",
+    )
+    parser.add_argument("--push_to_hub", metavar="REPO_ID", help="after training, publish the tokenizer to this Hub repo")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. training.max_steps=200")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    run = load_run_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.resume_from_checkpoint:
+        overrides.append(f"training.resume_from_checkpoint={args.resume_from_checkpoint}")
+    run = load_run_config(args.config, overrides)
     config, data, training = run.model, run.data, run.training
-    accelerator = Accelerator(
-        mixed_precision=training.mixed_precision, gradient_accumulation_steps=training.gradient_accumulation_steps
-    )
+    accelerator = make_accelerator(training)
     set_seed(training.seed)
 
     def prepared(split: str, augment: bool):
@@ -54,36 +62,61 @@ def main(argv=None) -> dict:
     accelerator.print(
         f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
         f"K={config.codebook_size}, {config.token_grid[0]}x{config.token_grid[1]} tokens per image, "
-        f"{len(train_set)} training images"
+        f"{len(train_set)} training images, {accelerator.num_processes} process(es)"
     )
 
-    started = time.time()
-    train_tokenizer(model, train_set, None, training, accelerator)
-    train_seconds = time.time() - started
+    results = train_tokenizer(model, train_set, eval_set, training, accelerator, hparams=run.to_dict())
+    throughput = {k: results.pop(k) for k in ("images_per_second", "train_seconds") if k in results}
 
-    results: dict = {}
     if accelerator.is_main_process:
         save_dir = os.path.join(training.output_dir, "tokenizer")
-        accelerator.unwrap_model(model).save_pretrained(save_dir)
-        # Reload what was saved, so the numbers below are those of the published artefact.
-        tokenizer = VQTokenizer.from_pretrained(save_dir).eval()
-        if eval_set is not None:
-            results = evaluate_tokenizer(tokenizer, eval_set, training.eval_batch_size)
-            originals = stack_pixel_values(eval_set, limit=32)
-            ids = tokenizer.encode(originals)
-            grid_path = save_reconstruction_grid(
-                originals, tokenizer.decode(ids), os.path.join(training.output_dir, "reconstructions.png")
-            )
-            print(f"\ntoken ids of the first held-out image ({ids.shape[1]}x{ids.shape[2]}):\n{ids[0].tolist()}")
-            print(f"\nheld-out results on {len(eval_set)} images after {training.max_steps} steps ({train_seconds:.0f} s):")
-            for name, value in results.items():
-                print(f"  {name:15s} {value:.4f}")
-            print(f"\nsaved tokenizer to {save_dir}\nwrote {grid_path}")
-        results["train_seconds"] = train_seconds
+        model.config.training_metadata = {
+            **run.training_metadata(len(train_set), accelerator.num_processes, results),
+            **throughput,
+        }
+        model.save_pretrained(save_dir)
+        VQImageProcessor.for_tokenizer(config).save_pretrained(save_dir)
+        card = dict(metrics=results, training_data=_describe_data(data, len(train_set), config))
+        save_model_card(model, save_dir, **card)
+        _report(model, save_dir, eval_set, training, results, throughput)
         with open(os.path.join(training.output_dir, "metrics.json"), "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
+            json.dump({**results, **throughput}, handle, indent=2)
+        if args.push_to_hub:
+            commit = model.push_to_hub(args.push_to_hub, **card)
+            print(f"pushed to {args.push_to_hub} at revision {commit.oid}")
+    accelerator.wait_for_everyone()
     accelerator.end_training()
-    return results
+    return {**results, **throughput}
+
+
+def _describe_data(data, num_images: int, config) -> str:
+    """One line on the training images for the model card."""
+    source = "the vqtok bundled sample set (patches of scikit-image's photographs)" if data.source == "sample" else f"`{data.source}`"
+    return (
+        f"{num_images} images from {source}, split `{data.train_split}`, resized and cropped to "
+        f"{config.image_size}x{config.image_size}{', with random crops and flips' if data.augment else ''}."
+    )
+
+
+def _report(model, save_dir: str, eval_set, training, results: dict, throughput: dict) -> None:
+    """Reload what was saved, check it tokenizes like the trained model, draw and print the results."""
+    tokenizer = VQTokenizer.from_pretrained(save_dir).eval()
+    if eval_set is not None:
+        originals = stack_pixel_values(eval_set, limit=32)
+        ids = tokenizer.encode(originals)
+        if not torch.equal(ids, model.eval().encode(originals.to(model.device)).cpu()):
+            raise RuntimeError(f"the tokenizer saved in {save_dir} does not tokenize like the trained model")
+        grid_path = save_reconstruction_grid(
+            originals, tokenizer.decode(ids), os.path.join(training.output_dir, "reconstructions.png")
+        )
+        print(f"\ntoken ids of the first held-out image ({ids.shape[1]}x{ids.shape[2]}):\n{ids[0].tolist()}")
+        print(f"\nheld-out results on {len(eval_set)} images after {training.max_steps} steps:")
+        for name, value in results.items():
+            print(f"  {name:15s} {value:.4f}")
+        print(f"wrote {grid_path}")
+    if "images_per_second" in throughput:
+        print(f"training throughput: {throughput['images_per_second']:.1f} images/s")
+    print(f"saved tokenizer to {save_dir}")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,14 @@ class VQTokenizerConfig(PreTrainedConfig):
             Number of codes K; token ids lie in [0, K).
         reconstruction_loss_weight (`float`, defaults to 1.0):
             Weight of the pixel MSE in the total loss.
+        training_metadata (`dict`, *optional*):
+            Written by `training/train_tokenizer.py` at the final `save_pretrained`; None for an
+            untrained config. What a user of the tokenizer needs to feed it and judge it:
+            `image_size`, `in_channels`, `pixel_range` ([-1, 1]) and `pixel_normalization`
+            (`x / 127.5 - 1` on uint8 pixels), `resize`, `dataset` (source, splits, image count,
+            augmentation), the run (`steps`, `seed`, batch sizes, processes, learning rate,
+            precision), `final_metrics` on the held-out split (mse, psnr, perplexity, codes_used,
+            bits_per_image) and `vqtok_version`. Informational only: nothing reads it to build the model.
     """
 
     model_type = "vqtok"
@@ -97,6 +105,7 @@ class VQTokenizerConfig(PreTrainedConfig):
     latent_dim: int = 64
     codebook_size: int = 512
     reconstruction_loss_weight: float | int = 1.0
+    training_metadata: dict | None = None
 
     def __post_init__(self, **kwargs):
         unknown = sorted(k for k in kwargs if k not in _TRANSFORMERS_KEYS)
@@ -145,6 +154,8 @@ class VQTokenizerConfig(PreTrainedConfig):
             )
         _check_type("reconstruction_loss_weight", self.reconstruction_loss_weight, (float, int))
         _check_range("reconstruction_loss_weight", self.reconstruction_loss_weight, low=0)
+        if self.training_metadata is not None:
+            _check_type("training_metadata", self.training_metadata, dict)
 
     @property
     def num_levels(self) -> int:
@@ -210,3 +221,150 @@ class VQConfig(VQTokenizerConfig):
         _check_range("kmeans_iters", self.kmeans_iters, low=0)
         _check_type("dead_code_threshold", self.dead_code_threshold, (float, int))
         _check_range("dead_code_threshold", self.dead_code_threshold, low=0)
+
+
+def _check_fields(config: VQTokenizerConfig, specs: dict) -> None:
+    """Check several fields at once: `specs` maps a field name to `(expected types, bounds)`, where
+    `bounds` holds `_check_range` keyword arguments (or is None for no range)."""
+    for name, (expected, bounds) in specs.items():
+        value = getattr(config, name)
+        _check_type(name, value, expected)
+        if bounds is not None:
+            _check_range(name, value, **bounds)
+
+
+_NUMBER = (float, int)
+_KMEANS_INIT_FIELDS = {"kmeans_init": (bool, None), "kmeans_iters": (int, {"low": 0})}
+
+
+class NSVQConfig(VQTokenizerConfig):
+    r"""NSVQ tokenizer (Vali & Baeckstroem 2022): in training the quantization error is replaced by
+    Gaussian noise of the same length, `x + (||x - q|| / ||v||) v`, so no straight-through estimator
+    and no VQ loss are needed; encoding takes the nearest code. Codes that fall out of use are
+    periodically replaced by jittered copies of used ones.
+
+    Args:
+        replace_every (`int`, defaults to 100):
+            Training batches between codebook replacements (0 disables replacement).
+        replace_fraction (`float`, defaults to 0.01):
+            Codes used in fewer than this fraction of the last `replace_every` batches are replaced.
+        stop_replacing_after (`int`, defaults to 0):
+            No replacement after this many training batches (0: never stop). Set it near the end of
+            training so the last steps tune a fixed set of codes.
+        replacement_jitter (`float`, defaults to 0.01):
+            Standard deviation of the jitter added to a replacement, relative to the spread of the
+            used codes (per coordinate); large enough that a copy never ties with its source in fp32.
+        kmeans_init (`bool`, defaults to `True`):
+            Initialise the codebook with k-means on the first training batch.
+        kmeans_iters (`int`, defaults to 10):
+            Lloyd iterations of that k-means.
+    """
+
+    model_type = "vqtok-nsvq"
+
+    replace_every: int = 100
+    replace_fraction: float | int = 0.01
+    stop_replacing_after: int = 0
+    replacement_jitter: float | int = 0.01
+    kmeans_init: bool = True
+    kmeans_iters: int = 10
+
+    def check(self) -> None:
+        super().check()
+        _check_fields(
+            self,
+            {
+                "replace_every": (int, {"low": 0}),
+                "replace_fraction": (_NUMBER, {"low": 0, "high": 1}),
+                "stop_replacing_after": (int, {"low": 0}),
+                "replacement_jitter": (_NUMBER, {"low": 0, "low_open": True}),
+                **_KMEANS_INIT_FIELDS,
+            },
+        )
+
+
+class SoftVQConfig(VQTokenizerConfig):
+    r"""Soft VQ tokenizer trained by EM (Roy et al. 2018): in training each latent vector is
+    replaced by the mean of `num_samples` codes drawn from the posterior
+    p(k|z) = softmax(-||z - e_k||^2 / temperature) (straight-through to the encoder), and the
+    codebook follows the soft assignments by a Laplace-smoothed EMA (soft M-step). Encoding takes
+    the nearest code (the posterior's mode).
+
+    Args:
+        num_samples (`int`, defaults to 10):
+            S, posterior samples per latent vector.
+        commitment_cost (`float`, defaults to 0.25):
+            beta, the weight of the commitment loss `mean((z_e - sg z_bar)^2)`.
+        ema_decay (`float`, defaults to 0.999):
+            gamma of the soft EMA M-step.
+        ema_epsilon (`float`, defaults to 1e-5):
+            Laplace smoothing of the EMA cluster sizes.
+        temperature (`float`, defaults to 1.0):
+            Divides the negative squared distances before the softmax; larger is softer.
+        kmeans_init (`bool`, defaults to `True`):
+            Initialise the codebook and its EMA statistics with k-means on the first training batch.
+        kmeans_iters (`int`, defaults to 10):
+            Lloyd iterations of that k-means.
+    """
+
+    model_type = "vqtok-softvq"
+
+    num_samples: int = 10
+    commitment_cost: float | int = 0.25
+    ema_decay: float = 0.999
+    ema_epsilon: float = 1e-5
+    temperature: float | int = 1.0
+    kmeans_init: bool = True
+    kmeans_iters: int = 10
+
+    def check(self) -> None:
+        super().check()
+        _check_fields(
+            self,
+            {
+                "num_samples": (int, {"low": 1}),
+                "commitment_cost": (_NUMBER, {"low": 0}),
+                "ema_decay": (_NUMBER, {"low": 0, "high": 1, "high_open": True}),
+                "ema_epsilon": (_NUMBER, {"low": 0, "low_open": True}),
+                "temperature": (_NUMBER, {"low": 0, "low_open": True}),
+                **_KMEANS_INIT_FIELDS,
+            },
+        )
+
+
+class GumbelVQConfig(VQTokenizerConfig):
+    r"""Gumbel-softmax VQ tokenizer (the vq-wav2vec baseline): a linear layer maps each latent vector
+    to code logits; training samples a hard Gumbel-softmax code (straight-through gradient of the
+    soft sample) and hands its learned code vector to the decoder; encoding takes the logits' argmax.
+
+    Args:
+        tau_max (`float`, defaults to 2.0):
+            Gumbel-softmax temperature at the first training step.
+        tau_min (`float`, defaults to 0.5):
+            Floor of the temperature; must not exceed `tau_max`.
+        tau_decay (`float`, defaults to 0.999995):
+            delta: the temperature at training forward j is `max(tau_max * delta**j, tau_min)`. The
+            step j is saved with the weights, so a resumed run continues the schedule.
+        diversity_weight (`float`, defaults to 0.0):
+            Weight of the diversity loss `(K - perplexity(batch-mean softmax)) / K`, which spreads
+            the use over the codebook (0 leaves it out).
+    """
+
+    model_type = "vqtok-gumbel"
+
+    tau_max: float | int = 2.0
+    tau_min: float | int = 0.5
+    tau_decay: float = 0.999995
+    diversity_weight: float | int = 0.0
+
+    def check(self) -> None:
+        super().check()
+        _check_fields(
+            self,
+            {
+                "tau_max": (_NUMBER, {"low": 0, "low_open": True}),
+                "tau_min": (_NUMBER, {"low": 0, "low_open": True, "high": self.tau_max}),
+                "tau_decay": (_NUMBER, {"low": 0, "high": 1, "low_open": True}),
+                "diversity_weight": (_NUMBER, {"low": 0}),
+            },
+        )

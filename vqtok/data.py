@@ -12,6 +12,7 @@ into `train` and `test`.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -62,17 +63,20 @@ def _patches(image: PILImage.Image, size: int) -> list[PILImage.Image]:
     ]
 
 
+@functools.lru_cache(maxsize=4)
 def load_sample_dataset(
     patch_size: int = 32,
     scales: Sequence[int] = (1, 2, 4),
+    max_patches_per_scale: int = 96,
     test_fraction: float = 0.1,
     seed: int = 0,
 ) -> DatasetDict:
     """The bundled offline image set: square RGB patches of scikit-image's photographs.
 
     Each photograph is downscaled by every factor in `scales` and cut into non-overlapping
-    `patch_size` patches (so a patch shows an object part, not just pixel noise). The patches are
-    shuffled with `seed` and split into `train` and `test` (`test_fraction`).
+    `patch_size` patches, of which at most `max_patches_per_scale` (chosen with `seed`) are kept,
+    so large photographs do not dominate. The patches are shuffled with `seed` and split into
+    `train` and `test` (`test_fraction`). The result is cached per process.
 
     Returns:
         `DatasetDict` with `train` and `test` splits; columns `image` (PIL RGB) and `source`
@@ -80,16 +84,19 @@ def load_sample_dataset(
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    rng = random.Random(seed)
     images, sources = [], []
     for index, name in enumerate(SAMPLE_PHOTOGRAPHS):
         photo = PILImage.fromarray(_photograph(name))
         for scale in scales:
             scaled = photo.resize((photo.width // scale, photo.height // scale), PILImage.Resampling.LANCZOS)
             patches = _patches(scaled, patch_size)
+            if len(patches) > max_patches_per_scale:
+                patches = rng.sample(patches, max_patches_per_scale)
             images += patches
             sources += [index] * len(patches)
     order = list(range(len(images)))
-    random.Random(seed).shuffle(order)
+    rng.shuffle(order)
     features = Features({"image": Image(), "source": ClassLabel(names=list(SAMPLE_PHOTOGRAPHS))})
     dataset = Dataset.from_dict(
         {"image": [images[i] for i in order], "source": [sources[i] for i in order]}, features=features
@@ -141,38 +148,64 @@ class PixelTransform:
     Images are converted to RGB or greyscale, resized so the short side is `image_size`, centre-
     (or, with `random_crop`, randomly) cropped to a square, and optionally flipped left-right.
     Use with `dataset.with_transform(PixelTransform(...))`.
+
+    The random crop and flip draw from `generator` (a `torch.Generator`), or from torch's global
+    generator when it is None, so `torch.manual_seed` / `accelerate.utils.set_seed` make them
+    repeatable. `image_to_tensor(image, generator=...)` takes a per-image generator: the trainer
+    seeds one per sample, which makes augmentation independent of data-loader workers and exact
+    across checkpoint resumes.
     """
 
-    def __init__(self, image_size: int, channels: int = 3, random_crop: bool = False, random_flip: bool = False):
+    def __init__(
+        self,
+        image_size: int,
+        channels: int = 3,
+        random_crop: bool = False,
+        random_flip: bool = False,
+        generator: torch.Generator | None = None,
+    ):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         self.image_size = image_size
         self.channels = channels
         self.random_crop = random_crop
         self.random_flip = random_flip
+        self.generator = generator
 
-    def image_to_tensor(self, image: PILImage.Image) -> torch.Tensor:
-        """One PIL image -> `[C, S, S]` float tensor in [-1, 1]."""
+    @property
+    def is_random(self) -> bool:
+        """True when the transform draws random numbers (random crop or flip)."""
+        return self.random_crop or self.random_flip
+
+    def image_to_tensor(self, image: PILImage.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One PIL image -> `[C, S, S]` float tensor in [-1, 1]; random draws come from `generator`
+        (default: the transform's own generator, else torch's global one)."""
+        generator = generator if generator is not None else self.generator
         image = image.convert("RGB" if self.channels == 3 else "L")
         scale = self.image_size / min(image.size)
         if image.size != (self.image_size, self.image_size):
             new_size = (max(self.image_size, round(image.width * scale)), max(self.image_size, round(image.height * scale)))
             image = image.resize(new_size, PILImage.Resampling.BICUBIC)
-        left, top = self._crop_origin(image.size)
+        left, top = self._crop_origin(image.size, generator)
         image = image.crop((left, top, left + self.image_size, top + self.image_size))
-        if self.random_flip and random.random() < 0.5:
+        if self.random_flip and _randint(1, generator) == 1:
             image = image.transpose(PILImage.Transpose.FLIP_LEFT_RIGHT)
         array = np.asarray(image, dtype=np.float32).reshape(self.image_size, self.image_size, self.channels)
         return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
 
-    def _crop_origin(self, size: tuple[int, int]) -> tuple[int, int]:
+    def _crop_origin(self, size: tuple[int, int], generator: torch.Generator | None) -> tuple[int, int]:
         spare_w, spare_h = size[0] - self.image_size, size[1] - self.image_size
         if self.random_crop:
-            return random.randint(0, spare_w), random.randint(0, spare_h)
+            return _randint(spare_w, generator), _randint(spare_h, generator)
         return spare_w // 2, spare_h // 2
 
     def __call__(self, batch: dict) -> dict:
         return {"pixel_values": [self.image_to_tensor(image) for image in batch["image"]]}
+
+
+def _randint(high: int, generator: torch.Generator | None) -> int:
+    """A uniform integer in [0, high] drawn from `generator` (torch's global one when None)."""
+    return int(torch.randint(high + 1, (), generator=generator))
 
 
 def collate_pixel_values(rows: list[dict]) -> torch.Tensor:

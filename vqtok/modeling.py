@@ -4,17 +4,24 @@ model class per quantizer config, and the `VQTokenizer` auto class that loads an
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import create_repo
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .backbone import Decoder, Encoder
-from .configuration import VQConfig, VQTokenizerConfig
-from .quantizers import Quantizer, VectorQuantizer
+from .configuration import GumbelVQConfig, NSVQConfig, SoftVQConfig, VQConfig, VQTokenizerConfig
+from .quantizers import GumbelQuantizer, NSVQuantizer, Quantizer, SoftEMQuantizer, VectorQuantizer
+from .hub import DEFAULT_LICENSE, render_model_card
+from .loading import HUB_DOWNLOAD_KWARGS, check_config_file, check_loading_info, check_safetensors_weights
+from .registry import TOKENIZER_REGISTRY, register_tokenizer
 from .validation import check_pixel_values, check_token_grid
 
 
@@ -46,6 +53,13 @@ class VQTokenizerOutput(ModelOutput):
     perplexity: torch.Tensor | None = None
     usage: torch.Tensor | None = None
     stats: dict | None = None
+
+
+# save_pretrained(push_to_hub=True, ...) keywords that belong to push_to_hub.
+_PUSH_TO_HUB_KWARGS = (
+    "repo_id", "metrics", "training_data", "datasets", "license", "tags",
+    "commit_message", "commit_description", "private", "revision", "create_pr",
+)
 
 
 class VQTokenizerPreTrainedModel(PreTrainedModel):
@@ -117,22 +131,107 @@ class VQTokenizerPreTrainedModel(PreTrainedModel):
     # --- loading ------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Load from a directory or Hub repo: safetensors weights only (never pickle).
+        """Load from a directory or Hub repo: `config.json` + safetensors weights only (never pickle).
 
-        A missing or corrupt weights file raises `OSError` naming the file.
+        Hub arguments (`revision`, `cache_dir`, `token`, `local_files_only`, `force_download`,
+        `subfolder`, `proxies`) pass through to `transformers.PreTrainedModel.from_pretrained`.
+
+        Raises:
+            OSError: no `config.json`; no `model.safetensors` (also when the only checkpoint is a
+                pickle such as `pytorch_model.bin`, which is never opened); a corrupt safetensors file.
+            ValueError: a `config.json` of another tokenizer type, or weights that do not match the
+                config (tensor shapes differ, tensors missing or unexpected). Nothing is silently
+                re-initialised; `ignore_mismatched_sizes=True` re-initialises shape-mismatched
+                tensors on purpose.
         """
         if kwargs.get("use_safetensors") is False:
             raise ValueError("vqtok loads safetensors weights only; use_safetensors=False is not supported")
         kwargs["use_safetensors"] = True
+        source = os.fspath(pretrained_model_name_or_path)
+        if os.path.isfile(source):
+            raise OSError(
+                f"{source} is a file; pass the directory (or Hub repo id) holding config.json and model.safetensors"
+            )
+        download = {k: kwargs[k] for k in HUB_DOWNLOAD_KWARGS if k in kwargs}
+        if kwargs.get("config") is None:
+            check_config_file(cls, source, download)
+        check_safetensors_weights(source, download, kwargs.get("variant"))
+        return_info = kwargs.pop("output_loading_info", False)
+        allow_mismatch = kwargs.pop("ignore_mismatched_sizes", False)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            # transformers 5 only logs missing/unexpected tensors; they are checked below.
+            model, info = super().from_pretrained(
+                source, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+            )
         except (SafetensorError, RuntimeError) as error:
             if "safetensor" not in f"{type(error).__name__} {error}".lower() and not isinstance(error, SafetensorError):
                 raise
             raise OSError(
-                f"could not read the safetensors weights of {pretrained_model_name_or_path!s}: "
-                f"the file is corrupt or truncated ({error})"
+                f"could not read the safetensors weights of {source}: the file is corrupt or truncated ({error})"
             ) from error
+        check_loading_info(source, info, allow_mismatch)
+        return (model, info) if return_info else model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs):
+        """`transformers`' `save_pretrained`; with `push_to_hub=True` the upload goes through
+        `push_to_hub` (keywords `repo_id`, `commit_message`, `private`, `metrics`, ...), so the Hub repo
+        gets the vqtok model card."""
+        hub_kwargs = {k: kwargs.pop(k) for k in _PUSH_TO_HUB_KWARGS if k in kwargs} if push_to_hub else {}
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if push_to_hub and kwargs.get("is_main_process", True):
+            repo_id = hub_kwargs.pop("repo_id", None) or Path(save_directory).resolve().name
+            for name in ("token", "max_shard_size"):
+                if name in kwargs:
+                    hub_kwargs[name] = kwargs[name]
+            self.push_to_hub(repo_id, **hub_kwargs)
+        return result
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        metrics: Mapping[str, object] | None = None,
+        training_data: str | None = None,
+        datasets: Sequence[str] | None = None,
+        license: str = DEFAULT_LICENSE,  # noqa: A002 - the Hub's name for the field
+        tags: Sequence[str] | None = None,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+    ):
+        """Upload `config.json`, `model.safetensors` and a model card (`README.md`) to the Hub repo
+        `repo_id`, creating the repo if needed.
+
+        The card is rendered from `model_cards/tokenizer_card.md` (see `vqtok.hub.render_model_card`)
+        on every push and replaces the repo's README.md: quantizer and its paper, config summary,
+        `training_data` (Markdown) and `datasets` (Hub ids), the `metrics` table (name -> value),
+        usage, `license`, and the tags `image-tokenization`, `vqtok`, the quantizer's tag and `tags`.
+        The other arguments are those of `transformers`' `push_to_hub` (`revision` is the branch to
+        push to). Returns the `huggingface_hub.CommitInfo`; its `oid` is the commit to pin with
+        `from_pretrained(..., revision=oid)`.
+        """
+        card_kwargs = dict(metrics=metrics, training_data=training_data, datasets=datasets, license=license, tags=tags)
+        card = render_model_card(self, repo_id=repo_id, **card_kwargs)  # bad arguments fail before any upload
+        full_repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        if full_repo_id != repo_id:
+            card = render_model_card(self, repo_id=full_repo_id, **card_kwargs)
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            self.save_pretrained(tmp_dir, max_shard_size=max_shard_size)
+            card.save(os.path.join(tmp_dir, "README.md"))
+            return self._upload_modified_files(
+                tmp_dir,
+                full_repo_id,
+                files_timestamps={},
+                commit_message=commit_message,
+                token=token,
+                create_pr=create_pr,
+                revision=revision,
+                commit_description=commit_description,
+            )
 
 
 class VQModel(VQTokenizerPreTrainedModel):
@@ -155,16 +254,13 @@ class VQModel(VQTokenizerPreTrainedModel):
         )
 
 
-# model_type -> (config class, model class); filled by `register_tokenizer`.
-TOKENIZER_REGISTRY: dict[str, tuple[type[VQTokenizerConfig], type[VQTokenizerPreTrainedModel]]] = {}
-
-
-def register_tokenizer(config_class: type[VQTokenizerConfig], model_class: type[VQTokenizerPreTrainedModel]) -> None:
-    """Make a tokenizer type loadable by `VQTokenizer`, `AutoConfig` and `AutoModel`."""
-    model_type = config_class.model_type
-    TOKENIZER_REGISTRY[model_type] = (config_class, model_class)
-    AutoConfig.register(model_type, config_class, exist_ok=True)
-    AutoModel.register(config_class, model_class, exist_ok=True)
+def _check_local_path(name_or_path) -> None:
+    """A path that is clearly local (absolute, ./ or ../, or a PathLike) must exist; otherwise the
+    Hub client would report it as a malformed repo id."""
+    text = os.fspath(name_or_path)
+    looks_local = isinstance(name_or_path, os.PathLike) or os.path.isabs(text) or text.startswith((".", "~"))
+    if looks_local and not os.path.isdir(os.path.expanduser(text)):
+        raise OSError(f"no tokenizer directory at {text!r} (expected a folder with config.json and model.safetensors)")
 
 
 class VQTokenizer:
@@ -199,12 +295,74 @@ class VQTokenizer:
         """Load any vqtok tokenizer saved with `save_pretrained` or pushed to the Hub.
 
         Keyword arguments (`revision`, `cache_dir`, `token`, `local_files_only`, ...) pass through to
-        `transformers.PreTrainedModel.from_pretrained`.
+        `transformers.PreTrainedModel.from_pretrained`. A `config.json` whose `model_type` is not a
+        registered vqtok type raises `ValueError` listing the registered types; the other errors are
+        those of `VQTokenizerPreTrainedModel.from_pretrained`.
         """
-        hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "force_download") if k in kwargs}
-        config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
-        model_class = cls.model_class_for(getattr(config, "model_type", None))
-        return model_class.from_pretrained(pretrained_model_name_or_path, config=config, **kwargs)
+        _check_local_path(pretrained_model_name_or_path)
+        source = os.fspath(pretrained_model_name_or_path)
+        config = kwargs.pop("config", None)
+        if config is None:
+            download = {k: kwargs[k] for k in HUB_DOWNLOAD_KWARGS if k in kwargs}
+            check_config_file(VQTokenizerPreTrainedModel, source, download)
+            config_dict, _ = PreTrainedConfig.get_config_dict(source, **download)
+            try:
+                model_class = cls.model_class_for(config_dict.get("model_type"))
+            except ValueError as error:
+                raise ValueError(f"cannot load {source}: {error}") from None
+            config = model_class.config_class.from_dict(config_dict)
+        elif isinstance(config, VQTokenizerConfig):
+            model_class = cls.model_class_for(config.model_type)
+        else:
+            raise TypeError(f"config must be a VQTokenizerConfig subclass, got {type(config).__name__}")
+        return model_class.from_pretrained(source, config=config, **kwargs)
 
 
 register_tokenizer(VQConfig, VQModel)
+
+
+def _quantizer_from_config(quantizer_class: type[Quantizer], config: VQTokenizerConfig, *fields: str) -> Quantizer:
+    """`quantizer_class(codebook_size, latent_dim, **{field: config.field for field in fields})`: for
+    quantizers whose keyword arguments carry the names of their config fields."""
+    options = {name: getattr(config, name) for name in fields}
+    return quantizer_class(codebook_size=config.codebook_size, dim=config.latent_dim, **options)
+
+
+class NSVQModel(VQTokenizerPreTrainedModel):
+    """NSVQ tokenizer (`NSVQConfig`): noise substitution in training, nearest code at encode."""
+
+    config_class = NSVQConfig
+
+    def build_quantizer(self, config: NSVQConfig) -> NSVQuantizer:
+        return _quantizer_from_config(
+            NSVQuantizer, config, "replace_every", "replace_fraction", "stop_replacing_after",
+            "replacement_jitter", "kmeans_init", "kmeans_iters",
+        )
+
+
+class SoftVQModel(VQTokenizerPreTrainedModel):
+    """Soft VQ tokenizer trained by EM (`SoftVQConfig`): sampled soft assignments in training,
+    nearest code at encode."""
+
+    config_class = SoftVQConfig
+
+    def build_quantizer(self, config: SoftVQConfig) -> SoftEMQuantizer:
+        return _quantizer_from_config(
+            SoftEMQuantizer, config, "num_samples", "commitment_cost", "ema_decay", "ema_epsilon",
+            "temperature", "kmeans_init", "kmeans_iters",
+        )
+
+
+class GumbelVQModel(VQTokenizerPreTrainedModel):
+    """Gumbel-softmax VQ tokenizer (`GumbelVQConfig`): hard Gumbel samples in training, the logits'
+    argmax at encode."""
+
+    config_class = GumbelVQConfig
+
+    def build_quantizer(self, config: GumbelVQConfig) -> GumbelQuantizer:
+        return _quantizer_from_config(GumbelQuantizer, config, "tau_max", "tau_min", "tau_decay", "diversity_weight")
+
+
+register_tokenizer(NSVQConfig, NSVQModel)
+register_tokenizer(SoftVQConfig, SoftVQModel)
+register_tokenizer(GumbelVQConfig, GumbelVQModel)

@@ -14,12 +14,12 @@ Example (`training/configs/vq.yaml`)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import yaml
 
 from .configuration import VQTokenizerConfig
-from .modeling import TOKENIZER_REGISTRY
+from .registry import TOKENIZER_REGISTRY
 from .trainer import TrainingArguments
 
 SECTIONS = ("model", "data", "training")
@@ -50,6 +50,45 @@ class RunConfig:
     model: VQTokenizerConfig
     data: DataArguments = field(default_factory=DataArguments)
     training: TrainingArguments = field(default_factory=TrainingArguments)
+
+    def to_dict(self) -> dict:
+        """The run as plain sections (what the trackers record as hyper-parameters)."""
+        model = {k: v for k, v in self.model.to_diff_dict().items() if k not in ("training_metadata", "transformers_version")}
+        return {"model": model, "data": asdict(self.data), "training": asdict(self.training)}
+
+    def training_metadata(self, num_train_images: int, num_processes: int, final_metrics: dict) -> dict:
+        """What the saved tokenizer records about its training (`VQTokenizerConfig.training_metadata`):
+        how to prepare images for it, what it was trained on and how, and how well it did."""
+        from . import __version__
+
+        model, data, training = self.model, self.data, self.training
+        return {
+            "image_size": model.image_size,
+            "in_channels": model.in_channels,
+            "pixel_range": [-1.0, 1.0],
+            "pixel_normalization": "x / 127.5 - 1 on uint8 pixels (RGB, or L for 1 channel)",
+            "resize": "short side to image_size (bicubic), then a square centre crop",
+            "dataset": {
+                "source": data.source,
+                "train_split": data.train_split,
+                "eval_split": data.eval_split,
+                "image_column": data.image_column,
+                "num_train_images": num_train_images,
+                "augmentation": "random crop and horizontal flip" if data.augment else "none",
+            },
+            "steps": training.max_steps,
+            "seed": training.seed,
+            "batch_size_per_process": training.batch_size,
+            "num_processes": num_processes,
+            "gradient_accumulation_steps": training.gradient_accumulation_steps,
+            "global_batch_size": training.batch_size * num_processes * training.gradient_accumulation_steps,
+            "learning_rate": training.learning_rate,
+            "lr_scheduler": training.lr_scheduler,
+            "warmup_steps": training.warmup_steps,
+            "mixed_precision": training.mixed_precision,
+            "final_metrics": {k: float(v) for k, v in final_metrics.items()},
+            "vqtok_version": __version__,
+        }
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

@@ -2,25 +2,47 @@
 
 `train_tokenizer` runs the loop; `training/train_tokenizer.py` wraps it in a command line with
 YAML configs. The same code runs under `python` and under `accelerate launch`.
+
+Determinism and resuming. The training images form one endless, seeded stream (`SampleStream`):
+draw `g` is image `perm_e[g mod n]` of epoch `e = g // n`, and its random crop/flip come from a
+generator seeded with `(seed, g)`. Each optimizer step consumes `batch_size x processes x
+gradient_accumulation_steps` consecutive draws, process `r` taking the `r`-th slice of every global
+micro-batch. The data position is therefore one integer, the number of draws consumed, and a
+resumed run continues the stream exactly where the checkpoint left it, whatever the number of
+data-loader workers. Checkpoints (`accelerator.save_state`) hold the model with its quantizer
+buffers, the optimizer, the LR scheduler, the per-process RNG states (used by k-means
+initialisation, dead-code restarts and stochastic quantizers) and a `TrainerState` (step, draws
+consumed); a run stopped and resumed on the same number of processes ends with the same weights as
+an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import ProjectConfiguration, set_seed
 from datasets import Dataset
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .data import collate_pixel_values, stack_pixel_values
+from .checkpoints import resolve_checkpoint, save_checkpoint
+from .data import stack_pixel_values
+from .distributed import broadcast_
 from .metrics import evaluate_tokenizer
+from .sample_stream import SampleStream, training_batches
 from .visualize import save_reconstruction_grid
+
+TRACKER_PROJECT = "vqtok"
+# Steps left out of the throughput figure: the first ones pay for k-means initialisation and
+# lazy allocations.
+THROUGHPUT_SKIP_STEPS = 3
 
 
 @dataclass
@@ -28,21 +50,33 @@ class TrainingArguments:
     """Options of the training loop.
 
     Args:
-        output_dir: where evaluation grids (and the trained model, in the script) are written.
+        output_dir: where checkpoints, logs, evaluation grids (and, in the script, the trained
+            tokenizer) are written.
         max_steps: optimizer steps to run.
-        batch_size: images per process per micro-batch.
+        batch_size: images per process per micro-batch (the global batch of one optimizer step is
+            `batch_size x processes x gradient_accumulation_steps`).
         learning_rate: peak learning rate of AdamW.
         weight_decay: AdamW weight decay.
         lr_scheduler: any `transformers.get_scheduler` name (`cosine`, `linear`, `constant_with_warmup`, ...).
+            It is stepped once per optimizer step, whatever the number of processes.
         warmup_steps: linear warm-up steps.
         gradient_accumulation_steps: micro-batches per optimizer step.
         max_grad_norm: gradient clipping (0 disables).
         mixed_precision: `no`, `fp16` or `bf16` (quantizer maths stays fp32 regardless).
-        eval_every: evaluate and write a reconstruction grid every this many steps (0: only at the end).
+        eval_every: evaluate (MSE, PSNR, perplexity, codes used) on the main process and write a
+            reconstruction grid every this many steps (0: only at the end).
         eval_batch_size: images per evaluation batch.
-        log_every: steps between log records.
+        log_every: steps between log records (every loss term and quantizer statistic, averaged
+            over the step's micro-batches and over processes, plus learning rate and images/s).
+        report_to: Accelerate trackers, comma-separated (`tensorboard`, `wandb`, ...), `all`, or
+            `none`. Logs go to `output_dir/logs`.
+        checkpoint_every: `accelerator.save_state` into `output_dir/checkpoints/step_N` every this
+            many steps (0: never).
+        checkpoints_total_limit: keep only the newest this many checkpoints (None: keep all).
+        resume_from_checkpoint: `latest` (the newest checkpoint in `output_dir/checkpoints`; a fresh
+            start when there is none, so a preempted job can be rerun unchanged) or a checkpoint folder.
         seed: seed for model initialisation, data order and augmentation.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes (results do not depend on it).
     """
 
     output_dir: str = "outputs/tokenizer"
@@ -58,6 +92,10 @@ class TrainingArguments:
     eval_every: int = 0
     eval_batch_size: int = 128
     log_every: int = 10
+    report_to: str = "tensorboard"
+    checkpoint_every: int = 0
+    checkpoints_total_limit: int | None = 3
+    resume_from_checkpoint: str | None = None
     seed: int = 0
     num_workers: int = 0
 
@@ -72,20 +110,87 @@ class TrainingArguments:
 
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "eval_batch_size", "log_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"training option `{name}` must be a positive integer, got {getattr(self, name)!r}")
+            _check_int(name, getattr(self, name), low=1)
+        for name in ("eval_every", "checkpoint_every", "warmup_steps", "num_workers"):
+            _check_int(name, getattr(self, name), low=0)
+        if self.checkpoints_total_limit is not None:
+            _check_int("checkpoints_total_limit", self.checkpoints_total_limit, low=1)
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"training option `mixed_precision` must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        if not isinstance(self.report_to, str):
+            raise ValueError(f"training option `report_to` must be a string such as 'tensorboard' or 'none', got {self.report_to!r}")
+        if self.resume_from_checkpoint is not None and not isinstance(self.resume_from_checkpoint, str):
+            raise ValueError(
+                f"training option `resume_from_checkpoint` must be 'latest' or a folder, got {self.resume_from_checkpoint!r}"
+            )
+
+    @property
+    def trackers(self) -> list[str]:
+        """`report_to` as a list of tracker names (empty for `none`)."""
+        names = [name.strip() for name in self.report_to.split(",") if name.strip()]
+        return [] if names in ([], ["none"]) else names
 
 
-def infinite_batches(dataloader: DataLoader):
-    """Yield batches forever, starting a new epoch (new shuffle) when one ends."""
-    epoch = 0
-    while True:
-        if hasattr(dataloader, "set_epoch"):
-            dataloader.set_epoch(epoch)
-        yield from dataloader
-        epoch += 1
+def _check_int(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"training option `{name}` must be {kind}, got {value!r}")
+
+
+@dataclass
+class TrainerState:
+    """Loop state saved in every checkpoint (through `accelerator.register_for_checkpointing`).
+
+    Attributes:
+        step: optimizer steps done.
+        samples_seen: draws consumed from the training stream, over all processes.
+    """
+
+    step: int = 0
+    samples_seen: int = 0
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.samples_seen = int(state["samples_seen"])
+
+
+def make_accelerator(args: TrainingArguments) -> Accelerator:
+    """The `Accelerator` the loop expects: precision, accumulation and trackers from `args`.
+
+    DDP is told not to broadcast buffers before every forward (`broadcast_buffers=False`): the
+    quantizers keep their buffers identical on every process themselves (statistics are
+    all-reduced, random re-initialisations broadcast; tests/test_distributed.py checks it), so a
+    per-forward broadcast from rank 0 would cost a collective per step and mask a desynchronisation
+    instead of exposing it. `train_tokenizer` broadcasts the buffers once from rank 0 at the start
+    instead (that flag also keeps DDP from syncing them when it wraps the model).
+    """
+    return Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=args.trackers or None,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")
+        ),
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
+
+
+# --- the loop --------------------------------------------------------------------------------
+def _flat_hparams(values: dict, prefix: str = "") -> dict:
+    """Nested dict -> flat `{"a/b": scalar}` that every tracker accepts (others become strings)."""
+    flat = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat_hparams(value, f"{name}/"))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
 
 
 def train_tokenizer(
@@ -94,71 +199,146 @@ def train_tokenizer(
     eval_dataset: Dataset | None,
     args: TrainingArguments,
     accelerator: Accelerator | None = None,
+    hparams: dict | None = None,
 ) -> dict[str, float]:
-    """Train `model` on `train_dataset` (rows with `pixel_values`) and return the final evaluation
-    on `eval_dataset` (empty dict without one). `model` is trained in place."""
-    accelerator = accelerator or Accelerator(
-        mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.gradient_accumulation_steps
-    )
+    """Train `model` on `train_dataset` (rows with `pixel_values`) in place.
+
+    Args:
+        model: a vqtok tokenizer (any quantizer).
+        train_dataset: training rows; a `pixel_dataset(..., augment=True)` gets seeded, resumable
+            augmentation (see the module docstring).
+        eval_dataset: held-out rows for periodic and final evaluation (None: no evaluation).
+        args: the loop's options.
+        accelerator: one made by `make_accelerator(args)` (made here when None, and its trackers
+            ended on return).
+        hparams: the run configuration to record with the trackers (default: `args` and the model config).
+
+    Returns:
+        On the main process: the final evaluation (`mse`, `psnr`, `perplexity`, `codes_used`,
+        `bits_per_image`; none without `eval_dataset`) plus `images_per_second` (training
+        throughput over all processes) and `train_seconds`. Other processes get the throughput only.
+    """
+    owns_accelerator = accelerator is None
+    accelerator = accelerator or make_accelerator(args)
     set_seed(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
-    dataloader = DataLoader(
-        train_dataset,
-        batch_size=args.batch_size,
-        shuffle=True,
-        drop_last=len(train_dataset) >= args.batch_size,
-        collate_fn=collate_pixel_values,
-        num_workers=args.num_workers,
-        generator=generator,
-    )
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
+    # Not passed to `prepare`: Accelerate would step it once per process per step.
     scheduler = get_scheduler(
         args.lr_scheduler, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=args.max_steps
     )
-    model, optimizer, dataloader, scheduler = accelerator.prepare(model, optimizer, dataloader, scheduler)
+    with warnings.catch_warnings():  # torch >= 2.13 renames the flag; accelerate passes the old name
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*deprecated", category=FutureWarning)
+        model, optimizer = accelerator.prepare(model, optimizer)
+    state = TrainerState()
+    accelerator.register_for_checkpointing(scheduler, state)
+    checkpoint = resolve_checkpoint(args)
+    if checkpoint is not None:
+        accelerator.load_state(checkpoint)
+        accelerator.print(f"resumed from {checkpoint} at step {state.step}")
+    elif args.resume_from_checkpoint:
+        accelerator.print(f"no checkpoint under {args.output_dir}/checkpoints: starting from step 0")
+    for buffer in accelerator.unwrap_model(model).buffers():
+        broadcast_(buffer)  # one start for all processes; from here on the quantizers keep them equal
+    if accelerator.log_with and not accelerator.trackers:
+        config = hparams if hparams is not None else {"training": asdict(args), "model": _model_hparams(model, accelerator)}
+        accelerator.init_trackers(TRACKER_PROJECT, config=_flat_hparams(config))
     model.train()
 
-    progress = tqdm(total=args.max_steps, desc="training", disable=not accelerator.is_main_process)
-    batches = infinite_batches(dataloader)
-    step = 0
-    while step < args.max_steps:
-        with accelerator.accumulate(model):
-            output = model(next(batches))
-            accelerator.backward(output.loss)
-            if accelerator.sync_gradients and args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(trainable, args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+    stream = SampleStream(train_dataset, args.seed)
+    batches = training_batches(stream, state.samples_seen, args, accelerator)
+    draws_per_step = args.batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    progress = tqdm(total=args.max_steps, initial=state.step, desc="training", disable=not accelerator.is_main_process)
+    first_step, timed_seconds, timed_steps = state.step, 0.0, 0
+    started = time.perf_counter()
+    while state.step < args.max_steps:
+        step_started = time.perf_counter()
+        totals: dict[str, torch.Tensor] = {}
+        for _ in range(args.gradient_accumulation_steps):
+            with accelerator.accumulate(model):
+                output = model(next(batches))
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(trainable, args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            _add_step_values(totals, output)
         if not accelerator.sync_gradients:
-            continue
-        step += 1
+            raise RuntimeError("gradient accumulation is out of step with the loop (accelerator.step was changed)")
+        if not accelerator.optimizer_step_was_skipped:
+            scheduler.step()
+        state.step += 1
+        state.samples_seen += draws_per_step
         progress.update(1)
-        if step % args.log_every == 0 or step == args.max_steps:
-            record = {name: float(value.detach()) for name, value in output.losses.items()}
-            record.update({name: float(value) for name, value in output.stats.items()})
-            record["loss"] = float(output.loss.detach())
-            record["lr"] = scheduler.get_last_lr()[0]
-            progress.set_postfix(loss=f"{record['loss']:.4f}", ppl=f"{record.get('perplexity', math.nan):.0f}")
-            accelerator.log(record, step=step)
-        if eval_dataset is not None and args.eval_every and step % args.eval_every == 0 and step < args.max_steps:
-            _evaluate_and_draw(accelerator, model, eval_dataset, args, step)
+        if state.step > first_step + THROUGHPUT_SKIP_STEPS:
+            timed_seconds += time.perf_counter() - step_started
+            timed_steps += 1
+        images_per_second = timed_steps * draws_per_step / timed_seconds if timed_seconds else math.nan
+
+        if state.step % args.log_every == 0 or state.step == args.max_steps:
+            record = _reduce_step_values(accelerator, totals, args.gradient_accumulation_steps)
+            record.update({"train/lr": scheduler.get_last_lr()[0], "train/epoch": state.samples_seen / stream.size})
+            if timed_steps:
+                record["train/images_per_second"] = images_per_second
+            progress.set_postfix(loss=f"{record['train/loss']:.4f}", ppl=f"{record.get('train/perplexity', math.nan):.0f}")
+            accelerator.log(record, step=state.step)
+        if eval_dataset is not None and args.eval_every and state.step % args.eval_every == 0 and state.step < args.max_steps:
+            _evaluate_and_draw(accelerator, model, eval_dataset, args, state.step)
+        if args.checkpoint_every and state.step % args.checkpoint_every == 0:
+            save_checkpoint(accelerator, args, state.step)
     progress.close()
-    results = _evaluate_and_draw(accelerator, model, eval_dataset, args, step) if eval_dataset is not None else {}
+    results = _evaluate_and_draw(accelerator, model, eval_dataset, args, state.step) if eval_dataset is not None else {}
+    if timed_steps:
+        results["images_per_second"] = images_per_second
+    results["train_seconds"] = time.perf_counter() - started
     accelerator.wait_for_everyone()
+    if owns_accelerator:
+        accelerator.end_training()
     return results
+
+
+def _model_hparams(model, accelerator: Accelerator) -> dict:
+    config = accelerator.unwrap_model(model).config
+    return {"model_type": config.model_type, **{k: v for k, v in config.to_diff_dict().items() if k != "training_metadata"}}
+
+
+def _add_step_values(totals: dict, output) -> None:
+    """Add one micro-batch's loss terms and statistics (detached, on device) to `totals`."""
+    values = {"train/loss": output.loss, **{f"train/{k}": v for k, v in output.losses.items()}}
+    values.update({f"train/{k}": v for k, v in (output.stats or {}).items()})
+    for name, value in values.items():
+        value = torch.as_tensor(value).detach().float().reshape(())
+        totals[name] = totals[name] + value if name in totals else value
+
+
+def _reduce_step_values(accelerator: Accelerator, totals: dict, micro_batches: int) -> dict[str, float]:
+    """Average the step's values over micro-batches and processes (a collective: call on every process)."""
+    names = sorted(totals)
+    stacked = torch.stack([totals[name].to(accelerator.device) for name in names]) / micro_batches
+    return dict(zip(names, accelerator.reduce(stacked, reduction="mean").tolist()))
 
 
 def _evaluate_and_draw(accelerator: Accelerator, model, eval_dataset: Dataset, args: TrainingArguments, step: int) -> dict:
-    """Evaluate on the main process, log the metrics and write a reconstruction grid."""
+    """Evaluate on the main process (eval mode: no collectives inside), log the metrics and the
+    reconstruction grid, while the other processes wait at the barrier."""
     results: dict[str, float] = {}
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        results = evaluate_tokenizer(unwrapped, eval_dataset, args.eval_batch_size)
+        results = evaluate_tokenizer(unwrapped, eval_dataset, args.eval_batch_size, progress=False)
         accelerator.log({f"eval/{k}": v for k, v in results.items()}, step=step)
         originals = stack_pixel_values(eval_dataset, limit=16).to(unwrapped.device)
         reconstructions = unwrapped.decode(unwrapped.encode(originals))
-        save_reconstruction_grid(originals, reconstructions, os.path.join(args.output_dir, f"reconstructions_step{step}.png"))
+        path = save_reconstruction_grid(originals, reconstructions, os.path.join(args.output_dir, f"reconstructions_step{step}.png"))
+        _log_image(accelerator, "eval/reconstructions", path, step)
     accelerator.wait_for_everyone()
     return results
+
+
+def _log_image(accelerator: Accelerator, name: str, path: str, step: int) -> None:
+    """Send a PNG to the trackers that take images (TensorBoard)."""
+    from PIL import Image
+
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            with Image.open(path) as image:
+                tracker.log_images({name: np.asarray(image.convert("RGB"))[None]}, step=step, dataformats="NHWC")

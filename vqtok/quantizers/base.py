@@ -97,6 +97,27 @@ def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
     return entropy.exp()
 
 
+@torch.no_grad()
+def ema_update_(
+    cluster_size: torch.Tensor, embed_sum: torch.Tensor, counts: torch.Tensor, sums: torch.Tensor, decay: float
+) -> None:
+    """One EMA step of codebook statistics, in place: N <- g N + (1-g) counts, M <- g M + (1-g) sums.
+
+    `counts` `[K]` and `sums` `[K, D]` are this step's (hard or soft) assignment totals, already
+    summed over processes.
+    """
+    cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
+    embed_sum.mul_(decay).add_(sums, alpha=1 - decay)
+
+
+def laplace_smoothed_codebook(cluster_size: torch.Tensor, embed_sum: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Codebook `[K, D]` from EMA statistics with Laplace smoothing of the cluster sizes:
+    e_k = M_k / N~_k,  N~_k = (N_k + eps) / (sum N + K eps) * sum N."""
+    total = cluster_size.sum()
+    smoothed = (cluster_size + epsilon) / (total + cluster_size.shape[0] * epsilon) * total
+    return embed_sum / smoothed[:, None]
+
+
 def usage_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, torch.Tensor]:
     """Perplexity and fraction of codes used among `indices`."""
     counts = code_histogram(indices, codebook_size)

@@ -9,7 +9,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import all_reduce_sum_, broadcast_
-from .base import Quantizer, QuantizerOutput, code_histogram, nearest_code, perplexity_from_counts, uniform_codebook
+from .base import (
+    Quantizer,
+    QuantizerOutput,
+    code_histogram,
+    ema_update_,
+    laplace_smoothed_codebook,
+    nearest_code,
+    perplexity_from_counts,
+    uniform_codebook,
+)
 from .kmeans import kmeans, sample_rows
 
 # Code usage is tracked as a moving average over roughly the last 10 batches: short enough that
@@ -123,42 +132,47 @@ class VectorQuantizer(Quantizer):
     # --- training-time codebook maintenance ----------------------------------------------------
     @torch.no_grad()
     def _initialize(self, rows: torch.Tensor) -> None:
-        """k-means (or keep the uniform init) on the first batch; rank 0's result is broadcast."""
+        """k-means (or keep the uniform init) on the first batch.
+
+        Under distributed training rank 0's k-means centres are broadcast, and the initial EMA
+        counts are those of the *global* batch (assignments to the shared centres, summed over
+        processes), the scale every later EMA update works at; so every process starts from the
+        same codebook and statistics as one process seeing the whole batch would (up to k-means
+        seeing only rank 0's share).
+        """
+        total_rows = float(all_reduce_sum_(rows.new_tensor(float(rows.shape[0]))))
         if self.kmeans_init:
-            centres, counts = kmeans(rows, self.codebook_size, self.kmeans_iters)
-            centres = self._prepare(centres)
-            broadcast_(centres)
-            broadcast_(counts)
+            centres, _ = kmeans(rows, self.codebook_size, self.kmeans_iters)
+            centres = broadcast_(self._prepare(centres).contiguous())
             self.embedding.data.copy_(centres)
-            cluster_size = counts.clamp_min(1.0)
+            assignment = nearest_code(rows, centres, self.chunk_rows)
+            cluster_size = all_reduce_sum_(code_histogram(assignment, self.codebook_size)).clamp_min(1.0)
         else:
-            cluster_size = torch.full_like(self.ema_cluster_size, max(rows.shape[0] / self.codebook_size, 1.0))
+            cluster_size = torch.full_like(self.ema_cluster_size, max(total_rows / self.codebook_size, 1.0))
         self.ema_cluster_size.copy_(cluster_size)
         self.ema_embed_sum.copy_(self.embedding.data * cluster_size[:, None])
         # Start every code's usage at the batch average, so no code counts as dead before it had a chance.
-        self.code_usage.fill_(rows.shape[0] / self.codebook_size)
-        all_reduce_sum_(self.code_usage)
+        self.code_usage.fill_(total_rows / self.codebook_size)
         self.initialized.fill_(True)
 
     @torch.no_grad()
     def _ema_update(self, rows: torch.Tensor, indices: torch.Tensor, global_counts: torch.Tensor) -> None:
         sums = torch.zeros_like(self.ema_embed_sum).index_add_(0, indices, rows)
         all_reduce_sum_(sums)
-        g = self.ema_decay
-        self.ema_cluster_size.mul_(g).add_(global_counts, alpha=1 - g)
-        self.ema_embed_sum.mul_(g).add_(sums, alpha=1 - g)
+        ema_update_(self.ema_cluster_size, self.ema_embed_sum, global_counts, sums, self.ema_decay)
         self.embedding.data.copy_(self._ema_codebook())
 
     def _ema_codebook(self) -> torch.Tensor:
-        total = self.ema_cluster_size.sum()
-        eps, k = self.ema_epsilon, self.codebook_size
-        smoothed = (self.ema_cluster_size + eps) / (total + k * eps) * total
-        codebook = self.ema_embed_sum / smoothed[:, None]
-        return self._prepare(codebook)
+        return self._prepare(laplace_smoothed_codebook(self.ema_cluster_size, self.ema_embed_sum, self.ema_epsilon))
 
     @torch.no_grad()
     def _restart_dead_codes(self, rows: torch.Tensor, global_counts: torch.Tensor) -> torch.Tensor:
-        """Move codes whose usage fell below the threshold onto random vectors of the batch."""
+        """Move codes whose usage fell below the threshold onto random vectors of the batch.
+
+        `code_usage` is updated from globally summed counts, so every process finds the same dead
+        codes and takes the same branch (the broadcast below is entered by all or by none);
+        the replacement vectors are rank 0's draw, broadcast to every process.
+        """
         self.code_usage.mul_(USAGE_DECAY).add_(global_counts, alpha=1 - USAGE_DECAY)
         if self.dead_code_threshold <= 0:
             return torch.zeros((), device=rows.device)

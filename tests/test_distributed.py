@@ -1,0 +1,170 @@
+"""Two CPU processes (gloo on 127.0.0.1): the VQ codebook and every quantizer buffer stay identical
+on both ranks through k-means initialisation, EMA updates and dead-code restarts; one EMA step on
+two half-batches equals one step on the whole batch in one process; and the Accelerate training
+loop (DDP, main-process evaluation, checkpoints) ends with the same model on both ranks."""
+
+import os
+import socket
+import sys
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+from vqtok.quantizers import VectorQuantizer
+
+WORLD_SIZE = 2
+TIMEOUT_S = 240  # a hang (a collective entered by one rank only) fails the test instead of blocking CI
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def shifting_latents(step: int, generator: torch.Generator, batch: int = 8) -> torch.Tensor:
+    """A global batch `[batch, 4, 4, 4]` whose distribution drifts with `step`, so codes die and restart."""
+    return torch.randn(batch, 4, 4, 4, generator=generator) + 0.5 * step
+
+
+def ema_quantizer() -> VectorQuantizer:
+    torch.manual_seed(1)
+    return VectorQuantizer(16, 4, kmeans_init=False, dead_code_threshold=0.0, ema_decay=0.9)
+
+
+def ema_batch() -> torch.Tensor:
+    return torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(7))
+
+
+def _half(batch: torch.Tensor, rank: int) -> torch.Tensor:
+    size = batch.shape[0] // WORLD_SIZE
+    return batch[rank * size : (rank + 1) * size]
+
+
+def _worker(rank: int, port: int, out_dir: str) -> None:
+    try:
+        _run_rank(rank, port, Path(out_dir))
+    except BaseException:
+        (Path(out_dir) / f"error_rank{rank}.txt").write_text(traceback.format_exc())
+        raise
+
+
+def _run_rank(rank: int, port: int, out: Path) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD_SIZE), LOCAL_WORLD_SIZE=str(WORLD_SIZE), ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1",
+    )
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE, timeout=timedelta(seconds=60)
+    )
+
+    # 1. Codebook maintenance: every rank quantizes its own half of a drifting global batch.
+    torch.manual_seed(100 + rank)  # different RNG streams per rank: agreement must come from the collectives
+    vq = VectorQuantizer(16, 4, kmeans_init=True, dead_code_threshold=6.0, ema_decay=0.9)
+    data = torch.Generator().manual_seed(0)
+    restarted = 0.0
+    for step in range(6):
+        restarted += float(vq(_half(shifting_latents(step, data), rank)).stats["restarted_codes"])
+    save_file({**vq.state_dict(), "restarted": torch.tensor(restarted)}, out / f"maintenance_rank{rank}.safetensors")
+
+    # 2. One EMA step on half of a batch per rank.
+    ema = ema_quantizer()
+    ema(_half(ema_batch(), rank))
+    save_file(ema.state_dict(), out / f"ema_rank{rank}.safetensors")
+
+    # 3. The training loop under DDP, with a periodic main-process evaluation and checkpoints.
+    from accelerate.utils import set_seed
+    from test_training import tiny_args, tiny_config, tiny_images
+
+    from vqtok import VQTokenizer
+    from vqtok.data import pixel_dataset
+    from vqtok.trainer import make_accelerator, train_tokenizer
+
+    args = tiny_args(
+        out / "run", max_steps=4, batch_size=4, gradient_accumulation_steps=1, eval_every=2, eval_batch_size=16,
+        checkpoint_every=2, checkpoints_total_limit=1, log_every=1,
+    )
+    set_seed(rank)  # different initialisations: DDP must start both ranks from rank 0's weights
+    model = VQTokenizer.from_config(tiny_config(dead_code_threshold=5.0))
+    accelerator = make_accelerator(args)
+    assert accelerator.num_processes == WORLD_SIZE
+    images = tiny_images(count=24)
+    results = train_tokenizer(
+        model, pixel_dataset(images, 16, 3, augment=True), pixel_dataset(images.select(range(8)), 16, 3), args, accelerator
+    )
+    assert ("psnr" in results) == (rank == 0), results
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, out / f"trained_rank{rank}.safetensors")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """Run `_run_rank` on 2 spawned processes once; the per-rank results, read back."""
+    out = tmp_path_factory.mktemp("distributed")
+    tests_dir = str(Path(__file__).parent)
+    if tests_dir not in sys.path:  # the children import this module and test_training by name
+        sys.path.insert(0, tests_dir)
+    # A fresh server process imports the heavy modules once and forks both ranks from it: safe
+    # (nothing but imports ran there) and half the import time of two spawned interpreters.
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(["test_distributed", "test_training", "vqtok.trainer"])
+    port = free_port()
+    processes = [context.Process(target=_worker, args=(rank, port, str(out))) for rank in range(WORLD_SIZE)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(TIMEOUT_S)
+    hung = [process for process in processes if process.is_alive()]
+    for process in hung:
+        process.kill()
+        process.join()
+    errors = "\n".join(path.read_text() for path in sorted(out.glob("error_rank*.txt")))
+    assert not hung, f"ranks still running after {TIMEOUT_S} s (deadlock?)\n{errors}"
+    assert all(process.exitcode == 0 for process in processes), f"a rank failed:\n{errors}"
+    return out
+
+
+def _both(out: Path, name: str) -> tuple[dict, dict]:
+    return tuple(load_file(out / f"{name}_rank{rank}.safetensors") for rank in range(WORLD_SIZE))
+
+
+def _assert_identical(first: dict, second: dict) -> None:
+    assert first.keys() == second.keys()
+    different = [name for name in first if not torch.equal(first[name], second[name])]
+    assert not different, f"differs between ranks: {different}"
+
+
+def test_codebook_and_buffers_identical_on_both_ranks(two_ranks):
+    rank0, rank1 = _both(two_ranks, "maintenance")
+    assert float(rank0["restarted"]) > 0, "no dead-code restart happened: the test would not cover them"
+    assert bool(rank0["initialized"])
+    _assert_identical(rank0, rank1)
+
+
+def test_two_half_batch_ema_step_equals_one_process_on_the_global_batch(two_ranks):
+    rank0, rank1 = _both(two_ranks, "ema")
+    _assert_identical(rank0, rank1)
+    single = ema_quantizer()
+    single(ema_batch())
+    expected = single.state_dict()
+    assert torch.equal(rank0["ema_cluster_size"], expected["ema_cluster_size"])  # integer counts: exact
+    for name in ("ema_embed_sum", "embedding", "code_usage"):
+        torch.testing.assert_close(rank0[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_ddp_training_ends_with_the_same_model_on_both_ranks(two_ranks):
+    rank0, rank1 = _both(two_ranks, "trained")
+    _assert_identical(rank0, rank1)
+    checkpoints = sorted(p.name for p in (two_ranks / "run" / "checkpoints").iterdir())
+    assert checkpoints == ["step_4"]
+    assert (two_ranks / "run" / "reconstructions_step2.png").exists()

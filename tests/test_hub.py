@@ -1,0 +1,363 @@
+"""Hub round trip of vqtok tokenizers (push_to_hub / from_pretrained against `LocalHub`), the model
+card, and the errors of loading a bad checkpoint (pickle-only, missing files, mismatched config)."""
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from safetensors.torch import load_file, save_file
+
+from vqtok import VQConfig, VQModel, VQTokenizer
+from vqtok.hub import QUANTIZER_REFERENCES, quantizer_reference, render_model_card, save_model_card
+from vqtok.registry import TOKENIZER_REGISTRY
+
+try:
+    from hub_server import FAKE_TOKEN, USER, set_hf_offline
+except ImportError:  # if tests/ ever becomes a package
+    from tests.hub_server import FAKE_TOKEN, USER, set_hf_offline
+
+REPO = f"{USER}/tiny-vq"
+TINY = dict(base_channels=8, image_size=8, codebook_size=16, latent_dim=4)
+METRICS = {"PSNR (dB)": 27.5, "codebook usage": 0.9375, "rFID": 12}
+
+
+def tiny_model(seed: int = 0) -> VQModel:
+    """A tiny VQModel whose codebook and EMA buffers differ from a fresh model's (as after training)."""
+    torch.manual_seed(seed)
+    model = VQModel(VQConfig(**TINY))
+    quantizer = model.quantizer
+    with torch.no_grad():
+        quantizer.embedding.copy_(torch.randn_like(quantizer.embedding))
+        quantizer.initialized.fill_(True)
+        quantizer.ema_cluster_size.copy_(torch.arange(1.0, 17.0))
+        quantizer.ema_embed_sum.copy_(torch.randn_like(quantizer.ema_embed_sum))
+        quantizer.code_usage.copy_(torch.rand_like(quantizer.code_usage))
+    return model.eval()
+
+
+def pixels() -> torch.Tensor:
+    return torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+def assert_same_model(expected, actual) -> None:
+    assert type(actual) is type(expected)
+    want, got = expected.state_dict(), actual.state_dict()
+    assert want.keys() == got.keys()
+    for name in want:
+        assert want[name].dtype == got[name].dtype, name
+        assert torch.equal(want[name], got[name]), name
+    assert bool(actual.quantizer.initialized)
+    assert torch.equal(expected.encode(pixels()), actual.encode(pixels()))
+
+
+def files_under(folder: Path, name: str) -> list[Path]:
+    return list(Path(folder).rglob(name)) if Path(folder).exists() else []
+
+
+# --- push and load ----------------------------------------------------------------------------
+def test_push_to_hub_then_vqtokenizer_and_automodel_load_the_same_model(local_hub):
+    model = tiny_model()
+    commit = model.push_to_hub(REPO, metrics=METRICS, training_data="The bundled sample set.")
+
+    assert set(HfApi().list_repo_files(REPO)) == {".gitattributes", "config.json", "model.safetensors", "README.md"}
+    assert HfApi().model_info(REPO).sha == commit.oid
+    loaded = VQTokenizer.from_pretrained(REPO)
+    assert_same_model(model, loaded)
+    assert_same_model(model, transformers.AutoModel.from_pretrained(REPO))
+    assert_same_model(model, VQModel.from_pretrained(REPO))
+    assert local_hub.unknown_requests == []
+
+
+def test_revision_loads_an_earlier_push(local_hub):
+    first_model = tiny_model(seed=0)
+    first = first_model.push_to_hub(REPO).oid
+    second_model = tiny_model(seed=1)
+    second = second_model.push_to_hub(REPO, commit_message="retrained").oid
+    assert first != second
+
+    assert_same_model(first_model, VQTokenizer.from_pretrained(REPO, revision=first))
+    assert_same_model(second_model, VQTokenizer.from_pretrained(REPO))
+    assert_same_model(first_model, transformers.AutoModel.from_pretrained(REPO, revision=first))
+
+
+def test_cache_dir_is_honoured(local_hub, tmp_path):
+    model = tiny_model()
+    model.push_to_hub(REPO)
+    cache = tmp_path / "my-cache"
+
+    assert_same_model(model, VQTokenizer.from_pretrained(REPO, cache_dir=cache))
+    assert files_under(cache, "model.safetensors") and files_under(cache, "config.json")
+    default_cache = tmp_path / "hf_home" / "hub"  # where the fixture points HF_HUB_CACHE
+    assert files_under(default_cache, "model.safetensors") == []
+    assert files_under(default_cache, "config.json") == []
+
+
+def test_token_passes_through_for_a_private_repo(local_hub, monkeypatch):
+    model = tiny_model()
+    model.push_to_hub(REPO, private=True)
+    monkeypatch.delenv("HF_TOKEN")  # from now on only an explicit token authenticates
+
+    with pytest.raises(OSError):
+        VQTokenizer.from_pretrained(REPO)
+    assert_same_model(model, VQTokenizer.from_pretrained(REPO, token=FAKE_TOKEN))
+
+
+def test_offline_mode_loads_from_the_cache_and_fails_clearly_for_an_unseen_repo(local_hub, monkeypatch):
+    model = tiny_model()
+    model.push_to_hub(REPO)
+    tiny_model(seed=1).push_to_hub(f"{USER}/never-downloaded")
+    tiny_model(seed=1).push_to_hub(f"{USER}/config-only")
+    hf_hub_download(f"{USER}/config-only", "config.json")
+    VQTokenizer.from_pretrained(REPO)  # fills the cache
+
+    local_hub.stop()
+    set_hf_offline(monkeypatch)
+    assert_same_model(model, VQTokenizer.from_pretrained(REPO))
+    assert_same_model(model, transformers.AutoModel.from_pretrained(REPO))
+    with pytest.raises(OSError, match="never-downloaded is not in the local Hub cache.*offline mode"):
+        VQTokenizer.from_pretrained(f"{USER}/never-downloaded")
+    with pytest.raises(OSError, match="model.safetensors of local-user/config-only is not in the local Hub cache"):
+        VQTokenizer.from_pretrained(f"{USER}/config-only")
+
+
+def test_save_pretrained_with_push_to_hub_pushes_the_vqtok_card(local_hub, tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "out", push_to_hub=True, repo_id=REPO, metrics={"PSNR (dB)": 30.0})
+
+    assert {"config.json", "model.safetensors"} <= set(os.listdir(tmp_path / "out"))
+    card = ModelCard.load(REPO)
+    assert card.data.library_name == "vqtok"
+    assert "| PSNR (dB) | 30 |" in card.text
+    assert_same_model(model, VQTokenizer.from_pretrained(REPO))
+
+
+# --- model card -------------------------------------------------------------------------------
+def test_model_card_on_the_hub(local_hub):
+    tiny_model().push_to_hub(
+        REPO, metrics=METRICS, training_data="The bundled sample set.", datasets=["cifar10"], tags=["demo"]
+    )
+
+    card = ModelCard.load(REPO)  # parses the YAML header back
+    assert card.data.library_name == "vqtok"
+    assert card.data.license == "apache-2.0"
+    assert card.data.tags[:3] == ["image-tokenization", "vqtok", "vq-vae"] and "demo" in card.data.tags
+    assert card.data.datasets == ["cifar10"]
+    assert card.data.pipeline_tag is None
+    text = card.text
+    assert "Neural Discrete Representation Learning" in text and "arXiv:1711.00937" in text
+    assert "@inproceedings{vandenoord2017neural" in text
+    assert "| Metric | Value |" in text
+    for row in ("| PSNR (dB) | 27.5 |", "| codebook usage | 0.9375 |", "| rFID | 12 |"):
+        assert row in text
+    assert "The bundled sample set." in text
+    assert "| `codebook_size` | 16 |" in text and "| `use_ema` | true |" in text
+    assert f'VQTokenizer.from_pretrained("{REPO}")' in text
+
+
+def test_bad_card_arguments_fail_before_anything_is_uploaded(local_hub):
+    with pytest.raises(TypeError, match="metrics\\['psnr'\\]"):
+        tiny_model().push_to_hub(REPO, metrics={"psnr": [27.5]})
+    with pytest.raises(ValueError, match="license"):
+        tiny_model().push_to_hub(REPO, license="")
+    assert local_hub.repos == {}
+
+
+def test_save_model_card_writes_readme(tmp_path):
+    path = save_model_card(tiny_model(), tmp_path, repo_id="someone/tok", metrics={"MSE": 0.001234})
+    card = ModelCard.load(path)
+    assert path == tmp_path / "README.md"
+    assert card.data.tags == ["image-tokenization", "vqtok", "vq-vae"]
+    assert "| MSE | 0.001234 |" in card.text
+    assert "No evaluation results" in render_model_card(tiny_model()).text
+
+
+PAPERS = {
+    "vqtok-vq": ["Neural Discrete Representation Learning"],
+    "vqtok-nsvq": ["NSVQ: Noise Substitution in Vector Quantization for Machine Learning"],
+    "vqtok-softvq": ["Theory and Experiments on Vector Quantized Autoencoders"],
+    "vqtok-gumbel": ["vq-wav2vec: Self-Supervised Learning of Discrete Speech Representations",
+                     "Categorical Reparameterization with Gumbel-Softmax"],
+    "vqtok-sqvae": ["SQ-VAE: Variational Bayes on Discrete Representation with Self-annealed Stochastic Quantization"],
+    "vqtok-hypervq": ["HyperVQ: MLR-based Vector Quantization in Hyperbolic Space"],
+}
+
+
+def test_every_planned_quantizer_has_its_papers_and_a_bibtex_entry():
+    assert set(QUANTIZER_REFERENCES) == set(PAPERS)
+    for model_type, titles in PAPERS.items():
+        reference = quantizer_reference(model_type)
+        assert [paper.title for paper in reference.papers] == titles
+        assert reference.bibtex.count("@") == len(titles)
+        assert all(paper.url for paper in reference.papers)
+    assert quantizer_reference("vqtok-new").papers == () and quantizer_reference("vqtok-new").tag == "new"
+
+
+@pytest.mark.parametrize("model_type", sorted(TOKENIZER_REGISTRY))
+def test_card_of_every_registered_tokenizer_names_its_quantizer(model_type):
+    config_class = TOKENIZER_REGISTRY[model_type][0]
+    card = render_model_card(config_class(**TINY))
+    reference = quantizer_reference(model_type)
+    assert reference.tag in card.data.tags
+    for title in PAPERS.get(model_type, []):
+        assert title in card.text
+
+
+# --- loading errors ---------------------------------------------------------------------------
+@pytest.fixture
+def saved(tmp_path) -> Path:
+    folder = tmp_path / "saved"
+    tiny_model().save_pretrained(folder)
+    return folder
+
+
+class _Trap:
+    """Unpickling this creates the directory `path`: evidence that a file was unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+def write_pickle_only_checkpoint(folder: Path, marker: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(VQConfig(**TINY).to_dict()))
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_Trap(marker)))
+
+
+def assert_trap_armed(folder: Path, marker: Path) -> None:
+    """The trap works: unpickling the file does create the marker (so its absence meant something)."""
+    assert not marker.exists()
+    pickle.loads((folder / "pytorch_model.bin").read_bytes())
+    assert marker.is_dir()
+
+
+def test_pickle_only_directory_is_refused_without_unpickling(tmp_path):
+    folder, marker = tmp_path / "pickled", tmp_path / "UNPICKLED"
+    write_pickle_only_checkpoint(folder, marker)
+
+    for load in (VQTokenizer.from_pretrained, VQModel.from_pretrained, transformers.AutoModel.from_pretrained):
+        with pytest.raises(OSError, match="only a pickle checkpoint \\(pytorch_model.bin\\).*never unpickles"):
+            load(folder)
+    assert_trap_armed(folder, marker)
+
+
+def test_pickle_only_hub_repo_is_refused_without_unpickling(local_hub, tmp_path):
+    folder, marker = tmp_path / "pickled", tmp_path / "UNPICKLED"
+    write_pickle_only_checkpoint(folder, marker)
+    HfApi().create_repo(REPO)
+    HfApi().upload_folder(repo_id=REPO, folder_path=folder)
+
+    with pytest.raises(OSError, match="only a pickle checkpoint \\(pytorch_model.bin\\).*never unpickles"):
+        VQTokenizer.from_pretrained(REPO)
+    with pytest.raises(OSError, match="never unpickles"):
+        transformers.AutoModel.from_pretrained(REPO)
+    assert files_under(tmp_path / "hf_home", "pytorch_model.bin") == []  # not even downloaded
+    assert local_hub.unknown_requests == []  # no safetensors auto-conversion attempt either
+    assert_trap_armed(folder, marker)
+
+
+def test_missing_files_hub_repo(local_hub, saved):
+    (saved / "model.safetensors").unlink()
+    HfApi().create_repo(REPO)
+    HfApi().upload_folder(repo_id=REPO, folder_path=saved)
+    with pytest.raises(OSError, match="has no model.safetensors"):
+        VQTokenizer.from_pretrained(REPO)
+
+
+def _set_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def _drop_and_add_tensor(folder: Path) -> None:
+    tensors = load_file(folder / "model.safetensors")
+    del tensors["quantizer.embedding"]
+    tensors["quantizer.extra"] = torch.zeros(3)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def _truncate(folder: Path) -> None:
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _garbage(folder: Path) -> None:
+    (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+
+
+BAD_CHECKPOINTS = {
+    "missing config": (lambda f: (f / "config.json").unlink(), OSError, "has no config.json"),
+    "missing weights": (lambda f: (f / "model.safetensors").unlink(), OSError, "has no model.safetensors"),
+    "codebook_size changed": (
+        lambda f: _set_config(f, codebook_size=32),
+        ValueError,
+        r"tensor shapes differ: .*quantizer\.embedding \(checkpoint \[16, 4\], config \[32, 4\]\)",
+    ),
+    "latent_dim changed": (lambda f: _set_config(f, latent_dim=8), ValueError, r"quantizer\.ema_embed_sum"),
+    "tensors missing and unexpected": (
+        _drop_and_add_tensor,
+        ValueError,
+        r"missing from the checkpoint: quantizer\.embedding; not part of the model: quantizer\.extra",
+    ),
+    "unknown key": (lambda f: _set_config(f, bogus=1), ValueError, r"unknown config key\(s\) \['bogus'\]"),
+    "truncated safetensors": (_truncate, OSError, "corrupt or truncated"),
+    "garbage safetensors": (_garbage, OSError, "corrupt or truncated"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CHECKPOINTS))
+def test_bad_local_checkpoint_fails_clearly(saved, case):
+    mutate, error, message = BAD_CHECKPOINTS[case]
+    mutate(saved)
+    with pytest.raises(error, match=message):
+        VQTokenizer.from_pretrained(saved)
+    with pytest.raises(error, match=message):
+        VQModel.from_pretrained(saved)
+
+
+def test_unknown_model_type_lists_the_registered_types(saved):
+    _set_config(saved, model_type="vqtok-nope")
+    with pytest.raises(ValueError, match="unknown vqtok model_type 'vqtok-nope'") as info:
+        VQTokenizer.from_pretrained(saved)
+    for model_type in TOKENIZER_REGISTRY:
+        assert repr(model_type) in str(info.value)
+
+
+def test_model_class_of_another_type_points_to_vqtokenizer(saved):
+    _set_config(saved, model_type="vqtok-nsvq")
+    with pytest.raises(ValueError, match="VQModel loads 'vqtok-vq'.*VQTokenizer.from_pretrained"):
+        VQModel.from_pretrained(saved)
+
+
+def test_mismatch_can_be_accepted_on_purpose(saved):
+    _set_config(saved, codebook_size=32)
+    model, info = VQModel.from_pretrained(saved, ignore_mismatched_sizes=True, output_loading_info=True)
+    assert model.quantizer.embedding.shape == (32, 4)
+    assert {key for key, *_ in info["mismatched_keys"]} >= {"quantizer.embedding"}
+
+
+def test_other_refusals_and_a_clean_load(saved):
+    with pytest.raises(ValueError, match="safetensors weights only"):
+        VQModel.from_pretrained(saved, use_safetensors=False)
+    with pytest.raises(OSError, match="is a file"):
+        VQModel.from_pretrained(saved / "model.safetensors")
+    model, info = VQModel.from_pretrained(saved, output_loading_info=True)
+    assert info["missing_keys"] == set() and info["mismatched_keys"] == set()
+    assert_same_model(tiny_model(), model)
+
+
+def test_variant_checkpoint(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path, variant="ema")
+    assert (tmp_path / "model.ema.safetensors").is_file()
+    assert_same_model(model, VQTokenizer.from_pretrained(tmp_path, variant="ema"))
+    with pytest.raises(OSError, match="has no model.safetensors"):
+        VQTokenizer.from_pretrained(tmp_path)

@@ -1,0 +1,151 @@
+"""Soft VQ by EM: posterior samples, soft EMA M-step, commitment loss, deterministic encode."""
+
+import pytest
+import torch
+
+import vqtok.quantizers.soft_em as soft_em_module
+from vqtok import SoftVQConfig, SoftVQModel, VQTokenizer
+from vqtok.quantizers import SoftEMQuantizer
+from vqtok.quantizers.soft_em import squared_distances
+
+
+def as_map(rows):
+    """[N, D] rows -> [1, D, N, 1] map, the layout quantizers take."""
+    return rows.t().reshape(1, rows.shape[1], rows.shape[0], 1).contiguous()
+
+
+def make_soft(codebook, cluster_size=None, **kwargs):
+    """A SoftEMQuantizer with the given codebook and EMA statistics N (default 1 each), M = N e."""
+    kwargs.setdefault("kmeans_init", False)
+    quantizer = SoftEMQuantizer(codebook.shape[0], codebook.shape[1], **kwargs)
+    cluster_size = torch.ones(codebook.shape[0]) if cluster_size is None else cluster_size
+    with torch.no_grad():
+        quantizer.embedding.copy_(codebook)
+        quantizer.ema_cluster_size.copy_(cluster_size)
+        quantizer.ema_embed_sum.copy_(codebook * cluster_size[:, None])
+        quantizer.initialized.fill_(True)
+    return quantizer
+
+
+def test_squared_distances_match_brute_force():
+    torch.manual_seed(0)
+    rows, codebook = 5 * torch.randn(40, 6), torch.randn(9, 6)
+    assert torch.allclose(squared_distances(rows, codebook), torch.cdist(rows, codebook) ** 2, rtol=1e-4, atol=1e-3)
+
+
+def test_weights_are_means_of_one_hots_summing_to_one():
+    torch.manual_seed(0)
+    quantizer = make_soft(torch.randn(12, 3), num_samples=7)
+    weights = quantizer.sample_weights(quantizer.posterior_logits(torch.randn(100, 3)))
+    assert torch.allclose(weights.sum(dim=1), torch.ones(100), atol=1e-6)
+    assert torch.allclose(weights * 7, (weights * 7).round(), atol=1e-5) and (weights >= 0).all()
+    assert ((weights > 0).sum(dim=1) <= 7).all()
+
+
+def test_many_samples_approach_the_posterior_softmax_of_minus_distance():
+    torch.manual_seed(0)
+    codebook = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.5]])
+    rows = torch.tensor([[0.2, 0.1], [0.6, 0.4], [0.0, 1.0]])
+    quantizer = make_soft(codebook, num_samples=20000)
+    logits = quantizer.posterior_logits(rows)
+    expected = torch.softmax(-(torch.cdist(rows, codebook) ** 2), dim=1)
+    assert torch.allclose(torch.softmax(logits, dim=1), expected, atol=1e-5)
+    assert torch.allclose(quantizer.sample_weights(logits), expected, atol=0.02)
+
+
+def test_temperature_divides_the_distances():
+    codebook, rows = torch.tensor([[0.0], [2.0]]), torch.tensor([[1.5]])
+    logits = make_soft(codebook, temperature=4.0).posterior_logits(rows)
+    assert torch.allclose(logits, torch.tensor([[-2.25 / 4, -0.25 / 4]]))
+
+
+def test_soft_m_step_hand_case():
+    # e = [0, 2] from N = [1, 1], M = [0, 2]; rows z = [1, 3] with weights [[.5, .5], [0, 1]], g = 0.5:
+    # counts = [0.5, 1.5], sums = [0.5, 0.5 + 3] -> N = [0.75, 1.25], M = [0.25, 2.75];
+    # Laplace smoothing with eps = 0.1: N~ = (N + 0.1) / (2 + 0.2) * 2 = [0.7727.., 1.2272..].
+    quantizer = make_soft(torch.tensor([[0.0], [2.0]]), ema_decay=0.5, ema_epsilon=0.1)
+    quantizer._m_step(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.5, 0.5], [0.0, 1.0]]))
+    assert torch.allclose(quantizer.ema_cluster_size, torch.tensor([0.75, 1.25]))
+    assert torch.allclose(quantizer.ema_embed_sum, torch.tensor([[0.25], [2.75]]))
+    smoothed = torch.tensor([0.85, 1.35]) / 2.2 * 2
+    assert torch.allclose(quantizer.embedding.detach(), torch.tensor([[0.25], [2.75]]) / smoothed[:, None])
+
+
+def test_training_forward_hand_case_with_a_certain_posterior():
+    # Codes 20 apart: p(k|z) is one-hot to fp32 precision, so every sample picks the nearest code.
+    codebook = torch.tensor([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0]])
+    rows = torch.tensor([[1.0, 0.0], [19.0, 1.0], [21.0, -1.0]], requires_grad=True)
+    quantizer = make_soft(codebook, ema_decay=0.5, commitment_cost=0.25).train()
+    out = quantizer(as_map(rows))
+    assert out.indices.flatten().tolist() == [0, 1, 1]
+    quantized_rows = out.quantized.reshape(2, 3).t()
+    assert torch.allclose(quantized_rows, codebook[[0, 1, 1]])
+    squared_error = (1 + 0 + 1 + 1 + 1 + 1) / 6
+    assert out.losses["commitment_loss"].item() == pytest.approx(0.25 * squared_error)
+    # Straight-through: the decoder's gradient reaches z unchanged.
+    weights = torch.randn(3, 2)
+    (quantized_rows * weights).sum().backward()
+    assert torch.allclose(rows.grad, weights)
+    # M-step with g = 0.5: N = [1, 2, 0.5], M_1 = 0.5 * [20, 0] + 0.5 * [40, 0].
+    assert torch.allclose(quantizer.ema_cluster_size, torch.tensor([1.0, 1.5, 0.5]))
+    assert torch.allclose(quantizer.ema_embed_sum[1], torch.tensor([30.0, 0.0]))
+
+
+def test_statistics_are_summed_over_processes(monkeypatch):
+    # Two processes with the same batch: sums double, so a code moves as if it saw twice the data.
+    monkeypatch.setattr(soft_em_module, "all_reduce_sum_", lambda t: t.mul_(2.0))
+    quantizer = make_soft(torch.tensor([[0.0], [2.0]]), ema_decay=0.5, ema_epsilon=0.1)
+    quantizer._m_step(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.5, 0.5], [0.0, 1.0]]))
+    assert torch.allclose(quantizer.ema_cluster_size, torch.tensor([1.0, 2.0]))
+    assert torch.allclose(quantizer.ema_embed_sum, torch.tensor([[0.5], [4.5]]))
+
+
+def test_eval_forward_is_nearest_code_and_changes_nothing():
+    torch.manual_seed(0)
+    codebook, rows = torch.randn(8, 3), torch.randn(30, 3)
+    quantizer = make_soft(codebook).eval()
+    state = {k: v.clone() for k, v in quantizer.state_dict().items()}
+    out = quantizer(as_map(rows))
+    ids = torch.cdist(rows, codebook).argmin(dim=1)
+    assert torch.equal(out.indices.flatten(), ids)
+    assert torch.allclose(out.quantized.reshape(3, -1).t(), codebook[ids])
+    assert all(torch.equal(v, state[k]) for k, v in quantizer.state_dict().items())
+
+
+def test_soft_assignments_raise_the_perplexity_of_used_codes():
+    # Points between two codes: the mode is always code 0, the samples use both.
+    quantizer = make_soft(torch.tensor([[0.0], [1.0]])).train()
+    out = quantizer(as_map(torch.full((200, 1), 0.4)))
+    assert out.stats["perplexity"].item() == pytest.approx(1.0)
+    assert out.stats["sample_perplexity"].item() > 1.5
+
+
+def test_kmeans_init_sets_codes_and_matching_statistics():
+    torch.manual_seed(0)
+    rows = torch.cat([torch.randn(50, 2), torch.randn(50, 2) + 10])
+    quantizer = SoftEMQuantizer(2, 2, kmeans_init=True, ema_decay=0.999)
+    quantizer.train()._initialize(rows)
+    codes = quantizer.embedding.detach()
+    assert sorted(codes[:, 0].round().tolist()) == [0.0, 10.0]
+    assert torch.allclose(quantizer.ema_embed_sum / quantizer.ema_cluster_size[:, None], codes)
+
+
+@pytest.mark.parametrize(
+    "field, value, error",
+    [
+        ("num_samples", 0, ValueError),
+        ("num_samples", 2.0, TypeError),
+        ("ema_decay", 1.0, ValueError),
+        ("ema_epsilon", 0.0, ValueError),
+        ("temperature", -1.0, ValueError),
+        ("commitment_cost", True, TypeError),
+        ("kmeans_init", "yes", TypeError),
+    ],
+)
+def test_bad_config_values_raise(field, value, error):
+    with pytest.raises(error, match=field):
+        SoftVQConfig(**{field: value})
+
+
+def test_registered_model_class():
+    assert VQTokenizer.model_class_for("vqtok-softvq") is SoftVQModel

@@ -1,0 +1,126 @@
+"""Checks that make `from_pretrained` safe and its failures clear.
+
+Before transformers reads a checkpoint, vqtok resolves `config.json` and the safetensors weights
+itself: a checkpoint with only a pickle file (`pytorch_model.bin`, ...) is refused without the
+file ever being downloaded or opened, and missing files are named. After loading, any tensor
+whose shape differs from the config, or that is missing or unexpected, raises instead of being
+silently re-initialised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from huggingface_hub import HfApi, is_offline_mode
+from transformers.utils.hub import cached_file
+
+from .registry import TOKENIZER_REGISTRY
+
+# from_pretrained arguments that say where a checkpoint's files come from.
+HUB_DOWNLOAD_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "proxies", "subfolder")
+# Weight files vqtok reads (plain and sharded safetensors).
+SAFETENSORS_WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
+# Pickle-based checkpoints: only named in the error message, never opened.
+PICKLE_CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def _resolve_file(source: str, filename: str, download: dict) -> str | None:
+    """Local path of `filename` in a directory or Hub repo (downloaded into the cache), None if absent."""
+    return cached_file(source, filename, _raise_exceptions_for_missing_entries=False, **download)
+
+
+def _raise_if_offline_cache_miss(source: str, filename: str, download: dict) -> None:
+    """Offline, a Hub file missing from the cache says nothing about the repo: say that instead."""
+    if not os.path.isdir(source) and (download.get("local_files_only") or is_offline_mode()):
+        cache = f" ({download['cache_dir']})" if download.get("cache_dir") else ""
+        raise OSError(
+            f"{filename} of {source} is not in the local Hub cache{cache}, and offline mode (HF_HUB_OFFLINE=1 or "
+            "local_files_only=True) forbids downloading it: load it once with network access first"
+        )
+
+
+def check_config_file(model_class: type, source: str, download: dict) -> None:
+    """OSError when `config.json` is missing, ValueError when it belongs to another tokenizer type."""
+    path = _resolve_file(source, "config.json", download)
+    if path is None:
+        _raise_if_offline_cache_miss(source, "config.json", download)
+        raise OSError(
+            f"{source} has no config.json: a vqtok checkpoint is a config.json plus model.safetensors, "
+            "as written by save_pretrained or push_to_hub"
+        )
+    expected = model_class.config_class.model_type
+    if expected not in TOKENIZER_REGISTRY:
+        return
+    try:
+        found = json.loads(Path(path).read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return  # transformers reports an unreadable config.json itself
+    if found != expected:
+        raise ValueError(
+            f"the config.json of {source} has model_type {found!r}, but {model_class.__name__} loads {expected!r}; "
+            "VQTokenizer.from_pretrained loads any vqtok tokenizer type"
+        )
+
+
+def check_safetensors_weights(source: str, download: dict, variant: str | None = None) -> None:
+    """OSError unless the checkpoint has safetensors weights, saying so when it only has a pickle."""
+    # transformers' variant naming: model.<variant>.safetensors, model.safetensors.index.<variant>.json
+    names = [f"{stem}.{variant}.{ext}" if variant else f"{stem}.{ext}"
+             for stem, ext in (name.rsplit(".", 1) for name in SAFETENSORS_WEIGHTS_FILES)]
+    if any(_resolve_file(source, name, download) for name in names):
+        return
+    _raise_if_offline_cache_miss(source, names[0], download)
+    pickles = _pickle_checkpoints(source, download)
+    if pickles:
+        raise OSError(
+            f"{source} has only a pickle checkpoint ({', '.join(pickles)}) and no model.safetensors. vqtok loads "
+            "safetensors weights only and never unpickles a file, since unpickling can run arbitrary code. "
+            "If you trust the file, convert it once: "
+            "safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')"
+        )
+    raise OSError(
+        f"{source} has no {names[0]} (nor a sharded {names[1]}): a vqtok checkpoint "
+        "is a config.json plus model.safetensors, as written by save_pretrained or push_to_hub"
+    )
+
+
+def _pickle_checkpoints(source: str, download: dict) -> list[str]:
+    """Names of pickle-based checkpoint files at the top of the checkpoint (best effort, for messages)."""
+    subfolder = (download.get("subfolder") or "").strip("/")
+    if os.path.isdir(source):
+        folder = os.path.join(source, subfolder)
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+    elif download.get("local_files_only") or is_offline_mode():
+        return []  # the repo's file list is not in the cache
+    else:
+        try:
+            files = HfApi().list_repo_files(source, revision=download.get("revision"), token=download.get("token"))
+        except Exception:  # noqa: BLE001 - only used to word an error that is raised anyway
+            return []
+        prefix = f"{subfolder}/" if subfolder else ""
+        names = [f[len(prefix):] for f in files if f.startswith(prefix) and "/" not in f[len(prefix):]]
+    return sorted(name for name in names if name.endswith(PICKLE_CHECKPOINT_SUFFIXES))
+
+
+def check_loading_info(source: str, info: dict, allow_mismatch: bool) -> None:
+    """ValueError naming every tensor whose shape differs from the config, or that is missing or unexpected."""
+    problems = []
+    mismatched = sorted(info.get("mismatched_keys") or ())
+    if mismatched and not allow_mismatch:
+        shapes = ", ".join(f"{key} (checkpoint {list(saved)}, config {list(built)})" for key, saved, built in mismatched)
+        problems.append(f"tensor shapes differ: {shapes}")
+    if info.get("missing_keys"):
+        problems.append(f"missing from the checkpoint: {', '.join(sorted(info['missing_keys']))}")
+    if info.get("unexpected_keys"):
+        problems.append(f"not part of the model: {', '.join(sorted(info['unexpected_keys']))}")
+    problems += [str(message) for message in info.get("error_msgs") or ()]
+    if problems:
+        hint = " (ignore_mismatched_sizes=True re-initialises shape-mismatched tensors on purpose)" if mismatched else ""
+        raise ValueError(
+            f"the weights of {source} do not match its config.json: {'; '.join(problems)}. Was config.json edited, "
+            f"or does it belong to another checkpoint? No model was returned{hint}."
+        )
+
+

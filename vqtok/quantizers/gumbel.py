@@ -1,0 +1,101 @@
+"""Gumbel-softmax vector quantizer (the vq-wav2vec baseline): a linear map to code logits, a hard
+Gumbel-softmax sample with a straight-through gradient in training, the logits' argmax at encode."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Quantizer, QuantizerOutput, perplexity_from_counts, usage_stats
+from .schedules import TemperatureSchedule
+
+
+def hard_gumbel_softmax(
+    logits: torch.Tensor, tau: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Straight-through Gumbel-softmax over the last dimension, in fp32.
+
+    Draws g ~ Gumbel(0, 1), takes k = argmax(logits + g) and the soft sample
+    s = softmax((logits + g) / tau). Returns `(y, k)` where `y` is exactly one-hot(k) in the forward
+    pass (`one_hot + (s - sg s)`, and `s - s` is exactly 0) while its gradient is that of `s`.
+    """
+    logits = logits.float()
+    gumbels = -torch.empty_like(logits).exponential_(generator=generator).log()
+    perturbed = logits + gumbels
+    soft = torch.softmax(perturbed / tau, dim=-1)
+    ids = perturbed.argmax(dim=-1)
+    hard = torch.zeros_like(soft).scatter_(-1, ids.unsqueeze(-1), 1.0)
+    return hard + (soft - soft.detach()), ids
+
+
+class GumbelQuantizer(Quantizer):
+    """Gumbel-softmax vector quantizer.
+
+    On rows z (fp32): logits = W z + b (a `Linear(D, K)`, applied in fp32).
+    Training forward: (y, k) = hard Gumbel-softmax(logits, tau) (see `hard_gumbel_softmax`);
+      the decoder gets z_q = y V with V the learned `[K, D]` table, computed as
+      V[k] + (y - sg y) V so its value is exactly V[k] while the gradient reaches the logits through
+      the soft sample; tau = max(tau_max * tau_decay**step, tau_min), and `step` (a buffer of the
+      `temperature` schedule) advances once per training forward.
+      Optional diversity_loss = diversity_weight * (K - perplexity(mean_n softmax(logits_n))) / K.
+    Eval forward and `select`: k = argmax logits (no noise); the schedule does not move.
+
+    Args:
+        codebook_size: number of codes K.
+        dim: vector dimension D (of the latents and of the code vectors).
+        tau_max: temperature at step 0.
+        tau_min: floor of the temperature.
+        tau_decay: factor per training forward.
+        diversity_weight: weight of the diversity loss (0 leaves it out).
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        tau_max: float = 2.0,
+        tau_min: float = 0.5,
+        tau_decay: float = 0.999995,
+        diversity_weight: float = 0.0,
+    ):
+        super().__init__(codebook_size, dim)
+        if diversity_weight < 0:
+            raise ValueError(f"diversity_weight must be >= 0, got {diversity_weight}")
+        self.diversity_weight = float(diversity_weight)
+        self.to_logits = nn.Linear(dim, codebook_size)
+        self.embedding = nn.Parameter(torch.randn(codebook_size, dim))
+        self.temperature = TemperatureSchedule(tau_max, tau_min, tau_decay)
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        return self.embedding
+
+    def logits(self, rows: torch.Tensor) -> torch.Tensor:
+        """Code logits `[N, K]` in fp32 for rows `[N, D]`."""
+        return F.linear(rows.float(), self.to_logits.weight.float(), self.to_logits.bias.float())
+
+    def _select_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.logits(rows).argmax(dim=1)
+
+    def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
+        logits = self.logits(rows)
+        codebook = self.embedding.float()
+        if not self.training:
+            indices = logits.argmax(dim=1)
+            return QuantizerOutput(codebook[indices], indices, {}, usage_stats(indices, self.codebook_size))
+
+        tau = self.temperature.value()
+        self.temperature.advance()
+        one_hot, indices = hard_gumbel_softmax(logits, tau)
+        quantized = codebook[indices] + (one_hot - one_hot.detach()) @ codebook
+        mean_probs = torch.softmax(logits, dim=1).mean(dim=0)
+        prob_perplexity = perplexity_from_counts(mean_probs)
+        losses = {}
+        if self.diversity_weight > 0:
+            k = self.codebook_size
+            losses["diversity_loss"] = self.diversity_weight * (k - prob_perplexity) / k
+        stats = usage_stats(indices, self.codebook_size)
+        stats["prob_perplexity"] = prob_perplexity.detach()
+        stats["temperature"] = torch.tensor(tau, device=rows.device)
+        return QuantizerOutput(quantized, indices, losses, stats)
