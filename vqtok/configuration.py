@@ -53,6 +53,27 @@ def _check_range(name: str, value, low=None, high=None, low_open=False, high_ope
         raise ValueError(f"config field `{name}` must lie in {bounds}, got {value!r}")
 
 
+def _check_fields(config: VQTokenizerConfig, specs: dict) -> None:
+    """Check several fields at once: `specs` maps a field name to `(expected types, bounds)`, where
+    `bounds` holds `_check_range` keyword arguments (or is None for no range)."""
+    for name, (expected, bounds) in specs.items():
+        value = getattr(config, name)
+        _check_type(name, value, expected)
+        if bounds is not None:
+            _check_range(name, value, **bounds)
+
+
+_NUMBER = (float, int)
+_KMEANS_INIT_FIELDS = {"kmeans_init": (bool, None), "kmeans_iters": (int, {"low": 0})}
+# The EMA codebook and commitment options shared by VQ-VAE and soft EM.
+_EMA_FIELDS = {
+    "commitment_cost": (_NUMBER, {"low": 0}),
+    "ema_decay": (_NUMBER, {"low": 0, "high": 1, "high_open": True}),
+    "ema_epsilon": (_NUMBER, {"low": 0, "low_open": True}),
+}
+
+
+
 class VQTokenizerConfig(PreTrainedConfig):
     r"""Shared configuration of every vqtok image tokenizer: the convolutional backbone, the latent
     grid and the codebook size. Quantizer-specific options live in the subclasses
@@ -209,32 +230,16 @@ class VQConfig(VQTokenizerConfig):
 
     def check(self) -> None:
         super().check()
-        for name in ("use_ema", "kmeans_init", "use_cosine"):
-            _check_type(name, getattr(self, name), bool)
-        _check_type("commitment_cost", self.commitment_cost, (float, int))
-        _check_range("commitment_cost", self.commitment_cost, low=0)
-        _check_type("ema_decay", self.ema_decay, (float, int))
-        _check_range("ema_decay", self.ema_decay, low=0, high=1, high_open=True)
-        _check_type("ema_epsilon", self.ema_epsilon, (float, int))
-        _check_range("ema_epsilon", self.ema_epsilon, low=0, low_open=True)
-        _check_type("kmeans_iters", self.kmeans_iters, int)
-        _check_range("kmeans_iters", self.kmeans_iters, low=0)
-        _check_type("dead_code_threshold", self.dead_code_threshold, (float, int))
-        _check_range("dead_code_threshold", self.dead_code_threshold, low=0)
-
-
-def _check_fields(config: VQTokenizerConfig, specs: dict) -> None:
-    """Check several fields at once: `specs` maps a field name to `(expected types, bounds)`, where
-    `bounds` holds `_check_range` keyword arguments (or is None for no range)."""
-    for name, (expected, bounds) in specs.items():
-        value = getattr(config, name)
-        _check_type(name, value, expected)
-        if bounds is not None:
-            _check_range(name, value, **bounds)
-
-
-_NUMBER = (float, int)
-_KMEANS_INIT_FIELDS = {"kmeans_init": (bool, None), "kmeans_iters": (int, {"low": 0})}
+        _check_fields(
+            self,
+            {
+                "use_ema": (bool, None),
+                "use_cosine": (bool, None),
+                "dead_code_threshold": (_NUMBER, {"low": 0}),
+                **_EMA_FIELDS,
+                **_KMEANS_INIT_FIELDS,
+            },
+        )
 
 
 class NSVQConfig(VQTokenizerConfig):
@@ -323,10 +328,8 @@ class SoftVQConfig(VQTokenizerConfig):
             self,
             {
                 "num_samples": (int, {"low": 1}),
-                "commitment_cost": (_NUMBER, {"low": 0}),
-                "ema_decay": (_NUMBER, {"low": 0, "high": 1, "high_open": True}),
-                "ema_epsilon": (_NUMBER, {"low": 0, "low_open": True}),
                 "temperature": (_NUMBER, {"low": 0, "low_open": True}),
+                **_EMA_FIELDS,
                 **_KMEANS_INIT_FIELDS,
             },
         )

@@ -234,24 +234,72 @@ class VQTokenizerPreTrainedModel(PreTrainedModel):
             )
 
 
+def _quantizer_from_config(quantizer_class: type[Quantizer], config: VQTokenizerConfig, *fields: str) -> Quantizer:
+    """`quantizer_class(codebook_size, latent_dim, **{field: config.field for field in fields})`: for
+    quantizers whose keyword arguments carry the names of their config fields."""
+    options = {name: getattr(config, name) for name in fields}
+    return quantizer_class(codebook_size=config.codebook_size, dim=config.latent_dim, **options)
+
+
 class VQModel(VQTokenizerPreTrainedModel):
     """VQ-VAE tokenizer (`VQConfig`): nearest-code quantization with straight-through gradients."""
 
     config_class = VQConfig
 
     def build_quantizer(self, config: VQConfig) -> VectorQuantizer:
-        return VectorQuantizer(
-            codebook_size=config.codebook_size,
-            dim=config.latent_dim,
-            commitment_cost=config.commitment_cost,
-            use_ema=config.use_ema,
-            ema_decay=config.ema_decay,
-            ema_epsilon=config.ema_epsilon,
-            kmeans_init=config.kmeans_init,
-            kmeans_iters=config.kmeans_iters,
-            dead_code_threshold=config.dead_code_threshold,
-            use_cosine=config.use_cosine,
+        return _quantizer_from_config(
+            VectorQuantizer,
+            config,
+            "commitment_cost",
+            "use_ema",
+            "ema_decay",
+            "ema_epsilon",
+            "kmeans_init",
+            "kmeans_iters",
+            "dead_code_threshold",
+            "use_cosine",
         )
+
+
+class NSVQModel(VQTokenizerPreTrainedModel):
+    """NSVQ tokenizer (`NSVQConfig`): noise substitution in training, nearest code at encode."""
+
+    config_class = NSVQConfig
+
+    def build_quantizer(self, config: NSVQConfig) -> NSVQuantizer:
+        return _quantizer_from_config(
+            NSVQuantizer, config, "replace_every", "replace_fraction", "stop_replacing_after",
+            "replacement_jitter", "kmeans_init", "kmeans_iters",
+        )
+
+
+class SoftVQModel(VQTokenizerPreTrainedModel):
+    """Soft VQ tokenizer trained by EM (`SoftVQConfig`): sampled soft assignments in training,
+    nearest code at encode."""
+
+    config_class = SoftVQConfig
+
+    def build_quantizer(self, config: SoftVQConfig) -> SoftEMQuantizer:
+        return _quantizer_from_config(
+            SoftEMQuantizer, config, "num_samples", "commitment_cost", "ema_decay", "ema_epsilon",
+            "temperature", "kmeans_init", "kmeans_iters",
+        )
+
+
+class GumbelVQModel(VQTokenizerPreTrainedModel):
+    """Gumbel-softmax VQ tokenizer (`GumbelVQConfig`): hard Gumbel samples in training, the logits'
+    argmax at encode."""
+
+    config_class = GumbelVQConfig
+
+    def build_quantizer(self, config: GumbelVQConfig) -> GumbelQuantizer:
+        return _quantizer_from_config(GumbelQuantizer, config, "tau_max", "tau_min", "tau_decay", "diversity_weight")
+
+
+register_tokenizer(VQConfig, VQModel)
+register_tokenizer(NSVQConfig, NSVQModel)
+register_tokenizer(SoftVQConfig, SoftVQModel)
+register_tokenizer(GumbelVQConfig, GumbelVQModel)
 
 
 def _check_local_path(name_or_path) -> None:
@@ -316,53 +364,3 @@ class VQTokenizer:
         else:
             raise TypeError(f"config must be a VQTokenizerConfig subclass, got {type(config).__name__}")
         return model_class.from_pretrained(source, config=config, **kwargs)
-
-
-register_tokenizer(VQConfig, VQModel)
-
-
-def _quantizer_from_config(quantizer_class: type[Quantizer], config: VQTokenizerConfig, *fields: str) -> Quantizer:
-    """`quantizer_class(codebook_size, latent_dim, **{field: config.field for field in fields})`: for
-    quantizers whose keyword arguments carry the names of their config fields."""
-    options = {name: getattr(config, name) for name in fields}
-    return quantizer_class(codebook_size=config.codebook_size, dim=config.latent_dim, **options)
-
-
-class NSVQModel(VQTokenizerPreTrainedModel):
-    """NSVQ tokenizer (`NSVQConfig`): noise substitution in training, nearest code at encode."""
-
-    config_class = NSVQConfig
-
-    def build_quantizer(self, config: NSVQConfig) -> NSVQuantizer:
-        return _quantizer_from_config(
-            NSVQuantizer, config, "replace_every", "replace_fraction", "stop_replacing_after",
-            "replacement_jitter", "kmeans_init", "kmeans_iters",
-        )
-
-
-class SoftVQModel(VQTokenizerPreTrainedModel):
-    """Soft VQ tokenizer trained by EM (`SoftVQConfig`): sampled soft assignments in training,
-    nearest code at encode."""
-
-    config_class = SoftVQConfig
-
-    def build_quantizer(self, config: SoftVQConfig) -> SoftEMQuantizer:
-        return _quantizer_from_config(
-            SoftEMQuantizer, config, "num_samples", "commitment_cost", "ema_decay", "ema_epsilon",
-            "temperature", "kmeans_init", "kmeans_iters",
-        )
-
-
-class GumbelVQModel(VQTokenizerPreTrainedModel):
-    """Gumbel-softmax VQ tokenizer (`GumbelVQConfig`): hard Gumbel samples in training, the logits'
-    argmax at encode."""
-
-    config_class = GumbelVQConfig
-
-    def build_quantizer(self, config: GumbelVQConfig) -> GumbelQuantizer:
-        return _quantizer_from_config(GumbelQuantizer, config, "tau_max", "tau_min", "tau_decay", "diversity_weight")
-
-
-register_tokenizer(NSVQConfig, NSVQModel)
-register_tokenizer(SoftVQConfig, SoftVQModel)
-register_tokenizer(GumbelVQConfig, GumbelVQModel)
