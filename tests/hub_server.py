@@ -29,7 +29,6 @@ import base64
 import hashlib
 import json
 import logging
-import shutil
 import socket
 import sys
 import tempfile

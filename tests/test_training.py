@@ -4,7 +4,6 @@ end to end (overrides, checkpoints, TensorBoard logs, saved tokenizer with train
 import glob
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import numpy as np

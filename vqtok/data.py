@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -222,6 +222,3 @@ def stack_pixel_values(dataset: Dataset, limit: int | None = None) -> torch.Tens
     """All (or the first `limit`) `pixel_values` of a transformed dataset as one tensor."""
     count = len(dataset) if limit is None else min(limit, len(dataset))
     return collate_pixel_values([dataset[i] for i in range(count)])
-
-
-TransformFn = Callable[[dict], dict]
