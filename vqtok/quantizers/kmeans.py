@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..distributed import all_reduce_sum_, broadcast_
 from .base import code_histogram, nearest_code
 
 
@@ -49,3 +50,19 @@ def kmeans(
         if empty:
             centres[~filled] = sample_rows(rows, empty, generator)
     return centres, counts
+
+
+@torch.no_grad()
+def shared_kmeans_codebook(rows: torch.Tensor, num_clusters: int, iters: int = 10) -> torch.Tensor:
+    """k-means centres `[K, D]` for a codebook every process agrees on: each process clusters its
+    own rows (keeping the RNG streams in step), and rank 0's centres are broadcast to all."""
+    centres, _ = kmeans(rows, num_clusters, iters)
+    return broadcast_(centres.contiguous())
+
+
+@torch.no_grad()
+def global_cluster_sizes(rows: torch.Tensor, codebook: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
+    """Nearest-code counts of `rows` summed over all processes, at least 1 per code: the initial EMA
+    cluster sizes, at the scale every later EMA update works at."""
+    counts = code_histogram(nearest_code(rows, codebook, chunk_rows), codebook.shape[0])
+    return all_reduce_sum_(counts).clamp_min(1.0)

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..distributed import all_reduce_sum_, broadcast_
 from .base import Quantizer, QuantizerOutput, code_histogram, nearest_code, uniform_codebook, usage_stats
-from .kmeans import kmeans
+from .kmeans import shared_kmeans_codebook
 
 
 class NSVQuantizer(Quantizer):
@@ -112,8 +112,7 @@ class NSVQuantizer(Quantizer):
     @torch.no_grad()
     def _initialize(self, rows: torch.Tensor) -> None:
         """k-means on the first training batch; rank 0's centres are broadcast."""
-        centres, _ = kmeans(rows, self.codebook_size, self.kmeans_iters)
-        self.embedding.data.copy_(broadcast_(centres.contiguous()))
+        self.embedding.data.copy_(shared_kmeans_codebook(rows, self.codebook_size, self.kmeans_iters))
         self.initialized.fill_(True)
 
     @torch.no_grad()

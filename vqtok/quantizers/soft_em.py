@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import all_reduce_sum_, broadcast_
-from .base import Quantizer, QuantizerOutput, code_histogram, ema_update_, laplace_smoothed_codebook, nearest_code
+from ..distributed import all_reduce_sum_
+from .base import Quantizer, QuantizerOutput, ema_update_, laplace_smoothed_codebook, nearest_code
 from .base import perplexity_from_counts, uniform_codebook, usage_stats
-from .kmeans import kmeans
+from .kmeans import global_cluster_sizes, shared_kmeans_codebook
 
 
 def squared_distances(rows: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -139,10 +139,8 @@ class SoftEMQuantizer(Quantizer):
         uniform initial codes; EMA statistics from that batch's nearest-code counts over all
         processes (at least 1 each), the scale at which every later M-step works."""
         if self.kmeans_init:
-            centres, _ = kmeans(rows, self.codebook_size, self.kmeans_iters)
-            self.embedding.data.copy_(broadcast_(centres.contiguous()))
-        counts = code_histogram(nearest_code(rows, self.embedding), self.codebook_size)
-        cluster_size = all_reduce_sum_(counts).clamp_min(1.0)
+            self.embedding.data.copy_(shared_kmeans_codebook(rows, self.codebook_size, self.kmeans_iters))
+        cluster_size = global_cluster_sizes(rows, self.embedding.data)
         self.ema_cluster_size.copy_(cluster_size)
         self.ema_embed_sum.copy_(self.embedding.data * cluster_size[:, None])
         self.initialized.fill_(True)

@@ -19,7 +19,7 @@ from .base import (
     perplexity_from_counts,
     uniform_codebook,
 )
-from .kmeans import kmeans, sample_rows
+from .kmeans import global_cluster_sizes, sample_rows, shared_kmeans_codebook
 
 # Code usage is tracked as a moving average over roughly the last 10 batches: short enough that
 # codes stranded early in training (when the encoder's output still moves fast) are restarted
@@ -142,11 +142,9 @@ class VectorQuantizer(Quantizer):
         """
         total_rows = float(all_reduce_sum_(rows.new_tensor(float(rows.shape[0]))))
         if self.kmeans_init:
-            centres, _ = kmeans(rows, self.codebook_size, self.kmeans_iters)
-            centres = broadcast_(self._prepare(centres).contiguous())
+            centres = self._prepare(shared_kmeans_codebook(rows, self.codebook_size, self.kmeans_iters))
             self.embedding.data.copy_(centres)
-            assignment = nearest_code(rows, centres, self.chunk_rows)
-            cluster_size = all_reduce_sum_(code_histogram(assignment, self.codebook_size)).clamp_min(1.0)
+            cluster_size = global_cluster_sizes(rows, centres, self.chunk_rows)
         else:
             cluster_size = torch.full_like(self.ema_cluster_size, max(total_rows / self.codebook_size, 1.0))
         self.ema_cluster_size.copy_(cluster_size)
