@@ -23,9 +23,9 @@ import torch
 from vqtok import VQTokenizer
 from vqtok.data import load_image_dataset, pixel_dataset
 from vqtok.metrics import evaluate_tokenizer
-from vqtok.quantizers import Quantizer, QuantizerOutput, usage_stats
-from vqtok.run_config import load_run_config
-from vqtok.trainer import train_tokenizer
+from vqtok.quantizers import Quantizer, QuantizerOutput, code_histogram, usage_stats
+from vqtok.training.run_config import load_run_config
+from vqtok.training.trainer import train_tokenizer
 
 QUICKSTART = os.path.join(os.path.dirname(__file__), "..", "training", "configs", "quickstart.yaml")
 
@@ -46,9 +46,8 @@ class VectorQuantizePytorch(Quantizer):
     def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
         quantized, indices, commitment = self.inner(rows[None])
         indices = indices[0]
-        return QuantizerOutput(
-            quantized[0], indices, {"commitment_loss": commitment.sum()}, usage_stats(indices, self.codebook_size)
-        )
+        stats = usage_stats(code_histogram(indices, self.codebook_size))
+        return QuantizerOutput(quantized[0], indices, {"commitment_loss": commitment.sum()}, stats)
 
     def _select_rows(self, rows: torch.Tensor) -> torch.Tensor:
         return self.inner(rows[None])[1][0]

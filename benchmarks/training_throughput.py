@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vqtok.trainer import THROUGHPUT_SKIP_STEPS
+from vqtok.training.trainer import THROUGHPUT_SKIP_STEPS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "training" / "configs" / "quickstart.yaml"

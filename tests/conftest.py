@@ -1,6 +1,7 @@
 """Shared pytest fixtures."""
 
 import pytest
+import torch
 
 try:
     from hub_server import LocalHub, patch_hf_environment, reset_cached_clients
@@ -22,3 +23,12 @@ def local_hub(tmp_path, monkeypatch):
             yield hub
         finally:
             reset_cached_clients()
+
+
+@pytest.fixture
+def one_thread():
+    """The machine is small and shared: two OpenMP threads per test process only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -86,7 +86,7 @@ def _run_rank(rank: int, port: int, out: Path) -> None:
 
     from vqtok import VQTokenizer
     from vqtok.data import pixel_dataset
-    from vqtok.trainer import make_accelerator, train_tokenizer
+    from vqtok.training.trainer import make_accelerator, train_tokenizer
 
     args = tiny_args(
         out / "run", max_steps=4, batch_size=4, gradient_accumulation_steps=1, eval_every=2, eval_batch_size=16,

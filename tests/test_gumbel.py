@@ -62,7 +62,7 @@ def test_encode_is_the_argmax_of_the_logits_without_noise():
 
 
 def test_temperature_schedule_values():
-    schedule = TemperatureSchedule(tau_max=2.0, tau_min=0.5, decay=0.5)
+    schedule = TemperatureSchedule(tau_max=2.0, tau_min=0.5, tau_decay=0.5)
     values = []
     for _ in range(4):
         values.append(schedule.value())

@@ -13,7 +13,8 @@ from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from safetensors.torch import load_file, save_file
 
 from vqtok import VQConfig, VQModel, VQTokenizer
-from vqtok.hub import QUANTIZER_REFERENCES, quantizer_reference, render_model_card, save_model_card
+from vqtok.hub import render_model_card, save_model_card
+from vqtok.hub.model_card import card_reference
 from vqtok.registry import TOKENIZER_REGISTRY
 
 try:
@@ -157,6 +158,28 @@ def test_model_card_on_the_hub(local_hub):
     assert "The bundled sample set." in text
     assert "| `codebook_size` | 16 |" in text and "| `use_ema` | true |" in text
     assert f'VQTokenizer.from_pretrained("{REPO}")' in text
+    # The metrics also go into model-index, which the Hub shows as evaluation results.
+    results = {result.metric_name: result for result in card.data.eval_results}
+    assert list(results) == list(METRICS)
+    assert [results[name].metric_value for name in METRICS] == list(METRICS.values())
+    assert results["PSNR (dB)"].metric_type == "psnr_db" and results["rFID"].metric_type == "rfid"
+    where = {(r.task_type, r.dataset_type, r.dataset_split) for r in results.values()}
+    assert where == {("image-to-image", "cifar10", None)}
+    assert card.data.model_name == REPO.split("/")[-1]
+
+
+def test_model_index_names_the_evaluation_data_and_training_metadata_is_a_list():
+    model = tiny_model()
+    model.config.training_metadata = {"steps": 300, "dataset": {"source": "sample", "num_train_images": 2484},
+                                      "final_metrics": {"psnr": 26.2272}}
+    card = render_model_card(model, metrics={"mse": 0.0055}, eval_dataset="vqtok-sample", eval_split="test")
+    (result,) = card.data.eval_results
+    assert (result.dataset_type, result.dataset_split, result.metric_type) == ("vqtok-sample", "test", "mse")
+    text = card.text
+    assert "- **steps**: 300\n- **dataset**:\n  - **source**: sample\n  - **num_train_images**: 2484" in text
+    assert "  - **psnr**: 26.23" in text
+    assert "`training_metadata` |" not in text  # a list of its own, not one JSON cell of the config table
+    assert "eval_results" not in str(render_model_card(model).data.to_dict())  # no metrics: no model-index
 
 
 def test_bad_card_arguments_fail_before_anything_is_uploaded(local_hub):
@@ -182,28 +205,35 @@ PAPERS = {
     "vqtok-softvq": ["Theory and Experiments on Vector Quantized Autoencoders"],
     "vqtok-gumbel": ["vq-wav2vec: Self-Supervised Learning of Discrete Speech Representations",
                      "Categorical Reparameterization with Gumbel-Softmax"],
-    "vqtok-sqvae": ["SQ-VAE: Variational Bayes on Discrete Representation with Self-annealed Stochastic Quantization"],
-    "vqtok-hypervq": ["HyperVQ: MLR-based Vector Quantization in Hyperbolic Space"],
 }
 
 
-def test_every_planned_quantizer_has_its_papers_and_a_bibtex_entry():
-    assert set(QUANTIZER_REFERENCES) == set(PAPERS)
+def test_every_type_module_declares_its_papers_and_a_bibtex_entry():
+    assert set(TOKENIZER_REGISTRY) == set(PAPERS)
     for model_type, titles in PAPERS.items():
-        reference = quantizer_reference(model_type)
+        reference = TOKENIZER_REGISTRY[model_type][0].reference
         assert [paper.title for paper in reference.papers] == titles
         assert reference.bibtex.count("@") == len(titles)
         assert all(paper.url for paper in reference.papers)
-    assert quantizer_reference("vqtok-new").papers == () and quantizer_reference("vqtok-new").tag == "new"
+
+
+def test_a_config_without_a_reference_gets_a_generic_card():
+    class UndocumentedConfig(VQConfig):
+        model_type = "vqtok-new"
+        reference = None
+
+    reference = card_reference(UndocumentedConfig(**TINY))
+    assert reference.papers == () and reference.tag == "new"
+    card = render_model_card(UndocumentedConfig(**TINY))
+    assert "No reference paper is recorded for the model type `vqtok-new`" in card.text
 
 
 @pytest.mark.parametrize("model_type", sorted(TOKENIZER_REGISTRY))
 def test_card_of_every_registered_tokenizer_names_its_quantizer(model_type):
     config_class = TOKENIZER_REGISTRY[model_type][0]
     card = render_model_card(config_class(**TINY))
-    reference = quantizer_reference(model_type)
-    assert reference.tag in card.data.tags
-    for title in PAPERS.get(model_type, []):
+    assert config_class.reference.tag in card.data.tags
+    for title in PAPERS[model_type]:
         assert title in card.text
 
 

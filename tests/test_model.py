@@ -63,13 +63,13 @@ def test_forward_returns_named_losses_and_stats():
     assert torch.allclose(out.loss, sum(out.losses.values()))
     assert out.reconstruction.shape == (4, 3, 16, 16)
     assert out.input_ids.shape == (4, 4, 4) and out.input_ids.dtype == torch.long
-    assert 1.0 <= out.perplexity.item() <= 16.0
-    assert 0.0 < out.usage.item() <= 1.0
+    assert 1.0 <= out.stats["perplexity"].item() <= 16.0
+    assert 0.0 < out.stats["usage"].item() <= 1.0
 
 
 def test_straight_through_gradient_reaches_the_encoder():
     model = VQModel(tiny_config(use_ema=True))
-    model(images()).reconstruction_loss.backward()
+    model(images()).losses["reconstruction_loss"].backward()
     first_conv = model.encoder.layers[0]
     assert first_conv.weight.grad is not None
     assert first_conv.weight.grad.abs().sum() > 0

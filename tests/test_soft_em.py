@@ -1,12 +1,14 @@
 """Soft VQ by EM: posterior samples, soft EMA M-step, commitment loss, deterministic encode."""
 
+import math
+
 import pytest
 import torch
 
+import vqtok.quantizers.functional as functional
 import vqtok.quantizers.soft_em as soft_em_module
 from vqtok import SoftVQConfig, SoftVQModel, VQTokenizer
-from vqtok.quantizers import SoftEMQuantizer
-from vqtok.quantizers.soft_em import squared_distances
+from vqtok.quantizers import SoftEMQuantizer, sample_codes, squared_distances
 
 
 def as_map(rows):
@@ -33,38 +35,65 @@ def test_squared_distances_match_brute_force():
     assert torch.allclose(squared_distances(rows, codebook), torch.cdist(rows, codebook) ** 2, rtol=1e-4, atol=1e-3)
 
 
-def test_weights_are_means_of_one_hots_summing_to_one():
+def sample_shares(samples, codebook_size):
+    """[N, S] sampled ids -> [N, K] weights: the share of each row's samples that drew each code."""
+    one_hots = torch.nn.functional.one_hot(samples, codebook_size).float()
+    return one_hots.mean(dim=1)
+
+
+def test_posterior_samples_are_ids_in_range():
     torch.manual_seed(0)
     quantizer = make_soft(torch.randn(12, 3), num_samples=7)
-    weights = quantizer.sample_weights(quantizer.posterior_logits(torch.randn(100, 3)))
-    assert torch.allclose(weights.sum(dim=1), torch.ones(100), atol=1e-6)
-    assert torch.allclose(weights * 7, (weights * 7).round(), atol=1e-5) and (weights >= 0).all()
-    assert ((weights > 0).sum(dim=1) <= 7).all()
+    samples = quantizer.sample_posterior(torch.randn(100, 3))
+    assert samples.shape == (100, 7) and samples.dtype == torch.long
+    assert int(samples.min()) >= 0 and int(samples.max()) < 12
 
 
 def test_many_samples_approach_the_posterior_softmax_of_minus_distance():
     torch.manual_seed(0)
     codebook = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.5]])
     rows = torch.tensor([[0.2, 0.1], [0.6, 0.4], [0.0, 1.0]])
-    quantizer = make_soft(codebook, num_samples=20000)
-    logits = quantizer.posterior_logits(rows)
     expected = torch.softmax(-(torch.cdist(rows, codebook) ** 2), dim=1)
-    assert torch.allclose(torch.softmax(logits, dim=1), expected, atol=1e-5)
-    assert torch.allclose(quantizer.sample_weights(logits), expected, atol=0.02)
+    samples = make_soft(codebook, num_samples=20000).sample_posterior(rows)
+    assert torch.allclose(sample_shares(samples, 3), expected, atol=0.02)
 
 
 def test_temperature_divides_the_distances():
+    # Distances [2.25, 0.25]: p(code 0) = 1 / (1 + exp((2.25 - 0.25) / T)).
+    torch.manual_seed(0)
     codebook, rows = torch.tensor([[0.0], [2.0]]), torch.tensor([[1.5]])
-    logits = make_soft(codebook, temperature=4.0).posterior_logits(rows)
-    assert torch.allclose(logits, torch.tensor([[-2.25 / 4, -0.25 / 4]]))
+    for temperature in (1.0, 4.0):
+        samples = make_soft(codebook, num_samples=20000, temperature=temperature).sample_posterior(rows)
+        expected = 1 / (1 + math.exp(2.0 / temperature))
+        assert sample_shares(samples, 2)[0, 0].item() == pytest.approx(expected, abs=0.01)
+
+
+def test_sampling_works_one_chunk_of_rows_at_a_time(monkeypatch):
+    # Bounded memory: no distance block larger than `chunk_rows` x K, and the same distribution.
+    blocks = []
+    original = functional.squared_distances
+
+    def recording(rows, codebook):
+        blocks.append(rows.shape[0])
+        return original(rows, codebook)
+
+    monkeypatch.setattr(functional, "squared_distances", recording)
+    torch.manual_seed(0)
+    codebook, rows = torch.tensor([[0.0], [1.0]]), torch.full((500, 1), 0.4)
+    samples = sample_codes(rows, codebook, num_samples=40, chunk_rows=64)
+    assert max(blocks) == 64 and sum(blocks) == 500
+    expected = 1 / (1 + math.exp(-(0.36 - 0.16)))  # p(code 0) = softmax(-[0.16, 0.36])[0]
+    assert sample_shares(samples, 2)[:, 0].mean().item() == pytest.approx(expected, abs=0.01)
 
 
 def test_soft_m_step_hand_case():
-    # e = [0, 2] from N = [1, 1], M = [0, 2]; rows z = [1, 3] with weights [[.5, .5], [0, 1]], g = 0.5:
-    # counts = [0.5, 1.5], sums = [0.5, 0.5 + 3] -> N = [0.75, 1.25], M = [0.25, 2.75];
+    # e = [0, 2] from N = [1, 1], M = [0, 2]; rows z = [1, 3] whose S = 2 samples drew [0, 1] and [1, 1]
+    # (weights [[.5, .5], [0, 1]]), g = 0.5: counts = [0.5, 1.5], sums = [0.5, 0.5 + 3]
+    # -> N = [0.75, 1.25], M = [0.25, 2.75];
     # Laplace smoothing with eps = 0.1: N~ = (N + 0.1) / (2 + 0.2) * 2 = [0.7727.., 1.2272..].
     quantizer = make_soft(torch.tensor([[0.0], [2.0]]), ema_decay=0.5, ema_epsilon=0.1)
-    quantizer._m_step(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.5, 0.5], [0.0, 1.0]]))
+    counts = quantizer._m_step(torch.tensor([[1.0], [3.0]]), torch.tensor([[0, 1], [1, 1]]))
+    assert torch.allclose(counts, torch.tensor([0.5, 1.5]))
     assert torch.allclose(quantizer.ema_cluster_size, torch.tensor([0.75, 1.25]))
     assert torch.allclose(quantizer.ema_embed_sum, torch.tensor([[0.25], [2.75]]))
     smoothed = torch.tensor([0.85, 1.35]) / 2.2 * 2
@@ -95,7 +124,7 @@ def test_statistics_are_summed_over_processes(monkeypatch):
     # Two processes with the same batch: sums double, so a code moves as if it saw twice the data.
     monkeypatch.setattr(soft_em_module, "all_reduce_sum_", lambda t: t.mul_(2.0))
     quantizer = make_soft(torch.tensor([[0.0], [2.0]]), ema_decay=0.5, ema_epsilon=0.1)
-    quantizer._m_step(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.5, 0.5], [0.0, 1.0]]))
+    quantizer._m_step(torch.tensor([[1.0], [3.0]]), torch.tensor([[0, 1], [1, 1]]))
     assert torch.allclose(quantizer.ema_cluster_size, torch.tensor([1.0, 2.0]))
     assert torch.allclose(quantizer.ema_embed_sum, torch.tensor([[0.5], [4.5]]))
 
@@ -124,7 +153,7 @@ def test_kmeans_init_sets_codes_and_matching_statistics():
     torch.manual_seed(0)
     rows = torch.cat([torch.randn(50, 2), torch.randn(50, 2) + 10])
     quantizer = SoftEMQuantizer(2, 2, kmeans_init=True, ema_decay=0.999)
-    quantizer.train()._initialize(rows)
+    quantizer.train().initialize_codebook(rows)
     codes = quantizer.embedding.detach()
     assert sorted(codes[:, 0].round().tolist()) == [0.0, 10.0]
     assert torch.allclose(quantizer.ema_embed_sum / quantizer.ema_cluster_size[:, None], codes)

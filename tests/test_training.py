@@ -6,44 +6,22 @@ import importlib.util
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from accelerate.utils import set_seed
-from datasets import Dataset, Features, Image
 from huggingface_hub import ModelCard
-from PIL import Image as PILImage
+from tiny_data import run_interrupted_after, tiny_images
 
-import vqtok.trainer as trainer
 from vqtok import VQConfig, VQImageProcessor, VQTokenizer
-from vqtok.checkpoints import list_checkpoints, resolve_checkpoint
 from vqtok.data import pixel_dataset
-from vqtok.sample_stream import ProcessBatches, SampleStream
-from vqtok.trainer import TrainingArguments, train_tokenizer
+from vqtok.training import TrainingArguments, train_tokenizer
+from vqtok.training.checkpoints import list_checkpoints, resolve_checkpoint
+from vqtok.training.sample_stream import ProcessBatches, SampleStream
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The machine is small and shared: two OpenMP threads per test process only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_images(count: int = 40, seed: int = 0) -> Dataset:
-    """`count` non-square (20x16) RGB images with smooth structure, so a random crop has room to move."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:16, 0:20]
-    images = []
-    for _ in range(count):
-        fx, fy, phase = rng.uniform(0.1, 0.6, size=3)
-        channels = [np.sin(fx * xx + c) * np.cos(fy * yy + phase * c) for c in range(3)]
-        array = ((np.stack(channels, axis=-1) + 1) * 127.5).astype(np.uint8)
-        images.append(PILImage.fromarray(array))
-    return Dataset.from_dict({"image": images}, features=Features({"image": Image()}))
 
 
 def tiny_config(**overrides) -> VQConfig:
@@ -59,10 +37,6 @@ def tiny_args(output_dir, **overrides) -> TrainingArguments:
     return TrainingArguments(**{**values, **overrides})
 
 
-class Interrupted(Exception):
-    pass
-
-
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch):
     train_set = pixel_dataset(tiny_images(), 16, 3, augment=True)
 
@@ -76,19 +50,9 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, mon
     reference = run(tmp_path / "straight", 0)
 
     # Stop right after the step-9 checkpoint, as a killed job would.
-    save = trainer.save_checkpoint
-
-    def save_then_stop(accelerator, args, step):
-        path = save(accelerator, args, step)
-        if step == 9:
-            raise Interrupted
-        return path
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_stop)
-    with pytest.raises(Interrupted):
-        run(tmp_path / "resumed", 0, checkpoint_every=3, checkpoints_total_limit=2)
+    interrupted = lambda: run(tmp_path / "resumed", 0, checkpoint_every=3, checkpoints_total_limit=2)  # noqa: E731
+    run_interrupted_after(9, monkeypatch, interrupted)
     assert [Path(p).name for p in list_checkpoints(tmp_path / "resumed")] == ["step_6", "step_9"]
-    monkeypatch.setattr(trainer, "save_checkpoint", save)
 
     # A different initialisation: everything must come from the checkpoint.
     resumed = run(tmp_path / "resumed", 123, checkpoint_every=3, checkpoints_total_limit=2, resume_from_checkpoint="latest")
@@ -166,5 +130,9 @@ def test_command_line_end_to_end(tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["psnr"] == pytest.approx(results["psnr"])
     card = ModelCard.load(out / "tokenizer" / "README.md")
     assert "vqtok" in card.data.tags and f"{results['psnr']:.4g}" in card.text
+    assert "- **steps**: 4" in card.text and "  - **source**: sample" in card.text
+    psnr = next(r for r in card.data.eval_results if r.metric_name == "psnr")
+    assert psnr.metric_value == pytest.approx(results["psnr"]) and psnr.dataset_type == "vqtok-sample"
+    assert psnr.dataset_split == "test"
     processor = VQImageProcessor.from_pretrained(out / "tokenizer")
     assert processor.crop_size["height"] == 16 and processor.num_channels == 3

@@ -24,8 +24,8 @@ from accelerate.utils import set_seed
 
 from vqtok import VQImageProcessor, VQTokenizer, save_model_card
 from vqtok.data import load_image_dataset, pixel_dataset, stack_pixel_values
-from vqtok.run_config import load_run_config
-from vqtok.trainer import make_accelerator, train_tokenizer
+from vqtok.training.run_config import load_run_config
+from vqtok.training.trainer import make_accelerator, train_tokenizer
 from vqtok.visualize import save_reconstruction_grid
 
 
@@ -76,7 +76,13 @@ def main(argv=None) -> dict:
         }
         model.save_pretrained(save_dir)
         VQImageProcessor.for_tokenizer(config).save_pretrained(save_dir)
-        card = dict(metrics=results, training_data=_describe_data(data, len(train_set), config))
+        card = dict(
+            metrics=results,
+            training_data=_describe_data(data, len(train_set), config),
+            datasets=[data.source] if _is_hub_dataset(data.source) else None,
+            eval_dataset=_dataset_id(data.source),
+            eval_split=data.eval_split,
+        )
         save_model_card(model, save_dir, **card)
         _report(model, save_dir, eval_set, training, results, throughput)
         with open(os.path.join(training.output_dir, "metrics.json"), "w", encoding="utf-8") as handle:
@@ -87,6 +93,18 @@ def main(argv=None) -> dict:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return {**results, **throughput}
+
+
+def _is_hub_dataset(source: str) -> bool:
+    return source != "sample" and not os.path.isdir(source)
+
+
+def _dataset_id(source: str) -> str:
+    """How the model card's `model-index` names the evaluation data: the Hub id, the bundled set, or
+    a local folder's name."""
+    if source == "sample":
+        return "vqtok-sample"
+    return source if _is_hub_dataset(source) else os.path.basename(os.path.normpath(source))
 
 
 def _describe_data(data, num_images: int, config) -> str:

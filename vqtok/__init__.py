@@ -1,18 +1,21 @@
 """vqtok: vector-quantized image tokenizers native to the Hugging Face ecosystem."""
 
-from .configuration import GumbelVQConfig, NSVQConfig, SoftVQConfig, VQConfig, VQTokenizerConfig
+from .auto import VQTokenizer
+from .configuration import VQTokenizerConfig
 from .hub import render_model_card, save_model_card
-from .modeling import (
+from .modeling import VQTokenizerOutput, VQTokenizerPreTrainedModel
+from .models import (
+    GumbelVQConfig,
     GumbelVQModel,
+    NSVQConfig,
     NSVQModel,
+    SoftVQConfig,
     SoftVQModel,
+    VQConfig,
     VQModel,
-    VQTokenizer,
-    VQTokenizerOutput,
-    VQTokenizerPreTrainedModel,
-    register_tokenizer,
 )
 from .processing import VQImageProcessor
+from .registry import register_tokenizer
 
 __version__ = "0.1.0"
 

@@ -2,7 +2,8 @@
 
 `load_image_dataset` takes the bundled offline sample set (`"sample"`), a local image folder, or a
 Hugging Face Hub dataset name, and always returns a `datasets.Dataset` with an `"image"` column of
-PIL images. `PixelTransform` turns such rows into `pixel_values` tensors in [-1, 1].
+PIL images. `PixelTransform` turns such rows into `pixel_values` tensors in [-1, 1] through
+`VQImageProcessor`, adding the training augmentation.
 
 The sample set is cut from the photographs that ship inside scikit-image (astronaut, coffee,
 chelsea the cat, a rocket launch, the Hubble deep field, retina and tissue scans, textures, ...),
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
 from PIL import Image as PILImage
+
+from .processing import VQImageProcessor
 
 # scikit-image's bundled photographs (loaded without a network) used for the sample set.
 SAMPLE_PHOTOGRAPHS = (
@@ -145,9 +148,11 @@ def load_image_dataset(
 class PixelTransform:
     """Turns a batch of dataset rows into `{"pixel_values": FloatTensor [B, C, S, S]}` in [-1, 1].
 
-    Images are converted to RGB or greyscale, resized so the short side is `image_size`, centre-
-    (or, with `random_crop`, randomly) cropped to a square, and optionally flipped left-right.
-    Use with `dataset.with_transform(PixelTransform(...))`.
+    Every image goes through `VQImageProcessor` (the one pixel pipeline: greyscale conversion,
+    resize of the short side to `image_size`, scaling to [-1, 1]), so training sees exactly the pixel
+    values a user's processor gives. Without `random_crop` the processor also centre-crops; with it
+    the square is cut at a random position instead, and `random_flip` flips it left-right half of
+    the time. Use with `dataset.with_transform(PixelTransform(...))`.
 
     The random crop and flip draw from `generator` (a `torch.Generator`), or from torch's global
     generator when it is None, so `torch.manual_seed` / `accelerate.utils.set_seed` make them
@@ -171,6 +176,7 @@ class PixelTransform:
         self.random_crop = random_crop
         self.random_flip = random_flip
         self.generator = generator
+        self.processor = VQImageProcessor.for_image_size(image_size, channels)
 
     @property
     def is_random(self) -> bool:
@@ -180,27 +186,29 @@ class PixelTransform:
     def image_to_tensor(self, image: PILImage.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         """One PIL image -> `[C, S, S]` float tensor in [-1, 1]; random draws come from `generator`
         (default: the transform's own generator, else torch's global one)."""
-        generator = generator if generator is not None else self.generator
-        image = image.convert("RGB" if self.channels == 3 else "L")
-        scale = self.image_size / min(image.size)
-        if image.size != (self.image_size, self.image_size):
-            new_size = (max(self.image_size, round(image.width * scale)), max(self.image_size, round(image.height * scale)))
-            image = image.resize(new_size, PILImage.Resampling.BICUBIC)
-        left, top = self._crop_origin(image.size, generator)
-        image = image.crop((left, top, left + self.image_size, top + self.image_size))
-        if self.random_flip and _randint(1, generator) == 1:
-            image = image.transpose(PILImage.Transpose.FLIP_LEFT_RIGHT)
-        array = np.asarray(image, dtype=np.float32).reshape(self.image_size, self.image_size, self.channels)
-        return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
+        return self.images_to_tensors([image], [generator])[0]
 
-    def _crop_origin(self, size: tuple[int, int], generator: torch.Generator | None) -> tuple[int, int]:
-        spare_w, spare_h = size[0] - self.image_size, size[1] - self.image_size
+    def images_to_tensors(
+        self, images: Sequence[PILImage.Image], generators: Sequence[torch.Generator | None]
+    ) -> list[torch.Tensor]:
+        """Several images at once (one call of the processor), image `i` drawing its crop and flip
+        from `generators[i]` (None: the transform's own generator, else torch's global one)."""
+        processed = self.processor(images, do_center_crop=not self.random_crop)["pixel_values"]
+        return [self._augment(torch.from_numpy(pixels), generator) for pixels, generator in zip(processed, generators)]
+
+    def _augment(self, pixels: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        generator = generator if generator is not None else self.generator
         if self.random_crop:
-            return _randint(spare_w, generator), _randint(spare_h, generator)
-        return spare_w // 2, spare_h // 2
+            spare_h, spare_w = pixels.shape[1] - self.image_size, pixels.shape[2] - self.image_size
+            left, top = _randint(spare_w, generator), _randint(spare_h, generator)
+            pixels = pixels[:, top : top + self.image_size, left : left + self.image_size]
+        if self.random_flip and _randint(1, generator) == 1:
+            pixels = pixels.flip(-1)
+        return pixels.contiguous()
 
     def __call__(self, batch: dict) -> dict:
-        return {"pixel_values": [self.image_to_tensor(image) for image in batch["image"]]}
+        images = batch["image"]
+        return {"pixel_values": self.images_to_tensors(images, [None] * len(images))}
 
 
 def _randint(high: int, generator: torch.Generator | None) -> int:

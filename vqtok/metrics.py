@@ -9,7 +9,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from .data import collate_pixel_values
-from .quantizers.base import code_histogram, perplexity_from_counts
+from .quantizers import code_histogram, perplexity_from_counts
 
 
 def per_image_mse(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """`VQImageProcessor`: PIL images, NumPy arrays or tensors -> `pixel_values` in [-1, 1], and back.
 
-A `transformers` image processor (PIL backend, no torchvision needed), so it saves to and loads
-from `preprocessor_config.json` next to a tokenizer and works with `AutoImageProcessor`-style code.
+The one pixel pipeline of vqtok: the training transforms (`vqtok.data.PixelTransform`) run every
+image through it too, so a tokenizer sees the same pixel values in training and in use. A
+`transformers` image processor (PIL backend, no torchvision needed): it saves to and loads from
+`preprocessor_config.json` next to a tokenizer and is registered with `AutoImageProcessor` for
+every tokenizer type.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import ImagesKwargs
 
-from .configuration import VQTokenizerConfig
+_LUMA_WEIGHTS = np.array((0.299, 0.587, 0.114), dtype=np.float32).reshape(3, 1, 1)
 
 
 class VQImageProcessorKwargs(ImagesKwargs, total=False):
@@ -22,25 +25,26 @@ class VQImageProcessorKwargs(ImagesKwargs, total=False):
     num_channels: int
 
 
-_LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-
-
-def _to_luma(pixel_values):
-    """RGB -> one greyscale channel, for a `[B, 3, H, W]` tensor or a list of `[3, H, W]` arrays."""
-    if isinstance(pixel_values, torch.Tensor):
-        weights = torch.tensor(_LUMA_WEIGHTS, dtype=pixel_values.dtype).reshape(1, 3, 1, 1)
-        return (pixel_values * weights).sum(dim=1, keepdim=True)
-    weights = np.array(_LUMA_WEIGHTS, dtype=np.float32).reshape(3, 1, 1)
-    return [(np.asarray(image, dtype=np.float32) * weights).sum(axis=0, keepdims=True) for image in pixel_values]
+def to_greyscale(image: np.ndarray) -> np.ndarray:
+    """A channels-first image as one greyscale channel (ITU-R 601 luma). uint8 images are converted
+    by PIL (`convert("L")`, which rounds to uint8), float images by the weighted sum."""
+    if image.shape[0] == 1:
+        return image
+    if image.shape[0] != 3:
+        raise ValueError(f"cannot convert an image with {image.shape[0]} channels to greyscale (expected 1 or 3)")
+    if image.dtype == np.uint8:
+        return np.asarray(Image.fromarray(np.moveaxis(image, 0, -1)).convert("L"))[None]
+    return (image.astype(np.float32) * _LUMA_WEIGHTS).sum(axis=0, keepdims=True)
 
 
 class VQImageProcessor(PilBackend):
     r"""Prepares images for a vqtok tokenizer.
 
-    Each image is converted to RGB, resized so its short side is `size["shortest_edge"]`,
-    centre-cropped to `crop_size`, scaled to [0, 1] and normalised with mean 0.5 / std 0.5, which
-    gives the [-1, 1] range the tokenizers expect (x / 127.5 - 1). With `num_channels=1` the result
-    is converted to greyscale (ITU-R 601 luma).
+    Each image is converted to RGB, or to greyscale (ITU-R 601 luma, on the uint8 pixels as PIL's
+    `convert("L")` does) with `num_channels=1`; resized so its short side is
+    `size["shortest_edge"]` (bicubic); centre-cropped to `crop_size`; scaled to [0, 1] and
+    normalised with mean 0.5 / std 0.5, which gives the [-1, 1] range the tokenizers expect
+    (x / 127.5 - 1).
 
     >>> processor = VQImageProcessor.for_tokenizer(tokenizer.config)
     >>> pixel_values = processor(images, return_tensors="pt")["pixel_values"]
@@ -63,24 +67,30 @@ class VQImageProcessor(PilBackend):
     num_channels = 3
 
     @classmethod
-    def for_tokenizer(cls, config: VQTokenizerConfig, **kwargs) -> "VQImageProcessor":
-        """A processor matching a tokenizer config's `image_size` and `in_channels`."""
-        side = config.image_size
-        return cls(
-            size={"shortest_edge": side},
-            crop_size={"height": side, "width": side},
-            num_channels=config.in_channels,
-            **kwargs,
-        )
+    def for_image_size(cls, image_size: int, num_channels: int = 3, **kwargs) -> VQImageProcessor:
+        """A processor giving `num_channels` x `image_size` x `image_size` pixel values."""
+        size, crop_size = {"shortest_edge": image_size}, {"height": image_size, "width": image_size}
+        return cls(size=size, crop_size=crop_size, num_channels=num_channels, **kwargs)
 
-    def _preprocess(self, images, **kwargs):
-        features = super()._preprocess(images, **kwargs)
-        num_channels = kwargs.get("num_channels") or self.num_channels
+    @classmethod
+    def for_tokenizer(cls, config, **kwargs) -> VQImageProcessor:
+        """A processor matching a tokenizer config's `image_size` and `in_channels`."""
+        return cls.for_image_size(config.image_size, config.in_channels, **kwargs)
+
+    def process_image(self, image, *args, num_channels: int | None = None, **kwargs) -> np.ndarray:
+        """One raw image -> channels-first array, in RGB or (with `num_channels=1`) greyscale,
+        before any resizing, so that resampling works on the output's own channels."""
+        array = super().process_image(image, *args, **kwargs)
+        num_channels = num_channels or self.num_channels
         if num_channels not in (1, 3):
             raise ValueError(f"num_channels must be 1 or 3, got {num_channels}")
-        if num_channels == 1:
-            features["pixel_values"] = _to_luma(features["pixel_values"])
-        return features
+        return to_greyscale(array) if num_channels == 1 else array
+
+    def normalize(self, image: np.ndarray, mean, std, **kwargs) -> np.ndarray:
+        """`(image - mean) / std` per channel; per-channel statistics that are all equal also serve a
+        greyscale image (the defaults, [0.5, 0.5, 0.5], serve both)."""
+        return super().normalize(image, _per_channel(mean, image.shape[0], "image_mean"),
+                                 _per_channel(std, image.shape[0], "image_std"), **kwargs)
 
     @staticmethod
     def postprocess(pixel_values: torch.Tensor) -> list[Image.Image]:
@@ -90,3 +100,13 @@ class VQImageProcessor(PilBackend):
         arrays = to_uint8_images(pixel_values)
         mode = "L" if pixel_values.shape[1] == 1 else "RGB"
         return [Image.fromarray(a[..., 0] if mode == "L" else a, mode=mode) for a in arrays]
+
+
+def _per_channel(values, channels: int, name: str):
+    """`values` fitted to `channels` channels: a scalar or a list of that length as given, a list of
+    equal values shortened to one."""
+    if np.isscalar(values) or len(values) == channels:
+        return values
+    if channels == 1 and len(set(values)) == 1:
+        return [values[0]]
+    raise ValueError(f"{name} has {len(values)} values but the images have {channels} channel(s): {list(values)}")

@@ -1,6 +1,20 @@
-"""Quantizers: standalone `nn.Module`s sharing the interface in `base.py`."""
+"""Quantizers: standalone `nn.Module`s (pure torch) sharing the interface in `base.py`.
 
-from .base import Quantizer, QuantizerOutput, nearest_code, perplexity_from_counts, usage_stats
+`functional.py` holds the shared maths (chunked distances, posterior sampling, histograms,
+perplexity), `codebook.py` the EMA codebook that VQ and soft EM build on, `kmeans.py` its
+initialisation; every other module is one method.
+"""
+
+from .base import Quantizer, QuantizerOutput
+from .codebook import CodebookQuantizer
+from .functional import (
+    code_histogram,
+    nearest_code,
+    perplexity_from_counts,
+    sample_codes,
+    squared_distances,
+    usage_stats,
+)
 from .gumbel import GumbelQuantizer, hard_gumbel_softmax
 from .nsvq import NSVQuantizer
 from .schedules import TemperatureSchedule
@@ -8,6 +22,7 @@ from .soft_em import SoftEMQuantizer
 from .vq import VectorQuantizer
 
 __all__ = [
+    "CodebookQuantizer",
     "GumbelQuantizer",
     "NSVQuantizer",
     "Quantizer",
@@ -15,8 +30,11 @@ __all__ = [
     "SoftEMQuantizer",
     "TemperatureSchedule",
     "VectorQuantizer",
+    "code_histogram",
     "hard_gumbel_softmax",
     "nearest_code",
     "perplexity_from_counts",
+    "sample_codes",
+    "squared_distances",
     "usage_stats",
 ]

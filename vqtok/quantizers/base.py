@@ -1,4 +1,4 @@
-"""The interface every quantizer speaks, and the pieces they share.
+"""The interface every quantizer speaks (the maths they share is in `functional.py`).
 
 A quantizer maps encoder output `z_e` of shape `[B, D, *spatial]` to
 
@@ -9,16 +9,22 @@ A quantizer maps encoder output `z_e` of shape `[B, D, *spatial]` to
 - `codebook -> Tensor [K, D]`: the code vectors in the decoder's space.
 
 Subclasses implement the row-wise versions (`_forward_rows`, `_select_rows`, `codebook`) on
-`[N, D]` matrices; this base class does the reshaping and the input checks. All quantizer maths
-runs in fp32 with autocast disabled, whatever the surrounding precision.
+`[N, D]` matrices and declare their options; this base class does the reshaping, the input checks
+and the option checks. All quantizer maths runs in fp32 with autocast disabled, whatever the
+surrounding precision.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, check_options
+from .functional import fp32_no_autocast
 
 
 @dataclass
@@ -45,99 +51,36 @@ class QuantizerOutput:
         return sum(self.losses.values())
 
 
-def fp32_no_autocast(device: torch.device):
-    """Context manager that disables autocast on `device`'s type, so maths stays in fp32."""
-    return torch.autocast(device_type=device.type, enabled=False)
-
-
-def default_chunk_rows(codebook_size: int, budget_elements: int = 1 << 20) -> int:
-    """Rows per chunk so one chunk's `[rows, K]` distance block holds about `budget_elements` floats."""
-    return max(64, budget_elements // codebook_size)
-
-
-def nearest_code(
-    rows: torch.Tensor,
-    codebook: torch.Tensor,
-    chunk_rows: int | None = None,
-) -> torch.Tensor:
-    """Index of the nearest codebook vector (squared Euclidean distance) for each row.
-
-    Computes `argmin_k ||e_k||^2 - 2 z.e_k` (the `||z||^2` term does not change the argmin) in
-    fp32, one chunk of rows at a time, so memory is bounded by `chunk_rows x K` floats and an
-    `[N, K, D]` tensor is never formed.
-
-    Args:
-        rows: `[N, D]` float tensor.
-        codebook: `[K, D]` float tensor.
-        chunk_rows: rows per chunk; defaults to about one million distances per chunk.
-    """
-    with fp32_no_autocast(rows.device):
-        rows = rows.float()
-        codebook = codebook.float()
-        codes_t = codebook.t().contiguous()
-        code_sq_norms = codebook.pow(2).sum(dim=1)
-        chunk_rows = chunk_rows or default_chunk_rows(codebook.shape[0])
-        indices = torch.empty(rows.shape[0], dtype=torch.long, device=rows.device)
-        for start in range(0, rows.shape[0], chunk_rows):
-            block = rows[start : start + chunk_rows]
-            distances = torch.addmm(code_sq_norms, block, codes_t, beta=1.0, alpha=-2.0)
-            indices[start : start + chunk_rows] = distances.argmin(dim=1)
-    return indices
-
-
-def code_histogram(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
-    """Float count of each code among `indices` (any shape)."""
-    return torch.bincount(indices.reshape(-1), minlength=codebook_size).float()
-
-
-def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
-    """exp(entropy) of the code distribution given by `counts` (1 = one code, K = uniform)."""
-    probs = counts / counts.sum().clamp_min(1e-12)
-    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
-    return entropy.exp()
-
-
-@torch.no_grad()
-def ema_update_(
-    cluster_size: torch.Tensor, embed_sum: torch.Tensor, counts: torch.Tensor, sums: torch.Tensor, decay: float
-) -> None:
-    """One EMA step of codebook statistics, in place: N <- g N + (1-g) counts, M <- g M + (1-g) sums.
-
-    `counts` `[K]` and `sums` `[K, D]` are this step's (hard or soft) assignment totals, already
-    summed over processes.
-    """
-    cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
-    embed_sum.mul_(decay).add_(sums, alpha=1 - decay)
-
-
-def laplace_smoothed_codebook(cluster_size: torch.Tensor, embed_sum: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """Codebook `[K, D]` from EMA statistics with Laplace smoothing of the cluster sizes:
-    e_k = M_k / N~_k,  N~_k = (N_k + eps) / (sum N + K eps) * sum N."""
-    total = cluster_size.sum()
-    smoothed = (cluster_size + epsilon) / (total + cluster_size.shape[0] * epsilon) * total
-    return embed_sum / smoothed[:, None]
-
-
-def usage_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, torch.Tensor]:
-    """Perplexity and fraction of codes used among `indices`."""
-    counts = code_histogram(indices, codebook_size)
-    return {
-        "perplexity": perplexity_from_counts(counts),
-        "usage": (counts > 0).float().mean(),
-    }
-
-
 class Quantizer(nn.Module):
-    """Base class of all quantizers; see the module docstring for the interface."""
+    """Base class of all quantizers; see the module docstring for the interface.
+
+    A subclass declares its options in `options` (name -> `vqtok.options.Option`): the same
+    declaration checks the constructor's keyword arguments here and the fields of the tokenizer
+    config that builds the quantizer, so each type and range is written once. Rules that tie
+    several options together go in an override of `check_options`.
+    """
+
+    options: ClassVar[dict[str, Option]] = {}
 
     def __init__(self, codebook_size: int, dim: int):
         super().__init__()
-        if not isinstance(codebook_size, int) or codebook_size < 2:
-            raise ValueError(f"codebook_size must be an int >= 2, got {codebook_size!r}")
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        where = f"{type(self).__name__} argument"
+        CODEBOOK_SIZE.check("codebook_size", codebook_size, where)
+        POSITIVE_INT.check("dim", dim, where)
         self.codebook_size = codebook_size
         self.dim = dim
+
+    @classmethod
+    def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
+        """Raise `TypeError`/`ValueError` naming the first option in `values` that `options` rejects."""
+        check_options(cls.options, values, where or f"{cls.__name__} argument")
+
+    def _set_options(self, **values) -> None:
+        """Check `values` (see `check_options`) and keep each as an attribute (numbers as floats)."""
+        self.check_options(values)
+        for name, value in values.items():
+            is_number = self.options[name].kind is float and value is not None
+            setattr(self, name, float(value) if is_number else value)
 
     # --- to implement -------------------------------------------------------------------------
     @property
@@ -212,10 +155,3 @@ class Quantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"codebook_size={self.codebook_size}, dim={self.dim}"
-
-
-def uniform_codebook(codebook_size: int, dim: int) -> torch.Tensor:
-    """Initial codebook drawn uniformly from [-1/K, 1/K] (the VQ-VAE reference initialisation)."""
-    bound = 1.0 / codebook_size
-    return torch.empty(codebook_size, dim).uniform_(-bound, bound)
-

@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Quantizer, QuantizerOutput, perplexity_from_counts, usage_stats
-from .schedules import TemperatureSchedule
+from ..options import NON_NEGATIVE
+from .base import Quantizer, QuantizerOutput
+from .functional import code_histogram, perplexity_from_counts, usage_stats
+from .schedules import TEMPERATURE_OPTIONS, TemperatureSchedule, check_temperature_order
 
 
 def hard_gumbel_softmax(
@@ -50,6 +52,8 @@ class GumbelQuantizer(Quantizer):
         diversity_weight: weight of the diversity loss (0 leaves it out).
     """
 
+    options = {**TEMPERATURE_OPTIONS, "diversity_weight": NON_NEGATIVE}
+
     def __init__(
         self,
         codebook_size: int,
@@ -60,12 +64,17 @@ class GumbelQuantizer(Quantizer):
         diversity_weight: float = 0.0,
     ):
         super().__init__(codebook_size, dim)
-        if diversity_weight < 0:
-            raise ValueError(f"diversity_weight must be >= 0, got {diversity_weight}")
+        options = dict(tau_max=tau_max, tau_min=tau_min, tau_decay=tau_decay, diversity_weight=diversity_weight)
+        self.check_options(options)
         self.diversity_weight = float(diversity_weight)
         self.to_logits = nn.Linear(dim, codebook_size)
         self.embedding = nn.Parameter(torch.randn(codebook_size, dim))
         self.temperature = TemperatureSchedule(tau_max, tau_min, tau_decay)
+
+    @classmethod
+    def check_options(cls, values, where=None) -> None:
+        super().check_options(values, where)
+        check_temperature_order(values, where or f"{cls.__name__} argument")
 
     @property
     def codebook(self) -> torch.Tensor:
@@ -83,7 +92,8 @@ class GumbelQuantizer(Quantizer):
         codebook = self.embedding.float()
         if not self.training:
             indices = logits.argmax(dim=1)
-            return QuantizerOutput(codebook[indices], indices, {}, usage_stats(indices, self.codebook_size))
+            stats = usage_stats(code_histogram(indices, self.codebook_size))
+            return QuantizerOutput(codebook[indices], indices, {}, stats)
 
         tau = self.temperature.value()
         self.temperature.advance()
@@ -95,7 +105,7 @@ class GumbelQuantizer(Quantizer):
         if self.diversity_weight > 0:
             k = self.codebook_size
             losses["diversity_loss"] = self.diversity_weight * (k - prob_perplexity) / k
-        stats = usage_stats(indices, self.codebook_size)
+        stats = usage_stats(code_histogram(indices, self.codebook_size))
         stats["prob_perplexity"] = prob_perplexity.detach()
         stats["temperature"] = torch.tensor(tau, device=rows.device)
         return QuantizerOutput(quantized, indices, losses, stats)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..distributed import all_reduce_sum_, broadcast_
-from .base import code_histogram, nearest_code
+from .functional import code_histogram, nearest_code
 
 
 def sample_rows(rows: torch.Tensor, count: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -10,7 +10,10 @@ import torch
 from torch import nn
 
 from ..distributed import all_reduce_sum_, broadcast_
-from .base import Quantizer, QuantizerOutput, code_histogram, nearest_code, uniform_codebook, usage_stats
+from ..options import NON_NEGATIVE_INT, POSITIVE, UNIT_INTERVAL
+from .base import Quantizer, QuantizerOutput
+from .codebook import CHUNK_OPTIONS, KMEANS_OPTIONS
+from .functional import code_histogram, nearest_code, uniform_codebook, usage_stats
 from .kmeans import shared_kmeans_codebook
 
 
@@ -46,6 +49,15 @@ class NSVQuantizer(Quantizer):
         chunk_rows: rows per chunk of the nearest-code search (default: about 1M distances).
     """
 
+    options = {
+        "replace_every": NON_NEGATIVE_INT,
+        "replace_fraction": UNIT_INTERVAL,
+        "stop_replacing_after": NON_NEGATIVE_INT,
+        "replacement_jitter": POSITIVE,
+        **KMEANS_OPTIONS,
+        **CHUNK_OPTIONS,
+    }
+
     def __init__(
         self,
         codebook_size: int,
@@ -59,22 +71,11 @@ class NSVQuantizer(Quantizer):
         chunk_rows: int | None = None,
     ):
         super().__init__(codebook_size, dim)
-        if replace_every < 0:
-            raise ValueError(f"replace_every must be >= 0, got {replace_every}")
-        if not 0 <= replace_fraction <= 1:
-            raise ValueError(f"replace_fraction must lie in [0, 1], got {replace_fraction}")
-        if stop_replacing_after < 0:
-            raise ValueError(f"stop_replacing_after must be >= 0, got {stop_replacing_after}")
-        if not replacement_jitter > 0:
-            raise ValueError(f"replacement_jitter must be > 0, got {replacement_jitter}")
-        self.replace_every = int(replace_every)
-        self.replace_fraction = float(replace_fraction)
-        self.stop_replacing_after = int(stop_replacing_after)
-        self.replacement_jitter = float(replacement_jitter)
-        self.kmeans_init = kmeans_init
-        self.kmeans_iters = kmeans_iters
-        self.chunk_rows = chunk_rows
-
+        self._set_options(
+            replace_every=replace_every, replace_fraction=replace_fraction, stop_replacing_after=stop_replacing_after,
+            replacement_jitter=replacement_jitter, kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
+            chunk_rows=chunk_rows,
+        )
         self.embedding = nn.Parameter(uniform_codebook(codebook_size, dim))
         self.register_buffer("initialized", torch.tensor(False))
         self.register_buffer("code_batch_counts", torch.zeros(codebook_size))
@@ -97,7 +98,7 @@ class NSVQuantizer(Quantizer):
         codebook = self.embedding.float()
         indices = nearest_code(rows, codebook.detach(), self.chunk_rows)
         codes = codebook[indices]
-        stats.update(usage_stats(indices, self.codebook_size))
+        stats.update(usage_stats(code_histogram(indices, self.codebook_size)))
         if not self.training:
             return QuantizerOutput(codes, indices, {}, stats)
 

@@ -3,12 +3,29 @@ with the weights and a resumed run continues where it stopped."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
+from ..options import NUMBER, POSITIVE, Option, check_options
+
+# The options of an exponentially decaying temperature, shared by every quantizer that anneals one.
+TEMPERATURE_OPTIONS = {
+    "tau_max": POSITIVE,
+    "tau_min": POSITIVE,
+    "tau_decay": Option(NUMBER, low=0, high=1, low_open=True),
+}
+
+
+def check_temperature_order(values: Mapping, where: str) -> None:
+    """`tau_min` must not exceed `tau_max` (when both are given)."""
+    if "tau_min" in values and "tau_max" in values and values["tau_min"] > values["tau_max"]:
+        raise ValueError(f"{where} `tau_min` ({values['tau_min']}) must not exceed `tau_max` ({values['tau_max']})")
+
 
 class TemperatureSchedule(nn.Module):
-    """Exponentially decaying temperature with a floor: tau_j = max(tau_max * decay**j, tau_min).
+    """Exponentially decaying temperature with a floor: tau_j = max(tau_max * tau_decay**j, tau_min).
 
     `j` is the `step` buffer (a long scalar), advanced by `advance()`. Quantizers call `advance()`
     once per training forward and never in eval mode, so evaluation does not move the schedule.
@@ -16,25 +33,22 @@ class TemperatureSchedule(nn.Module):
     Args:
         tau_max: temperature at step 0 (> 0).
         tau_min: floor of the temperature (> 0, at most `tau_max`).
-        decay: factor per step, in (0, 1] (1 keeps `tau_max` for ever).
+        tau_decay: factor per step, in (0, 1] (1 keeps `tau_max` for ever).
     """
 
-    def __init__(self, tau_max: float = 2.0, tau_min: float = 0.5, decay: float = 0.999995):
+    def __init__(self, tau_max: float = 2.0, tau_min: float = 0.5, tau_decay: float = 0.999995):
         super().__init__()
-        if not tau_max > 0:
-            raise ValueError(f"tau_max must be > 0, got {tau_max}")
-        if not 0 < tau_min <= tau_max:
-            raise ValueError(f"tau_min must lie in (0, tau_max={tau_max}], got {tau_min}")
-        if not 0 < decay <= 1:
-            raise ValueError(f"decay must lie in (0, 1], got {decay}")
+        values = dict(tau_max=tau_max, tau_min=tau_min, tau_decay=tau_decay)
+        check_options(TEMPERATURE_OPTIONS, values, "TemperatureSchedule argument")
+        check_temperature_order(values, "TemperatureSchedule argument")
         self.tau_max = float(tau_max)
         self.tau_min = float(tau_min)
-        self.decay = float(decay)
+        self.tau_decay = float(tau_decay)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     def value(self) -> float:
         """The temperature at the current step (computed in float64 on the host)."""
-        return max(self.tau_max * self.decay ** int(self.step), self.tau_min)
+        return max(self.tau_max * self.tau_decay ** int(self.step), self.tau_min)
 
     @torch.no_grad()
     def advance(self) -> None:
@@ -42,4 +56,4 @@ class TemperatureSchedule(nn.Module):
         self.step.add_(1)
 
     def extra_repr(self) -> str:
-        return f"tau_max={self.tau_max}, tau_min={self.tau_min}, decay={self.decay}"
+        return f"tau_max={self.tau_max}, tau_min={self.tau_min}, tau_decay={self.tau_decay}"

@@ -8,17 +8,13 @@ exact whatever the number of data-loader workers.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from .data import PixelTransform, collate_pixel_values
-
-if TYPE_CHECKING:
-    from .trainer import TrainingArguments
+from ..data import PixelTransform, collate_pixel_values
+from .arguments import TrainingArguments
 
 
 def _mix_seed(*values: int) -> int:
@@ -55,11 +51,17 @@ class SampleStream(torch.utils.data.Dataset):
         return self._permutation[position]
 
     def __getitem__(self, draw: int) -> dict:
-        row = self.rows[self.index(draw)]
+        return self.__getitems__([draw])[0]
+
+    def __getitems__(self, draws: list[int]) -> list[dict]:
+        """The rows of several draws (the DataLoader fetches a batch through this, so the images of a
+        batch go through the image processor together)."""
+        rows = [self.rows[self.index(draw)] for draw in draws]
         if self.transform is None:
-            return row
-        generator = torch.Generator().manual_seed(_mix_seed(self.seed, draw, 1))
-        return {"pixel_values": self.transform.image_to_tensor(row["image"], generator=generator)}
+            return rows
+        generators = [torch.Generator().manual_seed(_mix_seed(self.seed, draw, 1)) for draw in draws]
+        pixels = self.transform.images_to_tensors([row["image"] for row in rows], generators)
+        return [{"pixel_values": tensor} for tensor in pixels]
 
 
 class ProcessBatches(torch.utils.data.Sampler):

@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from typing import TYPE_CHECKING
 
 from accelerate import Accelerator
 
-if TYPE_CHECKING:
-    from .trainer import TrainingArguments
+from .arguments import TrainingArguments
 
 CHECKPOINT_PREFIX = "step_"
 

@@ -16,8 +16,6 @@ from pathlib import Path
 from huggingface_hub import HfApi, is_offline_mode
 from transformers.utils.hub import cached_file
 
-from .registry import TOKENIZER_REGISTRY
-
 # from_pretrained arguments that say where a checkpoint's files come from.
 HUB_DOWNLOAD_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "proxies", "subfolder")
 # Weight files vqtok reads (plain and sharded safetensors).
@@ -41,8 +39,9 @@ def _raise_if_offline_cache_miss(source: str, filename: str, download: dict) -> 
         )
 
 
-def check_config_file(model_class: type, source: str, download: dict) -> None:
-    """OSError when `config.json` is missing, ValueError when it belongs to another tokenizer type."""
+def check_config_file(source: str, download: dict, loader: str | None = None, model_type: str | None = None) -> None:
+    """OSError when `config.json` is missing; ValueError when `model_type` is given and the file
+    names another one (`loader` is the class doing the loading, for the message)."""
     path = _resolve_file(source, "config.json", download)
     if path is None:
         _raise_if_offline_cache_miss(source, "config.json", download)
@@ -50,16 +49,15 @@ def check_config_file(model_class: type, source: str, download: dict) -> None:
             f"{source} has no config.json: a vqtok checkpoint is a config.json plus model.safetensors, "
             "as written by save_pretrained or push_to_hub"
         )
-    expected = model_class.config_class.model_type
-    if expected not in TOKENIZER_REGISTRY:
+    if model_type is None:
         return
     try:
         found = json.loads(Path(path).read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError, AttributeError):
         return  # transformers reports an unreadable config.json itself
-    if found != expected:
+    if found != model_type:
         raise ValueError(
-            f"the config.json of {source} has model_type {found!r}, but {model_class.__name__} loads {expected!r}; "
+            f"the config.json of {source} has model_type {found!r}, but {loader} loads {model_type!r}; "
             "VQTokenizer.from_pretrained loads any vqtok tokenizer type"
         )
 

@@ -14,33 +14,15 @@ Example (`training/configs/vq.yaml`)::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import yaml
 
-from .configuration import VQTokenizerConfig
-from .registry import TOKENIZER_REGISTRY
-from .trainer import TrainingArguments
+from ..configuration import VQTokenizerConfig
+from ..registry import registered_config_class
+from .arguments import DataArguments, TrainingArguments, arguments_from_dict
 
 SECTIONS = ("model", "data", "training")
-
-
-@dataclass
-class DataArguments:
-    """Where the images come from and how they are prepared.
-
-    Args:
-        source: `"sample"` (bundled, offline), a local image folder, or a Hub dataset name.
-        train_split / eval_split: split names (`eval_split: null` skips evaluation).
-        image_column: the column holding images in a Hub dataset.
-        augment: random crop and horizontal flip on the training images.
-    """
-
-    source: str = "sample"
-    train_split: str = "train"
-    eval_split: str | None = "test"
-    image_column: str = "image"
-    augment: bool = True
 
 
 @dataclass
@@ -59,7 +41,7 @@ class RunConfig:
     def training_metadata(self, num_train_images: int, num_processes: int, final_metrics: dict) -> dict:
         """What the saved tokenizer records about its training (`VQTokenizerConfig.training_metadata`):
         how to prepare images for it, what it was trained on and how, and how well it did."""
-        from . import __version__
+        from .. import __version__
 
         model, data, training = self.model, self.data, self.training
         return {
@@ -104,14 +86,6 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def _dataclass_from(cls, values: dict, section: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in section `{section}`; known: {sorted(known)}")
-    return cls(**values)
-
-
 def build_run_config(raw: dict) -> RunConfig:
     """Turn a raw dict (parsed YAML) into typed configs; unknown sections or keys raise `ValueError`."""
     unknown = sorted(set(raw) - set(SECTIONS))
@@ -119,13 +93,14 @@ def build_run_config(raw: dict) -> RunConfig:
         raise ValueError(f"unknown section(s) {unknown} in run config; sections: {list(SECTIONS)}")
     model_values = dict(raw.get("model") or {})
     model_type = model_values.pop("model_type", "vqtok-vq")
-    if model_type not in TOKENIZER_REGISTRY:
-        raise ValueError(f"unknown model.model_type {model_type!r}; registered: {sorted(TOKENIZER_REGISTRY)}")
-    config_class = TOKENIZER_REGISTRY[model_type][0]
+    try:
+        config_class = registered_config_class(model_type)
+    except ValueError as error:
+        raise ValueError(f"model.model_type: {error}") from None
     return RunConfig(
         model=config_class(**model_values),
-        data=_dataclass_from(DataArguments, raw.get("data") or {}, "data"),
-        training=TrainingArguments.from_dict(raw.get("training") or {}),
+        data=arguments_from_dict(DataArguments, raw.get("data") or {}, "data"),
+        training=arguments_from_dict(TrainingArguments, raw.get("training") or {}, "training"),
     )
 
 

@@ -22,7 +22,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -32,109 +32,18 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from ..data import stack_pixel_values
+from ..distributed import broadcast_
+from ..metrics import evaluate_tokenizer
+from ..visualize import save_reconstruction_grid
+from .arguments import TrainingArguments
 from .checkpoints import resolve_checkpoint, save_checkpoint
-from .data import stack_pixel_values
-from .distributed import broadcast_
-from .metrics import evaluate_tokenizer
 from .sample_stream import SampleStream, training_batches
-from .visualize import save_reconstruction_grid
 
 TRACKER_PROJECT = "vqtok"
 # Steps left out of the throughput figure: the first ones pay for k-means initialisation and
 # lazy allocations.
 THROUGHPUT_SKIP_STEPS = 3
-
-
-@dataclass
-class TrainingArguments:
-    """Options of the training loop.
-
-    Args:
-        output_dir: where checkpoints, logs, evaluation grids (and, in the script, the trained
-            tokenizer) are written.
-        max_steps: optimizer steps to run.
-        batch_size: images per process per micro-batch (the global batch of one optimizer step is
-            `batch_size x processes x gradient_accumulation_steps`).
-        learning_rate: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay.
-        lr_scheduler: any `transformers.get_scheduler` name (`cosine`, `linear`, `constant_with_warmup`, ...).
-            It is stepped once per optimizer step, whatever the number of processes.
-        warmup_steps: linear warm-up steps.
-        gradient_accumulation_steps: micro-batches per optimizer step.
-        max_grad_norm: gradient clipping (0 disables).
-        mixed_precision: `no`, `fp16` or `bf16` (quantizer maths stays fp32 regardless).
-        eval_every: evaluate (MSE, PSNR, perplexity, codes used) on the main process and write a
-            reconstruction grid every this many steps (0: only at the end).
-        eval_batch_size: images per evaluation batch.
-        log_every: steps between log records (every loss term and quantizer statistic, averaged
-            over the step's micro-batches and over processes, plus learning rate and images/s).
-        report_to: Accelerate trackers, comma-separated (`tensorboard`, `wandb`, ...), `all`, or
-            `none`. Logs go to `output_dir/logs`.
-        checkpoint_every: `accelerator.save_state` into `output_dir/checkpoints/step_N` every this
-            many steps (0: never).
-        checkpoints_total_limit: keep only the newest this many checkpoints (None: keep all).
-        resume_from_checkpoint: `latest` (the newest checkpoint in `output_dir/checkpoints`; a fresh
-            start when there is none, so a preempted job can be rerun unchanged) or a checkpoint folder.
-        seed: seed for model initialisation, data order and augmentation.
-        num_workers: DataLoader worker processes (results do not depend on it).
-    """
-
-    output_dir: str = "outputs/tokenizer"
-    max_steps: int = 1000
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    lr_scheduler: str = "cosine"
-    warmup_steps: int = 50
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "no"
-    eval_every: int = 0
-    eval_batch_size: int = 128
-    log_every: int = 10
-    report_to: str = "tensorboard"
-    checkpoint_every: int = 0
-    checkpoints_total_limit: int | None = 3
-    resume_from_checkpoint: str | None = None
-    seed: int = 0
-    num_workers: int = 0
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainingArguments":
-        """Build from a dict, rejecting unknown keys with a `ValueError` that lists the known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-    def __post_init__(self):
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "eval_batch_size", "log_every"):
-            _check_int(name, getattr(self, name), low=1)
-        for name in ("eval_every", "checkpoint_every", "warmup_steps", "num_workers"):
-            _check_int(name, getattr(self, name), low=0)
-        if self.checkpoints_total_limit is not None:
-            _check_int("checkpoints_total_limit", self.checkpoints_total_limit, low=1)
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"training option `mixed_precision` must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
-        if not isinstance(self.report_to, str):
-            raise ValueError(f"training option `report_to` must be a string such as 'tensorboard' or 'none', got {self.report_to!r}")
-        if self.resume_from_checkpoint is not None and not isinstance(self.resume_from_checkpoint, str):
-            raise ValueError(
-                f"training option `resume_from_checkpoint` must be 'latest' or a folder, got {self.resume_from_checkpoint!r}"
-            )
-
-    @property
-    def trackers(self) -> list[str]:
-        """`report_to` as a list of tracker names (empty for `none`)."""
-        names = [name.strip() for name in self.report_to.split(",") if name.strip()]
-        return [] if names in ([], ["none"]) else names
-
-
-def _check_int(name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        kind = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise ValueError(f"training option `{name}` must be {kind}, got {value!r}")
 
 
 @dataclass
@@ -221,8 +130,8 @@ def train_tokenizer(
     owns_accelerator = accelerator is None
     accelerator = accelerator or make_accelerator(args)
     set_seed(args.seed)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
+    optimizer = model.build_optimizer(args.learning_rate, args.weight_decay)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
     # Not passed to `prepare`: Accelerate would step it once per process per step.
     scheduler = get_scheduler(
         args.lr_scheduler, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=args.max_steps

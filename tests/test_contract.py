@@ -1,0 +1,207 @@
+"""The contract every registered tokenizer type keeps, tested for each one with no test code of its
+own: a new type registered in `vqtok/models/__init__.py` is picked up here automatically.
+
+- save -> load gives identical ids, identical parameters and identical buffers;
+- `encode` is deterministic and changes no state, in train and in eval mode; an eval forward changes
+  no state;
+- bad pixel values, bad token ids and bad config values raise clear errors naming what was wrong;
+- outputs and gradients are finite under bf16 autocast with latents of magnitude 1e4;
+- a stop-and-resume training run ends with the weights of an uninterrupted one;
+- the quantizer is built from the config's own fields, each a real keyword of the quantizer;
+- every type has a training YAML under `training/configs/`.
+"""
+
+import inspect
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.utils import set_seed
+from tiny_data import run_interrupted_after, tiny_images
+
+from vqtok import VQTokenizer
+from vqtok.data import pixel_dataset
+from vqtok.registry import TOKENIZER_REGISTRY, registered_config_class
+from vqtok.training import TrainingArguments, load_run_config, train_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TYPES = sorted(TOKENIZER_REGISTRY)
+TINY = dict(image_size=8, base_channels=8, latent_dim=4, codebook_size=8, downsampling_factor=2, norm_groups=4)
+
+
+
+
+def tiny_tokenizer(model_type: str, seed: int = 0, **overrides):
+    set_seed(seed)
+    return VQTokenizer.from_config(registered_config_class(model_type)(**{**TINY, **overrides}))
+
+
+def images(batch: int = 4, seed: int = 0) -> torch.Tensor:
+    return torch.rand(batch, 3, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def trained(model_type: str, steps: int = 3):
+    """A tiny tokenizer after a few training steps (so codebooks, statistics and schedules moved)."""
+    model = tiny_tokenizer(model_type).train()
+    optimizer = model.build_optimizer(learning_rate=1e-2)
+    for step in range(steps):
+        optimizer.zero_grad()
+        model(images(8, seed=step)).loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def assert_same_state(expected: dict, model) -> None:
+    got = model.state_dict()
+    assert expected.keys() == got.keys()
+    different = [name for name in expected if not torch.equal(expected[name], got[name])]
+    assert not different, f"tensors differ: {different}"
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_save_then_load_gives_identical_ids_parameters_and_buffers(model_type, tmp_path):
+    model = trained(model_type)
+    unsaved = set(dict(model.named_buffers())) - set(model.state_dict())
+    assert not unsaved, f"buffers left out of the checkpoint (persistent=False): {sorted(unsaved)}"
+    model.save_pretrained(tmp_path)
+    loaded = VQTokenizer.from_pretrained(tmp_path)
+    assert type(loaded) is type(model)
+    assert_same_state(snapshot(model), loaded)
+    x = images(seed=9)
+    assert torch.equal(loaded.encode(x), model.encode(x))
+    assert torch.equal(loaded.decode(model.encode(x)), model.decode(model.encode(x)))
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_encode_is_deterministic_and_changes_no_state(model_type, mode):
+    model = trained(model_type).train(mode == "train")
+    before, x = snapshot(model), images(seed=4)
+    first = model.encode(x)
+    assert torch.equal(first, model.encode(x))
+    assert first.dtype == torch.long and first.shape == (4, 4, 4)
+    assert int(first.min()) >= 0 and int(first.max()) < TINY["codebook_size"]
+    assert_same_state(before, model)
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_eval_forward_changes_no_state(model_type):
+    model = trained(model_type)
+    before = snapshot(model)
+    with torch.no_grad():
+        model(images(seed=5))
+    assert_same_state(before, model)
+
+
+BAD_PIXELS = [
+    (torch.zeros(2, 1, 8, 8), ValueError, "3 channel"),
+    (torch.zeros(2, 3, 7, 8), ValueError, "height must be a positive multiple"),
+    (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), TypeError, "floating point"),
+    (torch.full((1, 3, 8, 8), float("nan")), ValueError, "NaN"),
+    (torch.full((1, 3, 8, 8), 255.0), ValueError, r"\[-1, 1\]"),
+]
+BAD_IDS = [
+    (torch.full((1, 4, 4), 8), ValueError, r"\[0, 8\)"),
+    (torch.full((1, 4, 4), -1), ValueError, r"\[0, 8\)"),
+    (torch.zeros(1, 4, 4), TypeError, "integer dtype"),
+    (torch.zeros(1, 15, dtype=torch.long), ValueError, "16 = 4x4 tokens"),
+]
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_bad_inputs_raise_errors_naming_what_was_wrong(model_type):
+    model = tiny_tokenizer(model_type)
+    for pixel_values, error, message in BAD_PIXELS:
+        with pytest.raises(error, match=message):
+            model.encode(pixel_values)
+        with pytest.raises(error, match=message):
+            model(pixel_values)
+    for input_ids, error, message in BAD_IDS:
+        with pytest.raises(error, match=message):
+            model.decode(input_ids)
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_every_numeric_field_rejects_non_finite_values_and_unknown_keys(model_type):
+    config_class = registered_config_class(model_type)
+    config = config_class(**TINY)
+    numeric = [name for name, value in config.to_dict().items()
+               if isinstance(value, float) and not isinstance(value, bool)]
+    assert "reconstruction_loss_weight" in numeric
+    for name in numeric:
+        for bad in (math.nan, math.inf):
+            with pytest.raises(ValueError, match=f"`{name}` must be a finite number"):
+                config_class(**{**TINY, name: bad})
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['colour_mode'\]"):
+        config_class(**TINY, colour_mode="rgb")
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_outputs_and_gradients_are_finite_under_bf16_with_latents_of_magnitude_1e4(model_type):
+    model = tiny_tokenizer(model_type).train()
+    model.encoder.register_forward_hook(lambda module, inputs, output: output * 1e4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(images(8))
+        output.loss.backward()
+    for name, value in {**output.losses, **output.stats, "loss": output.loss}.items():
+        assert torch.isfinite(value).all(), f"{name} is not finite"
+    assert torch.isfinite(output.reconstruction).all()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is None or torch.isfinite(parameter.grad).all(), f"gradient of {name} is not finite"
+    for name, buffer in model.named_buffers():
+        assert not buffer.is_floating_point() or torch.isfinite(buffer).all(), f"buffer {name} is not finite"
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_stop_and_resume_ends_with_the_weights_of_an_uninterrupted_run(model_type, tmp_path, monkeypatch):
+    train_set = pixel_dataset(tiny_images(count=12, width=10, height=8), 8, 3, augment=True)
+
+    def run(output_dir, init_seed, **overrides):
+        model = tiny_tokenizer(model_type, seed=init_seed)
+        args = TrainingArguments(
+            output_dir=str(output_dir), max_steps=4, batch_size=4, learning_rate=1e-2, warmup_steps=1,
+            log_every=2, report_to="none", seed=0, checkpoint_every=2, **overrides,
+        )
+        train_tokenizer(model, train_set, None, args)
+        return model
+
+    reference = run(tmp_path / "straight", 0)
+    run_interrupted_after(2, monkeypatch, lambda: run(tmp_path / "resumed", 0))
+    # Another initialisation: everything must come from the checkpoint.
+    resumed = run(tmp_path / "resumed", 123, resume_from_checkpoint="latest")
+    assert_same_state(snapshot(reference), resumed)
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_quantizer_is_built_from_the_config_fields(model_type, monkeypatch):
+    config_class = registered_config_class(model_type)
+    config = config_class(**TINY)
+    quantizer_class = config.quantizer_class
+    kwargs = config.quantizer_kwargs()
+    assert kwargs, f"{model_type} passes no option to its quantizer"
+    assert set(kwargs) == set(config.type_fields()) - set(config.model_options)
+    assert set(kwargs) <= set(inspect.signature(quantizer_class).parameters), "each option must be a keyword"
+
+    received = {}
+
+    class RecordingQuantizer(quantizer_class):
+        def __init__(self, *args, **options):
+            received.update(options)
+            super().__init__(*args, **options)
+
+    monkeypatch.setattr(config_class, "quantizer_class", RecordingQuantizer)
+    model = VQTokenizer.from_config(config)
+    assert type(model.quantizer) is RecordingQuantizer
+    assert received == {"codebook_size": TINY["codebook_size"], "dim": TINY["latent_dim"], **kwargs}
+
+
+def test_every_type_has_a_training_config_and_every_config_loads():
+    folder = Path(__file__).resolve().parents[1] / "training" / "configs"
+    loaded = {path.name: load_run_config(str(path)) for path in sorted(folder.glob("*.yaml"))}
+    covered = {run.model.model_type for run in loaded.values()}
+    assert set(TYPES) <= covered, f"types without a YAML in training/configs: {sorted(set(TYPES) - covered)}"

@@ -1,0 +1,75 @@
+"""`VQTokenizer`: the auto class that builds or loads any registered tokenizer type by its
+config's `model_type`."""
+
+from __future__ import annotations
+
+import os
+
+from transformers import PreTrainedConfig
+
+from .configuration import VQTokenizerConfig
+from .hub.loading import HUB_DOWNLOAD_KWARGS, check_config_file
+from .modeling import VQTokenizerPreTrainedModel
+from .registry import registered_model_class
+
+
+def _check_local_path(name_or_path) -> None:
+    """A path that is clearly local (absolute, ./ or ../, or a PathLike) must exist; otherwise the
+    Hub client would report it as a malformed repo id."""
+    text = os.fspath(name_or_path)
+    looks_local = isinstance(name_or_path, os.PathLike) or os.path.isabs(text) or text.startswith((".", "~"))
+    if looks_local and not os.path.isdir(os.path.expanduser(text)):
+        raise OSError(f"no tokenizer directory at {text!r} (expected a folder with config.json and model.safetensors)")
+
+
+class VQTokenizer:
+    """Auto class: builds or loads the right tokenizer for a config's `model_type`.
+
+    >>> tokenizer = VQTokenizer.from_pretrained("path/or/repo-id")
+    >>> ids = tokenizer.encode(pixel_values)          # [B, h, w] torch.long
+    >>> images = tokenizer.decode(ids)                # [B, C, H, W] in [-1, 1]
+    """
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError(
+            "VQTokenizer is an auto class: use VQTokenizer.from_pretrained(...) or VQTokenizer.from_config(...)"
+        )
+
+    @staticmethod
+    def model_class_for(model_type: str) -> type[VQTokenizerPreTrainedModel]:
+        """The registered model class for `model_type` (ValueError naming the known types otherwise)."""
+        return registered_model_class(model_type)
+
+    @classmethod
+    def from_config(cls, config: VQTokenizerConfig) -> VQTokenizerPreTrainedModel:
+        """A freshly initialised tokenizer for `config`."""
+        if not isinstance(config, VQTokenizerConfig):
+            raise TypeError(f"config must be a VQTokenizerConfig subclass, got {type(config).__name__}")
+        return cls.model_class_for(config.model_type)(config)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> VQTokenizerPreTrainedModel:
+        """Load any vqtok tokenizer saved with `save_pretrained` or pushed to the Hub.
+
+        Keyword arguments (`revision`, `cache_dir`, `token`, `local_files_only`, ...) pass through to
+        `transformers.PreTrainedModel.from_pretrained`. A `config.json` whose `model_type` is not a
+        registered vqtok type raises `ValueError` listing the registered types; the other errors are
+        those of `VQTokenizerPreTrainedModel.from_pretrained`.
+        """
+        _check_local_path(pretrained_model_name_or_path)
+        source = os.fspath(pretrained_model_name_or_path)
+        config = kwargs.pop("config", None)
+        if config is None:
+            download = {k: kwargs[k] for k in HUB_DOWNLOAD_KWARGS if k in kwargs}
+            check_config_file(source, download)
+            config_dict, _ = PreTrainedConfig.get_config_dict(source, **download)
+            try:
+                model_class = cls.model_class_for(config_dict.get("model_type"))
+            except ValueError as error:
+                raise ValueError(f"cannot load {source}: {error}") from None
+            config = model_class.config_class.from_dict(config_dict)
+        elif isinstance(config, VQTokenizerConfig):
+            model_class = cls.model_class_for(config.model_type)
+        else:
+            raise TypeError(f"config must be a VQTokenizerConfig subclass, got {type(config).__name__}")
+        return model_class.from_pretrained(source, config=config, **kwargs)

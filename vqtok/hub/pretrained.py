@@ -1,0 +1,148 @@
+"""`SafeHubMixin`: the Hub side of every tokenizer model.
+
+- `from_pretrained` loads `config.json` + safetensors only, never a pickle, and names what is wrong
+  (a missing or corrupt file, weights that do not match the config, a config of another type);
+- `save_pretrained(..., push_to_hub=True)` and `push_to_hub` publish with the vqtok model card.
+
+It sits before `transformers.PreTrainedModel` in the base model's bases, so `super()` reaches
+transformers' own methods.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from huggingface_hub import create_repo
+from safetensors import SafetensorError
+
+from .loading import HUB_DOWNLOAD_KWARGS, check_config_file, check_loading_info, check_safetensors_weights
+from .model_card import DEFAULT_LICENSE, render_model_card
+
+# save_pretrained(push_to_hub=True, ...) keywords that belong to push_to_hub.
+_PUSH_TO_HUB_KWARGS = (
+    "repo_id", "metrics", "training_data", "datasets", "license", "tags", "eval_dataset", "eval_split",
+    "commit_message", "commit_description", "private", "revision", "create_pr",
+)
+
+
+class SafeHubMixin:
+    """Safe `from_pretrained`, and `save_pretrained` / `push_to_hub` with a model card."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Load from a directory or Hub repo: `config.json` + safetensors weights only (never pickle).
+
+        Hub arguments (`revision`, `cache_dir`, `token`, `local_files_only`, `force_download`,
+        `subfolder`, `proxies`) pass through to `transformers.PreTrainedModel.from_pretrained`.
+
+        Raises:
+            OSError: no `config.json`; no `model.safetensors` (also when the only checkpoint is a
+                pickle such as `pytorch_model.bin`, which is never opened); a corrupt safetensors file.
+            ValueError: a `config.json` of another tokenizer type, or weights that do not match the
+                config (tensor shapes differ, tensors missing or unexpected). Nothing is silently
+                re-initialised; `ignore_mismatched_sizes=True` re-initialises shape-mismatched
+                tensors on purpose.
+        """
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("vqtok loads safetensors weights only; use_safetensors=False is not supported")
+        kwargs["use_safetensors"] = True
+        source = os.fspath(pretrained_model_name_or_path)
+        if os.path.isfile(source):
+            raise OSError(
+                f"{source} is a file; pass the directory (or Hub repo id) holding config.json and model.safetensors"
+            )
+        download = {k: kwargs[k] for k in HUB_DOWNLOAD_KWARGS if k in kwargs}
+        if kwargs.get("config") is None:
+            check_config_file(source, download, cls.__name__, cls._loads_model_type())
+        check_safetensors_weights(source, download, kwargs.get("variant"))
+        return_info = kwargs.pop("output_loading_info", False)
+        allow_mismatch = kwargs.pop("ignore_mismatched_sizes", False)
+        try:
+            # transformers 5 only logs missing/unexpected tensors; they are checked below.
+            model, info = super().from_pretrained(
+                source, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+            )
+        except (SafetensorError, RuntimeError) as error:
+            if "safetensor" not in f"{type(error).__name__} {error}".lower() and not isinstance(error, SafetensorError):
+                raise
+            raise OSError(
+                f"could not read the safetensors weights of {source}: the file is corrupt or truncated ({error})"
+            ) from error
+        check_loading_info(source, info, allow_mismatch)
+        return (model, info) if return_info else model
+
+    @classmethod
+    def _loads_model_type(cls) -> str | None:
+        """The `model_type` this class loads; None for a base class that defines no quantizer."""
+        config_class = cls.config_class
+        return config_class.model_type if getattr(config_class, "quantizer_class", None) is not None else None
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs):
+        """`transformers`' `save_pretrained`; with `push_to_hub=True` the upload goes through
+        `push_to_hub` (keywords `repo_id`, `commit_message`, `private`, `metrics`, ...), so the Hub repo
+        gets the vqtok model card."""
+        hub_kwargs = {k: kwargs.pop(k) for k in _PUSH_TO_HUB_KWARGS if k in kwargs} if push_to_hub else {}
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if push_to_hub and kwargs.get("is_main_process", True):
+            repo_id = hub_kwargs.pop("repo_id", None) or Path(save_directory).resolve().name
+            for name in ("token", "max_shard_size"):
+                if name in kwargs:
+                    hub_kwargs[name] = kwargs[name]
+            self.push_to_hub(repo_id, **hub_kwargs)
+        return result
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        metrics: Mapping[str, object] | None = None,
+        training_data: str | None = None,
+        datasets: Sequence[str] | None = None,
+        license: str = DEFAULT_LICENSE,  # noqa: A002 - the Hub's name for the field
+        tags: Sequence[str] | None = None,
+        eval_dataset: str | None = None,
+        eval_split: str | None = None,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+    ):
+        """Upload `config.json`, `model.safetensors` and a model card (`README.md`) to the Hub repo
+        `repo_id`, creating the repo if needed.
+
+        The card is rendered from `model_cards/tokenizer_card.md` (see `vqtok.hub.render_model_card`)
+        on every push and replaces the repo's README.md: quantizer and its paper, config summary,
+        `training_data` (Markdown) and `datasets` (Hub ids), the `metrics` table (name -> value, also
+        as `model-index` evaluation results on `eval_dataset` / `eval_split`), usage, `license`, and
+        the tags `image-tokenization`, `vqtok`, the quantizer's tag and `tags`. The other arguments
+        are those of `transformers`' `push_to_hub` (`revision` is the branch to push to). Returns the
+        `huggingface_hub.CommitInfo`; its `oid` is the commit to pin with
+        `from_pretrained(..., revision=oid)`.
+        """
+        card_kwargs = dict(
+            metrics=metrics, training_data=training_data, datasets=datasets, license=license, tags=tags,
+            eval_dataset=eval_dataset, eval_split=eval_split,
+        )
+        card = render_model_card(self, repo_id=repo_id, **card_kwargs)  # bad arguments fail before any upload
+        full_repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        if full_repo_id != repo_id:
+            card = render_model_card(self, repo_id=full_repo_id, **card_kwargs)
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            self.save_pretrained(tmp_dir, max_shard_size=max_shard_size)
+            card.save(os.path.join(tmp_dir, "README.md"))
+            return self._upload_modified_files(
+                tmp_dir,
+                full_repo_id,
+                files_timestamps={},
+                commit_message=commit_message,
+                token=token,
+                create_pr=create_pr,
+                revision=revision,
+                commit_description=commit_description,
+            )

@@ -1,0 +1,28 @@
+"""Every tokenizer type: one module each (config class, model class, paper reference), and the
+registration of all of them, here, in one visible place.
+
+Registering a type makes it loadable by `VQTokenizer`, `transformers.AutoConfig`, `AutoModel` and
+`AutoImageProcessor`, and lets the training scripts and the contract tests find it by `model_type`.
+"""
+
+from ..registry import register_tokenizer
+from .gumbel import GumbelVQConfig, GumbelVQModel
+from .nsvq import NSVQConfig, NSVQModel
+from .soft_vq import SoftVQConfig, SoftVQModel
+from .vq import VQConfig, VQModel
+
+register_tokenizer(VQModel)
+register_tokenizer(NSVQModel)
+register_tokenizer(SoftVQModel)
+register_tokenizer(GumbelVQModel)
+
+__all__ = [
+    "GumbelVQConfig",
+    "GumbelVQModel",
+    "NSVQConfig",
+    "NSVQModel",
+    "SoftVQConfig",
+    "SoftVQModel",
+    "VQConfig",
+    "VQModel",
+]

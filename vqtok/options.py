@@ -1,0 +1,95 @@
+"""Typed, range-checked options, declared once.
+
+A quantizer (or regulariser, or the shared backbone) declares each of its options as an `Option`;
+the same declaration checks the keyword argument when the module is built on its own and the
+config field when a tokenizer config is built, so a type and a range are written in one place.
+
+Errors name the option and say what was expected and what was received: a wrong type raises
+`TypeError`, a value out of range (NaN and infinities included) raises `ValueError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# An option declared `float` accepts ints too (`0` for `0.0`), never bools.
+NUMBER = float
+
+
+@dataclass(frozen=True)
+class Option:
+    """What one option accepts.
+
+    Args:
+        kind: `int`, `float` (any real number), `bool`, `str`, `dict` or `list`.
+        low / high: bounds of a number (None: unbounded on that side).
+        low_open / high_open: exclude the bound itself.
+        choices: the only values allowed.
+        optional: None is allowed too.
+    """
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple | None = None
+    optional: bool = False
+
+    def check(self, name: str, value: Any, where: str = "option") -> None:
+        """Raise `TypeError`/`ValueError` naming `where` `name` unless `value` is acceptable."""
+        if value is None and self.optional:
+            return
+        if not self._has_kind(value):
+            expected = "a number" if self.kind is float else self.kind.__name__
+            expected += " or None" if self.optional else ""
+            raise TypeError(f"{where} `{name}` must be {expected}, got {type(value).__name__} ({value!r})")
+        if self.kind in (int, float) and not math.isfinite(value):
+            raise ValueError(f"{where} `{name}` must be a finite number, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{where} `{name}` must be one of {list(self.choices)}, got {value!r}")
+        if self._out_of_range(value):
+            raise ValueError(f"{where} `{name}` must lie in {self.bounds}, got {value!r}")
+
+    @property
+    def bounds(self) -> str:
+        """The allowed interval in mathematical notation, e.g. `[0, 1)`."""
+        low = "-inf" if self.low is None else self.low
+        high = "inf" if self.high is None else self.high
+        return f"{'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+    def _has_kind(self, value: Any) -> bool:
+        # bool is an int subclass; a flag passed where a number is expected is almost always a mistake.
+        if isinstance(value, bool):
+            return self.kind is bool
+        if self.kind is float:
+            return isinstance(value, (int, float))
+        return isinstance(value, self.kind)
+
+    def _out_of_range(self, value: Any) -> bool:
+        if self.kind not in (int, float):
+            return False
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        return too_low or too_high
+
+
+def check_options(specs: Mapping[str, Option], values: Mapping[str, Any], where: str = "option") -> None:
+    """Check every value in `values` against its spec in `specs` (a name without a spec is an error)."""
+    for name, value in values.items():
+        if name not in specs:
+            raise ValueError(f"unknown {where} `{name}`; known: {sorted(specs)}")
+        specs[name].check(name, value, where)
+
+
+# Options shared by several modules.
+CODEBOOK_SIZE = Option(int, low=2)
+POSITIVE_INT = Option(int, low=1)
+NON_NEGATIVE_INT = Option(int, low=0)
+NON_NEGATIVE = Option(NUMBER, low=0)
+POSITIVE = Option(NUMBER, low=0, low_open=True)
+UNIT_INTERVAL = Option(NUMBER, low=0, high=1)
+FLAG = Option(bool)

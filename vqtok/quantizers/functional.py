@@ -1,0 +1,108 @@
+"""The maths every quantizer shares: distances to the codes (chunked, fp32), sampling from the
+posterior over codes, code histograms and perplexity.
+
+Nothing here forms an `[N, K, D]` tensor, and the distance functions hold at most one chunk of
+`[rows, K]` distances (about a million floats by default) at a time.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def fp32_no_autocast(device: torch.device):
+    """Context manager that disables autocast on `device`'s type, so maths stays in fp32."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def default_chunk_rows(codebook_size: int, budget_elements: int = 1 << 20) -> int:
+    """Rows per chunk so one chunk's `[rows, K]` distance block holds about `budget_elements` floats."""
+    return max(64, budget_elements // codebook_size)
+
+
+def squared_distances(rows: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """All squared Euclidean distances `[N, K]` between rows `[N, D]` and codes `[K, D]`, in fp32.
+
+    Uses the expanded form ||z||^2 - 2 z.e + ||e||^2 (one matmul; no `[N, K, D]` tensor), clamped at 0
+    against rounding. Callers with large N go through `nearest_code` or `sample_codes`, which chunk.
+    """
+    rows, codebook = rows.float(), codebook.float()
+    norms = rows.pow(2).sum(dim=1, keepdim=True) + codebook.pow(2).sum(dim=1)
+    return torch.addmm(norms, rows, codebook.t(), alpha=-2.0).clamp_min_(0.0)
+
+
+def nearest_code(
+    rows: torch.Tensor,
+    codebook: torch.Tensor,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
+    """Index of the nearest codebook vector (squared Euclidean distance) for each row.
+
+    Computes `argmin_k ||e_k||^2 - 2 z.e_k` (the `||z||^2` term does not change the argmin) in
+    fp32, one chunk of rows at a time, so memory is bounded by `chunk_rows x K` floats.
+
+    Args:
+        rows: `[N, D]` float tensor.
+        codebook: `[K, D]` float tensor.
+        chunk_rows: rows per chunk; defaults to about one million distances per chunk.
+    """
+    with fp32_no_autocast(rows.device):
+        rows = rows.float()
+        codebook = codebook.float()
+        codes_t = codebook.t().contiguous()
+        code_sq_norms = codebook.pow(2).sum(dim=1)
+        chunk_rows = chunk_rows or default_chunk_rows(codebook.shape[0])
+        indices = torch.empty(rows.shape[0], dtype=torch.long, device=rows.device)
+        for start in range(0, rows.shape[0], chunk_rows):
+            block = rows[start : start + chunk_rows]
+            distances = torch.addmm(code_sq_norms, block, codes_t, beta=1.0, alpha=-2.0)
+            indices[start : start + chunk_rows] = distances.argmin(dim=1)
+    return indices
+
+
+def sample_codes(
+    rows: torch.Tensor,
+    codebook: torch.Tensor,
+    num_samples: int,
+    temperature: float = 1.0,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
+    """`num_samples` code ids per row, drawn with replacement from p(k|z) = softmax_k(-||z - e_k||^2 / T).
+
+    Works one chunk of rows at a time (fp32), so memory is bounded by `chunk_rows x K` like
+    `nearest_code`. Returns `[N, num_samples]` `torch.long`.
+    """
+    with fp32_no_autocast(rows.device):
+        chunk_rows = chunk_rows or default_chunk_rows(codebook.shape[0])
+        samples = torch.empty(rows.shape[0], num_samples, dtype=torch.long, device=rows.device)
+        for start in range(0, rows.shape[0], chunk_rows):
+            logits = squared_distances(rows[start : start + chunk_rows], codebook).div_(-temperature)
+            probs = torch.softmax(logits, dim=1)
+            samples[start : start + chunk_rows] = torch.multinomial(probs, num_samples, replacement=True)
+    return samples
+
+
+def code_histogram(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """Float count of each code among `indices` (any shape)."""
+    return torch.bincount(indices.reshape(-1), minlength=codebook_size).float()
+
+
+def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of the code distribution given by `counts` (1 = one code, K = uniform)."""
+    probs = counts / counts.sum().clamp_min(1e-12)
+    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
+    return entropy.exp()
+
+
+def usage_stats(counts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Perplexity and fraction of codes used, from a code histogram `counts` `[K]`."""
+    return {
+        "perplexity": perplexity_from_counts(counts),
+        "usage": (counts > 0).float().mean(),
+    }
+
+
+def uniform_codebook(codebook_size: int, dim: int) -> torch.Tensor:
+    """Initial codebook drawn uniformly from [-1/K, 1/K] (the VQ-VAE reference initialisation)."""
+    bound = 1.0 / codebook_size
+    return torch.empty(codebook_size, dim).uniform_(-bound, bound)

@@ -1,0 +1,67 @@
+"""The interface of a regulariser: an extra, named loss term computed from each forward of a
+tokenizer, whatever its type, and switched on through the shared config.
+
+A regulariser is an `nn.Module`, so any state it keeps (schedules, running statistics, counters)
+lives in buffers that are saved with the weights and restored on resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..options import Option, check_options
+from ..quantizers import QuantizerOutput
+
+
+@dataclass
+class RegularizerInputs:
+    """What a regulariser sees of one tokenizer forward.
+
+    Attributes:
+        pixel_values: the input images `[B, C, H, W]`.
+        latents: the encoder output z_e `[B, D, h, w]`.
+        quantizer_output: the quantizer's training output (z_q, ids, its losses and statistics).
+        reconstruction: the decoded images `[B, C, H, W]`.
+        codebook: the code vectors `[K, D]` in the decoder's space (differentiable where the
+            quantizer learns them by gradient).
+    """
+
+    pixel_values: torch.Tensor
+    latents: torch.Tensor
+    quantizer_output: QuantizerOutput
+    reconstruction: torch.Tensor
+    codebook: torch.Tensor
+
+
+@dataclass
+class RegularizerOutput:
+    """Named loss terms (already weighted; summed into the tokenizer's loss) and named statistics."""
+
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Regularizer(nn.Module):
+    """Base class of regularisers.
+
+    A subclass sets `name` (its key in `VQTokenizerConfig.regularizers`), declares its options in
+    `options` (checked when a config switches it on and when it is built), takes them as keyword
+    arguments, and implements `forward(inputs) -> RegularizerOutput`. Its loss names must not
+    clash with the tokenizer's other terms (`<name>_loss` is a good choice).
+    """
+
+    name: ClassVar[str] = ""
+    options: ClassVar[dict[str, Option]] = {}
+
+    @classmethod
+    def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
+        """Raise `TypeError`/`ValueError` naming the first option in `values` that `options` rejects."""
+        check_options(cls.options, values, where or f"{cls.__name__} option")
+
+    def forward(self, inputs: RegularizerInputs) -> RegularizerOutput:
+        raise NotImplementedError
