@@ -133,8 +133,9 @@ def render_model_card(
         codebook_size=config.codebook_size,
         bits_per_token=f"{math.log2(config.codebook_size):.3g}",
         training_data=described,
-        metrics=[(_cell(name), _cell(f"{value:.4g}" if isinstance(value, float) else str(value))) for name, value in metric_rows],
-        training_metadata=_markdown_list(config.training_metadata) if getattr(config, "training_metadata", None) else None,
+        metrics=[(_cell(name), _cell(f"{value:.4g}" if isinstance(value, float) else str(value)))
+                 for name, value in metric_rows],
+        training_metadata=_markdown_list(metadata) if (metadata := getattr(config, "training_metadata", None)) else None,
         license=license,
     )
 

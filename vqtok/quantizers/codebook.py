@@ -10,18 +10,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..options import FLAG, NON_NEGATIVE_INT, NUMBER, POSITIVE, Option
+from ..options import NUMBER, POSITIVE, Option
 from .base import Quantizer
 from .functional import uniform_codebook
 from .kmeans import global_cluster_sizes, shared_kmeans_codebook
 
-# Options of the EMA statistics and of the k-means initialisation, shared by every codebook quantizer.
+# Options of the EMA statistics, shared by every codebook quantizer.
 EMA_OPTIONS = {
     "ema_decay": Option(NUMBER, low=0, high=1, high_open=True),
     "ema_epsilon": POSITIVE,
 }
-KMEANS_OPTIONS = {"kmeans_init": FLAG, "kmeans_iters": NON_NEGATIVE_INT}
-CHUNK_OPTIONS = {"chunk_rows": Option(int, low=1, optional=True)}
 
 
 @torch.no_grad()
@@ -57,7 +55,7 @@ class CodebookQuantizer(Quantizer):
       e_k = M_k / N~_k  with  N~_k = (N_k + eps) / (sum N + K eps) * sum N.
 
     A subclass sets the options `ema_decay`, `ema_epsilon`, `kmeans_init`, `kmeans_iters` and
-    `chunk_rows` (see `EMA_OPTIONS`, `KMEANS_OPTIONS`), then calls `_register_codebook`. It may
+    `chunk_rows` (see `EMA_OPTIONS`, `kmeans.KMEANS_OPTIONS`, `functional.CHUNK_OPTIONS`), then calls `_register_codebook`. It may
     override `project` to keep codes on a manifold (VQ's cosine mode normalises them).
     """
 

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from ..options import Option
+
+# The option of every quantizer that chunks its distance computations.
+CHUNK_OPTIONS = {"chunk_rows": Option(int, low=1, optional=True)}
+
 
 def fp32_no_autocast(device: torch.device):
     """Context manager that disables autocast on `device`'s type, so maths stays in fp32."""

@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 
 from ..distributed import all_reduce_sum_, broadcast_
+from ..options import FLAG, NON_NEGATIVE_INT
 from .functional import code_histogram, nearest_code
+
+# Options of a quantizer that initialises its codebook by k-means on the first training batch.
+KMEANS_OPTIONS = {"kmeans_init": FLAG, "kmeans_iters": NON_NEGATIVE_INT}
 
 
 def sample_rows(rows: torch.Tensor, count: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -12,9 +12,8 @@ from torch import nn
 from ..distributed import all_reduce_sum_, broadcast_
 from ..options import NON_NEGATIVE_INT, POSITIVE, UNIT_INTERVAL
 from .base import Quantizer, QuantizerOutput
-from .codebook import CHUNK_OPTIONS, KMEANS_OPTIONS
-from .functional import code_histogram, nearest_code, uniform_codebook, usage_stats
-from .kmeans import shared_kmeans_codebook
+from .functional import CHUNK_OPTIONS, code_histogram, nearest_code, uniform_codebook, usage_stats
+from .kmeans import KMEANS_OPTIONS, shared_kmeans_codebook
 
 
 class NSVQuantizer(Quantizer):

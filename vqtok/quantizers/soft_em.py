@@ -11,8 +11,16 @@ import torch.nn.functional as F
 from ..distributed import all_reduce_sum_
 from ..options import NON_NEGATIVE, POSITIVE, POSITIVE_INT
 from .base import QuantizerOutput
-from .codebook import CHUNK_OPTIONS, EMA_OPTIONS, KMEANS_OPTIONS, CodebookQuantizer
-from .functional import code_histogram, nearest_code, perplexity_from_counts, sample_codes, usage_stats
+from .codebook import EMA_OPTIONS, CodebookQuantizer
+from .functional import (
+    CHUNK_OPTIONS,
+    code_histogram,
+    nearest_code,
+    perplexity_from_counts,
+    sample_codes,
+    usage_stats,
+)
+from .kmeans import KMEANS_OPTIONS
 
 
 class SoftEMQuantizer(CodebookQuantizer):

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from ..distributed import all_reduce_sum_, broadcast_
 from ..options import FLAG, NON_NEGATIVE
 from .base import QuantizerOutput
-from .codebook import CHUNK_OPTIONS, EMA_OPTIONS, KMEANS_OPTIONS, CodebookQuantizer
-from .functional import code_histogram, nearest_code, usage_stats
-from .kmeans import sample_rows
+from .codebook import EMA_OPTIONS, CodebookQuantizer
+from .functional import CHUNK_OPTIONS, code_histogram, nearest_code, usage_stats
+from .kmeans import KMEANS_OPTIONS, sample_rows
 
 # Code usage is tracked as a moving average over roughly the last 10 batches: short enough that
 # codes stranded early in training (when the encoder's output still moves fast) are restarted
