@@ -1,5 +1,5 @@
-"""Two CPU processes (gloo on 127.0.0.1): the VQ codebook and every quantizer buffer stay identical
-on both ranks through k-means initialisation, EMA updates and dead-code restarts; one EMA step on
+"""Two CPU processes (gloo on 127.0.0.1): the VQ and SQ-VAE codebooks and every quantizer buffer stay
+identical on both ranks through k-means initialisation, EMA updates and dead-code restarts; one EMA step on
 two half-batches equals one step on the whole batch in one process; and the Accelerate training
 loop (DDP, main-process evaluation, checkpoints) ends with the same model on both ranks."""
 
@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from vqtok.quantizers import VectorQuantizer
+from vqtok.quantizers import GaussianSQQuantizer, VectorQuantizer
 
 WORLD_SIZE = 2
 TIMEOUT_S = 240  # a hang (a collective entered by one rank only) fails the test instead of blocking CI
@@ -74,6 +74,15 @@ def _run_rank(rank: int, port: int, out: Path) -> None:
     for step in range(6):
         restarted += float(vq(_half(shifting_latents(step, data), rank)).stats["restarted_codes"])
     save_file({**vq.state_dict(), "restarted": torch.tensor(restarted)}, out / f"maintenance_rank{rank}.safetensors")
+
+    # 1b. The same for SQ-VAE's gradient-learnt codebook (k-means init and restarts, no optimizer step).
+    sq = GaussianSQQuantizer(16, 4, latent_scale=1.0, kmeans_init=True, dead_code_threshold=6.0).train()
+    data = torch.Generator().manual_seed(0)
+    restarted = 0.0
+    for step in range(6):
+        restarted += float(sq(_half(shifting_latents(step, data), rank)).stats["restarted_codes"])
+    state = {name: tensor.detach() for name, tensor in sq.state_dict().items()}
+    save_file({**state, "restarted": torch.tensor(restarted)}, out / f"sq_maintenance_rank{rank}.safetensors")
 
     # 2. One EMA step on half of a batch per rank.
     ema = ema_quantizer()
@@ -144,8 +153,9 @@ def _assert_identical(first: dict, second: dict) -> None:
     assert not different, f"differs between ranks: {different}"
 
 
-def test_codebook_and_buffers_identical_on_both_ranks(two_ranks):
-    rank0, rank1 = _both(two_ranks, "maintenance")
+@pytest.mark.parametrize("quantizer", ["maintenance", "sq_maintenance"])
+def test_codebook_and_buffers_identical_on_both_ranks(two_ranks, quantizer):
+    rank0, rank1 = _both(two_ranks, quantizer)
     assert float(rank0["restarted"]) > 0, "no dead-code restart happened: the test would not cover them"
     assert bool(rank0["initialized"])
     _assert_identical(rank0, rank1)

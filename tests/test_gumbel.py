@@ -104,7 +104,7 @@ def test_tokenizer_resumes_the_schedule_from_a_saved_model(tmp_path):
 
 
 def test_diversity_loss_hand_cases():
-    quantizer = GumbelQuantizer(4, 2, diversity_weight=0.1).train()
+    quantizer = GumbelQuantizer(4, 2, diversity_weight=0.1, kmeans_init=False).train()
     rows = torch.randn(16, 2)
     with torch.no_grad():
         quantizer.to_logits.weight.zero_()
@@ -120,7 +120,60 @@ def test_diversity_loss_hand_cases():
     assert out.losses["diversity_loss"].item() == pytest.approx(expected, rel=1e-5)
     out.losses["diversity_loss"].backward()
     assert quantizer.to_logits.bias.grad[0] > 0  # lowering the dominant code's logit helps
-    assert "diversity_loss" not in GumbelQuantizer(4, 2).train()(as_map(rows)).losses
+    assert "diversity_loss" not in GumbelQuantizer(4, 2, diversity_weight=0.0).train()(as_map(rows)).losses
+
+
+def test_kmeans_init_puts_codes_on_the_first_batch_with_a_nearest_centre_posterior():
+    torch.manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
+    rows = centres.repeat_interleave(30, dim=0) + 0.5 * torch.randn(90, 2)
+    quantizer = GumbelQuantizer(3, 2).train()
+    quantizer(as_map(rows))
+    table = quantizer.embedding.detach()
+    assert torch.cdist(table, rows).min(dim=1).values.max().item() < 6  # codes are means of the batch's rows
+    # logits_k = (||z||^2 - ||z - c_k||^2) / s, s = mean squared distance to the nearest centre.
+    distances = torch.cdist(rows, table) ** 2
+    s = distances.min(dim=1).values.mean()
+    expected = ((rows**2).sum(dim=1, keepdim=True) - distances) / s
+    assert torch.allclose(quantizer.logits(rows), expected, rtol=1e-4, atol=1e-3)
+    assert torch.equal(quantizer.select(as_map(rows)).flatten(), distances.argmin(dim=1))
+    # Only at step 0: later forwards (and a resumed run) keep the trained tables.
+    with torch.no_grad():
+        quantizer.embedding.add_(1.0)
+    before = quantizer.embedding.detach().clone()
+    quantizer(as_map(rows))
+    assert torch.equal(quantizer.embedding.detach(), before)
+
+
+def test_without_kmeans_init_the_first_forward_keeps_the_random_tables():
+    torch.manual_seed(0)
+    quantizer = GumbelQuantizer(8, 3, kmeans_init=False).train()
+    state = {k: v.clone() for k, v in quantizer.state_dict().items() if k != "temperature.step"}
+    quantizer(as_map(torch.randn(40, 3)))
+    assert all(torch.equal(quantizer.state_dict()[k], v) for k, v in state.items())
+
+
+def test_class_defaults_and_paper_preset():
+    config = GumbelVQConfig()
+    assert (config.tau_decay, config.diversity_weight, config.kmeans_init, config.quantizer_lr_multiplier) == (
+        0.995, 0.03, True, 30.0,
+    )
+    quantizer = VQTokenizer.from_config(config).quantizer
+    assert (quantizer.temperature.tau_decay, quantizer.diversity_weight, quantizer.kmeans_init) == (0.995, 0.03, True)
+    paper = GumbelVQConfig.paper_preset()
+    assert (paper.tau_max, paper.tau_min, paper.tau_decay) == (2.0, 0.5, 0.999995)
+    assert (paper.diversity_weight, paper.kmeans_init, paper.quantizer_lr_multiplier) == (0.0, False, 1.0)
+
+
+def test_optimizer_gives_the_quantizer_its_own_learning_rate():
+    config = GumbelVQConfig(image_size=8, base_channels=8, downsampling_factor=2, latent_dim=4, codebook_size=16,
+                            quantizer_lr_multiplier=3.0)
+    model = VQTokenizer.from_config(config)
+    others, quantizer = model.build_optimizer(learning_rate=1e-3, weight_decay=0.1).param_groups
+    assert {id(p) for p in quantizer["params"]} == {id(p) for p in model.quantizer.parameters()}
+    assert quantizer["lr"] == pytest.approx(3e-3) and quantizer["weight_decay"] == 0.0
+    assert others["lr"] == pytest.approx(1e-3) and others["weight_decay"] == 0.1
+    assert len(others["params"]) + len(quantizer["params"]) == len(list(model.parameters()))
 
 
 def test_logits_stay_fp32_under_bf16_autocast():
@@ -142,6 +195,8 @@ def test_logits_stay_fp32_under_bf16_autocast():
         ({"tau_decay": 0.0}, ValueError, "tau_decay"),
         ({"tau_decay": 1.01}, ValueError, "tau_decay"),
         ({"diversity_weight": -0.1}, ValueError, "diversity_weight"),
+        ({"kmeans_init": 1}, TypeError, "kmeans_init"),
+        ({"quantizer_lr_multiplier": -1.0}, ValueError, "quantizer_lr_multiplier"),
         ({"tau_max": "2"}, TypeError, "tau_max"),
     ],
 )

@@ -205,6 +205,9 @@ PAPERS = {
     "vqtok-softvq": ["Theory and Experiments on Vector Quantized Autoencoders"],
     "vqtok-gumbel": ["vq-wav2vec: Self-Supervised Learning of Discrete Speech Representations",
                      "Categorical Reparameterization with Gumbel-Softmax"],
+    "vqtok-sqvae": ["SQ-VAE: Variational Bayes on Discrete Representation with Self-annealed Stochastic Quantization"],
+    "vqtok-vmf-sqvae": ["SQ-VAE: Variational Bayes on Discrete Representation with Self-annealed Stochastic Quantization"],
+    "vqtok-hypervq": ["HyperVQ: MLR-based Vector Quantization in Hyperbolic Space", "Hyperbolic Neural Networks++"],
 }
 
 

@@ -54,7 +54,7 @@ def test_many_samples_approach_the_posterior_softmax_of_minus_distance():
     codebook = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.5]])
     rows = torch.tensor([[0.2, 0.1], [0.6, 0.4], [0.0, 1.0]])
     expected = torch.softmax(-(torch.cdist(rows, codebook) ** 2), dim=1)
-    samples = make_soft(codebook, num_samples=20000).sample_posterior(rows)
+    samples = make_soft(codebook, num_samples=20000, temperature=1.0).sample_posterior(rows)
     assert torch.allclose(sample_shares(samples, 3), expected, atol=0.02)
 
 
@@ -104,7 +104,7 @@ def test_training_forward_hand_case_with_a_certain_posterior():
     # Codes 20 apart: p(k|z) is one-hot to fp32 precision, so every sample picks the nearest code.
     codebook = torch.tensor([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0]])
     rows = torch.tensor([[1.0, 0.0], [19.0, 1.0], [21.0, -1.0]], requires_grad=True)
-    quantizer = make_soft(codebook, ema_decay=0.5, commitment_cost=0.25).train()
+    quantizer = make_soft(codebook, ema_decay=0.5, commitment_cost=0.25, dead_code_threshold=0.0).train()
     out = quantizer(as_map(rows))
     assert out.indices.flatten().tolist() == [0, 1, 1]
     quantized_rows = out.quantized.reshape(2, 3).t()
@@ -143,7 +143,7 @@ def test_eval_forward_is_nearest_code_and_changes_nothing():
 
 def test_soft_assignments_raise_the_perplexity_of_used_codes():
     # Points between two codes: the mode is always code 0, the samples use both.
-    quantizer = make_soft(torch.tensor([[0.0], [1.0]])).train()
+    quantizer = make_soft(torch.tensor([[0.0], [1.0]]), temperature=1.0).train()
     out = quantizer(as_map(torch.full((200, 1), 0.4)))
     assert out.stats["perplexity"].item() == pytest.approx(1.0)
     assert out.stats["sample_perplexity"].item() > 1.5
@@ -159,6 +159,40 @@ def test_kmeans_init_sets_codes_and_matching_statistics():
     assert torch.allclose(quantizer.ema_embed_sum / quantizer.ema_cluster_size[:, None], codes)
 
 
+def test_codes_whose_soft_count_falls_below_the_threshold_restart_on_batch_rows():
+    # Code 2 sits far from every row: after one M-step with g = 0.5 its count N = 0.5 < 1.
+    torch.manual_seed(0)
+    codebook = torch.tensor([[0.0, 0.0], [10.0, 0.0], [100.0, 100.0]])
+    rows = torch.cat([torch.randn(20, 2) * 0.1, torch.randn(20, 2) * 0.1 + torch.tensor([10.0, 0.0])])
+    quantizer = make_soft(codebook, ema_decay=0.5, dead_code_threshold=1.0).train()
+    out = quantizer(as_map(rows))
+    assert out.stats["restarted_codes"].item() == 1
+    moved = quantizer.embedding.detach()[2]
+    assert torch.cdist(moved[None], rows).min().item() < 1e-5  # on one of the batch's rows
+    # Statistics that keep it there: after the M-step N = 0.5 * 1 + 0.5 * [20, 20, 0] = [10.5, 10.5, 0.5],
+    # so N_2 = max(sum N / K, threshold) = 21.5 / 3 and M_2 = N_2 e_2.
+    assert quantizer.ema_cluster_size.tolist() == pytest.approx([10.5, 10.5, 21.5 / 3])
+    assert torch.allclose(quantizer.ema_embed_sum[2], moved * 21.5 / 3)
+    # The live codes keep their M-step values (near their clusters).
+    assert torch.cdist(quantizer.embedding.detach()[:2], codebook[:2]).diagonal().max().item() < 0.5
+    # Threshold 0 never restarts.
+    quiet = make_soft(codebook, ema_decay=0.5, dead_code_threshold=0.0).train()
+    assert quiet(as_map(rows)).stats["restarted_codes"].item() == 0
+    assert torch.allclose(quiet.embedding.detach()[2], codebook[2], atol=0.01)  # moved only by Laplace smoothing
+
+
+def test_class_defaults_and_paper_preset():
+    config = SoftVQConfig()
+    assert (config.temperature, config.ema_decay, config.dead_code_threshold) == (0.03, 0.95, 1.0)
+    quantizer = VQTokenizer.from_config(config).quantizer
+    assert (quantizer.temperature, quantizer.ema_decay, quantizer.dead_code_threshold) == (0.03, 0.95, 1.0)
+    paper = SoftVQConfig.paper_preset()
+    assert (paper.temperature, paper.ema_decay, paper.dead_code_threshold) == (1.0, 0.999, 0.0)
+    assert not paper.kmeans_init
+    assert (paper.num_samples, paper.commitment_cost) == (10, 0.25)
+    assert SoftVQConfig.paper_preset(temperature=0.5).temperature == 0.5
+
+
 @pytest.mark.parametrize(
     "field, value, error",
     [
@@ -168,6 +202,7 @@ def test_kmeans_init_sets_codes_and_matching_statistics():
         ("ema_epsilon", 0.0, ValueError),
         ("temperature", -1.0, ValueError),
         ("commitment_cost", True, TypeError),
+        ("dead_code_threshold", -1.0, ValueError),
         ("kmeans_init", "yes", TypeError),
     ],
 )

@@ -80,9 +80,13 @@ class Upsample(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Latents `[B, D, h, w]` -> images `[B, C, h*f, w*f]` (unbounded; `decode` clamps to [-1, 1])."""
+    """Latents `[B, D, h, w]` -> images `[B, C, h*f, w*f]` (unbounded; `decode` clamps to [-1, 1]).
 
-    def __init__(self, config: VQTokenizerConfig):
+    `out_channels` defaults to the images' channels; a likelihood over categories asks for one
+    channel per category.
+    """
+
+    def __init__(self, config: VQTokenizerConfig, out_channels: int | None = None):
         super().__init__()
         groups = config.norm_groups
         widths = _level_widths(config)
@@ -96,7 +100,8 @@ class Decoder(nn.Module):
                 layers.append(ResidualBlock(width, level_width, groups))
                 width = level_width
             layers.append(Upsample(width))
-        layers += [group_norm(width, groups), nn.SiLU(), nn.Conv2d(width, config.in_channels, 3, padding=1)]
+        out_channels = out_channels or config.in_channels
+        layers += [group_norm(width, groups), nn.SiLU(), nn.Conv2d(width, out_channels, 3, padding=1)]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:

@@ -107,6 +107,9 @@ class VQTokenizerConfig(PreTrainedConfig):
     """Declarations of the type fields read by the model class rather than by the quantizer."""
     reference: ClassVar[QuantizerReference | None] = None
     """The method's display name, Hub tag, papers and summary, for model cards."""
+    paper_settings: ClassVar[dict[str, Any]] = {}
+    """The field values of the method's reference implementation, where they differ from the class
+    defaults (which are tuned for short runs on small images); see `paper_preset`."""
 
     in_channels: int = 3
     image_size: int = 32
@@ -135,6 +138,12 @@ class VQTokenizerConfig(PreTrainedConfig):
             self.channel_multipliers = list(self.channel_multipliers)
         super().__post_init__(**kwargs)
         self.check()
+
+    @classmethod
+    def paper_preset(cls, **overrides: Any) -> "VQTokenizerConfig":
+        """The config with the settings of the method's paper and reference code (`paper_settings`),
+        then `overrides`, instead of the class defaults."""
+        return cls(**{**cls.paper_settings, **overrides})
 
     @classmethod
     def type_fields(cls) -> list[str]:

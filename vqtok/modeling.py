@@ -2,8 +2,9 @@
 
 Each tokenizer type (under `vqtok/models/`) subclasses `VQTokenizerPreTrainedModel` and sets
 `config_class`; the quantizer is built from the config's own fields. A type may override the hooks
-`build_quantizer`, `reconstruction_losses` (SQ-VAE trains with its own likelihood, not MSE) and
-`build_optimizer` (parameters that need another optimizer or parameter groups).
+`build_quantizer`, `reconstruction_losses` (SQ-VAE trains with its own likelihood, not MSE),
+`build_decoder` with `images_from_decoder_output` (a likelihood over categories decodes one channel
+per category) and `build_optimizer` (parameters that need another optimizer or parameter groups).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
@@ -34,7 +36,8 @@ class VQTokenizerOutput(ModelOutput):
             regulariser's.
         stats: every named diagnostic of the quantizer (`perplexity`, `usage`, ...) and of the
             regularisers.
-        reconstruction: decoded images `[B, C, H, W]` (not clamped).
+        reconstruction: the decoder's output (not clamped): images `[B, C, H, W]` unless the type
+            decodes otherwise (see `images_from_decoder_output`).
         input_ids: token ids chosen in this forward `[B, h, w]`.
         quantized: the vectors the decoder received `[B, D, h, w]`.
     """
@@ -71,7 +74,7 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         super().__init__(config)
         self.encoder = Encoder(config)
         self.quantizer: Quantizer = self.build_quantizer(config)
-        self.decoder = Decoder(config)
+        self.decoder = self.build_decoder(config)
         self.regularizers = build_regularizers(config.regularizers)
         self.post_init()
 
@@ -83,6 +86,15 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
             raise TypeError(f"{type(config).__name__} names no quantizer_class; use a tokenizer type's config")
         options = config.quantizer_kwargs()
         return config.quantizer_class(codebook_size=config.codebook_size, dim=config.latent_dim, **options)
+
+    def build_decoder(self, config: VQTokenizerConfig) -> nn.Module:
+        """The decoder, latents `[B, D, h, w]` -> `[B, C, H, W]`; its output is what
+        `reconstruction_losses` scores and `images_from_decoder_output` turns into images."""
+        return Decoder(config)
+
+    def images_from_decoder_output(self, output: torch.Tensor) -> torch.Tensor:
+        """The images `decode` returns, in [-1, 1], from the decoder's output (clamped by default)."""
+        return output.clamp(-1.0, 1.0)
 
     def reconstruction_losses(
         self, reconstruction: torch.Tensor, pixel_values: torch.Tensor, quantized: QuantizerOutput
@@ -97,6 +109,20 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         whose parameters need another optimizer or parameter groups overrides this."""
         trainable = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=weight_decay)
+
+    def adamw_with_own_group(
+        self, learning_rate: float, weight_decay: float, group: list[nn.Parameter], lr_multiplier: float
+    ) -> torch.optim.Optimizer:
+        """AdamW over every trainable parameter, with `group` in a parameter group of its own at
+        `learning_rate x lr_multiplier` and no weight decay: for a `build_optimizer` whose quantizer
+        parameters must learn at another pace than the backbone."""
+        chosen = {id(p) for p in group}
+        others = [p for p in self.parameters() if p.requires_grad and id(p) not in chosen]
+        groups = [
+            {"params": others, "weight_decay": weight_decay},
+            {"params": list(group), "lr": learning_rate * lr_multiplier, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=learning_rate)
 
     def _init_weights(self, module):
         # PyTorch's default initialisation is kept; quantizers initialise their own codebooks.
@@ -115,7 +141,7 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         """Images `[B, C, h*f, w*f]` in [-1, 1] for token ids `[B, h, w]` or `[B, h*w]`."""
         grid_ids = check_token_grid(input_ids, self.config.token_grid)
         latents = self.quantizer.embed(grid_ids.to(self.device))
-        return self.decoder(latents.to(self.dtype)).clamp(-1.0, 1.0)
+        return self.images_from_decoder_output(self.decoder(latents.to(self.dtype)))
 
     def forward(self, pixel_values: torch.Tensor, return_dict: bool = True) -> VQTokenizerOutput:
         """Training path: stochastic where the quantizer is. The loss is the sum of the

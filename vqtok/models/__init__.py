@@ -7,22 +7,34 @@ Registering a type makes it loadable by `VQTokenizer`, `transformers.AutoConfig`
 
 from ..registry import register_tokenizer
 from .gumbel import GumbelVQConfig, GumbelVQModel
+from .hypervq import HyperVQConfig, HyperVQModel
 from .nsvq import NSVQConfig, NSVQModel
 from .soft_vq import SoftVQConfig, SoftVQModel
+from .sqvae import SQVAEConfig, SQVAEModel
+from .vmf_sqvae import VMFSQVAEConfig, VMFSQVAEModel
 from .vq import VQConfig, VQModel
 
 register_tokenizer(VQModel)
 register_tokenizer(NSVQModel)
 register_tokenizer(SoftVQModel)
 register_tokenizer(GumbelVQModel)
+register_tokenizer(SQVAEModel)
+register_tokenizer(VMFSQVAEModel)
+register_tokenizer(HyperVQModel)
 
 __all__ = [
     "GumbelVQConfig",
     "GumbelVQModel",
+    "HyperVQConfig",
+    "HyperVQModel",
     "NSVQConfig",
     "NSVQModel",
+    "SQVAEConfig",
+    "SQVAEModel",
     "SoftVQConfig",
     "SoftVQModel",
     "VQConfig",
+    "VMFSQVAEConfig",
+    "VMFSQVAEModel",
     "VQModel",
 ]

@@ -15,26 +15,33 @@ from .functional import (
     squared_distances,
     usage_stats,
 )
-from .gumbel import GumbelQuantizer, hard_gumbel_softmax
+from .gumbel import GumbelQuantizer, hard_gumbel_softmax, soft_gumbel_softmax
+from .hyperbolic import HyperbolicQuantizer
 from .nsvq import NSVQuantizer
 from .schedules import TemperatureSchedule
 from .soft_em import SoftEMQuantizer
+from .sqvae import GaussianSQQuantizer, StochasticQuantizer, VMFSQQuantizer
 from .vq import VectorQuantizer
 
 __all__ = [
     "CodebookQuantizer",
+    "GaussianSQQuantizer",
     "GumbelQuantizer",
+    "HyperbolicQuantizer",
     "NSVQuantizer",
     "Quantizer",
     "QuantizerOutput",
     "SoftEMQuantizer",
+    "StochasticQuantizer",
     "TemperatureSchedule",
+    "VMFSQQuantizer",
     "VectorQuantizer",
     "code_histogram",
     "hard_gumbel_softmax",
     "nearest_code",
     "perplexity_from_counts",
     "sample_codes",
+    "soft_gumbel_softmax",
     "squared_distances",
     "usage_stats",
 ]

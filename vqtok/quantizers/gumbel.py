@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import broadcast_
 from ..options import NON_NEGATIVE
 from .base import Quantizer, QuantizerOutput
-from .functional import code_histogram, perplexity_from_counts, usage_stats
+from .functional import code_histogram, nearest_code, perplexity_from_counts, usage_stats
+from .kmeans import KMEANS_OPTIONS, shared_kmeans_codebook
 from .schedules import TEMPERATURE_OPTIONS, TemperatureSchedule, check_temperature_order
 
 
@@ -22,13 +24,18 @@ def hard_gumbel_softmax(
     s = softmax((logits + g) / tau). Returns `(y, k)` where `y` is exactly one-hot(k) in the forward
     pass (`one_hot + (s - sg s)`, and `s - s` is exactly 0) while its gradient is that of `s`.
     """
-    logits = logits.float()
-    gumbels = -torch.empty_like(logits).exponential_(generator=generator).log()
-    perturbed = logits + gumbels
-    soft = torch.softmax(perturbed / tau, dim=-1)
-    ids = perturbed.argmax(dim=-1)
+    soft, ids = soft_gumbel_softmax(logits, tau, generator)
     hard = torch.zeros_like(soft).scatter_(-1, ids.unsqueeze(-1), 1.0)
     return hard + (soft - soft.detach()), ids
+
+
+def soft_gumbel_softmax(
+    logits: torch.Tensor, tau: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gumbel-softmax sample over the last dimension, in fp32: `(softmax((logits + g) / tau), k)`
+    with g ~ Gumbel(0, 1) and k = argmax(logits + g), the code the sample weights most."""
+    perturbed = logits.float() - torch.empty_like(logits, dtype=torch.float32).exponential_(generator=generator).log()
+    return torch.softmax(perturbed / tau, dim=-1), perturbed.argmax(dim=-1)
 
 
 class GumbelQuantizer(Quantizer):
@@ -43,16 +50,30 @@ class GumbelQuantizer(Quantizer):
       Optional diversity_loss = diversity_weight * (K - perplexity(mean_n softmax(logits_n))) / K.
     Eval forward and `select`: k = argmax logits (no noise); the schedule does not move.
 
+    k-means initialisation (`kmeans_init`, at the first training forward, i.e. while the schedule's
+    step is 0, so a resumed run never repeats it): V <- the k-means centres c_k of the batch's rows,
+    and the logit layer is set to W_k = 2 c_k / s, b_k = -||c_k||^2 / s, so that
+    logits_k = (||z||^2 - ||z - c_k||^2) / s: the argmax is the nearest centre and softmax(logits) is
+    proportional to exp(-||z - c_k||^2 / s), with s the mean squared distance of the batch's rows to
+    their nearest centre (floored at 1e-6 of their mean squared norm). Rank 0's centres (and s) are
+    broadcast, so every process starts alike.
+
     Args:
         codebook_size: number of codes K.
         dim: vector dimension D (of the latents and of the code vectors).
         tau_max: temperature at step 0.
         tau_min: floor of the temperature.
-        tau_decay: factor per training forward.
-        diversity_weight: weight of the diversity loss (0 leaves it out).
+        tau_decay: factor per training forward. The default, 0.995, brings tau from 2 to its floor
+            0.5 in about 280 steps, a short run's length (vq-wav2vec's 0.999995 takes about 280k).
+        diversity_weight: weight of the diversity loss (0 leaves it out). The default, 0.03, keeps
+            the codes in use without flattening every vector's posterior (at 0.1 the decoder gets
+            nearly random codes).
+        kmeans_init: initialise the code table and the logit layer from k-means on the first
+            training batch (see above); otherwise V ~ N(0, I) and PyTorch's default `Linear` init.
+        kmeans_iters: Lloyd iterations for that.
     """
 
-    options = {**TEMPERATURE_OPTIONS, "diversity_weight": NON_NEGATIVE}
+    options = {**TEMPERATURE_OPTIONS, "diversity_weight": NON_NEGATIVE, **KMEANS_OPTIONS}
 
     def __init__(
         self,
@@ -60,13 +81,20 @@ class GumbelQuantizer(Quantizer):
         dim: int,
         tau_max: float = 2.0,
         tau_min: float = 0.5,
-        tau_decay: float = 0.999995,
-        diversity_weight: float = 0.0,
+        tau_decay: float = 0.995,
+        diversity_weight: float = 0.03,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
     ):
         super().__init__(codebook_size, dim)
-        options = dict(tau_max=tau_max, tau_min=tau_min, tau_decay=tau_decay, diversity_weight=diversity_weight)
+        options = dict(
+            tau_max=tau_max, tau_min=tau_min, tau_decay=tau_decay, diversity_weight=diversity_weight,
+            kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
+        )
         self.check_options(options)
         self.diversity_weight = float(diversity_weight)
+        self.kmeans_init = kmeans_init
+        self.kmeans_iters = kmeans_iters
         self.to_logits = nn.Linear(dim, codebook_size)
         self.embedding = nn.Parameter(torch.randn(codebook_size, dim))
         self.temperature = TemperatureSchedule(tau_max, tau_min, tau_decay)
@@ -88,6 +116,8 @@ class GumbelQuantizer(Quantizer):
         return self.logits(rows).argmax(dim=1)
 
     def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
+        if self.training and self.kmeans_init and int(self.temperature.step) == 0:
+            self._initialize(rows.detach())
         logits = self.logits(rows)
         codebook = self.embedding.float()
         if not self.training:
@@ -109,3 +139,16 @@ class GumbelQuantizer(Quantizer):
         stats["prob_perplexity"] = prob_perplexity.detach()
         stats["temperature"] = torch.tensor(tau, device=rows.device)
         return QuantizerOutput(quantized, indices, losses, stats)
+
+    @torch.no_grad()
+    def _initialize(self, rows: torch.Tensor) -> None:
+        """k-means centres of the first training batch as the code table, and the logit layer of the
+        Gaussian posterior around them (see the class docstring); rank 0's values on every process."""
+        rows = rows.float()
+        centres = shared_kmeans_codebook(rows, self.codebook_size, self.kmeans_iters)
+        distortion = (rows - centres[nearest_code(rows, centres)]).pow(2).sum(dim=1).mean()
+        floor = (1e-6 * rows.pow(2).sum(dim=1).mean()).clamp_min(1e-12)  # rows all (nearly) on centres
+        variance = broadcast_(torch.maximum(distortion, floor).reshape(1)).squeeze(0)
+        self.embedding.data.copy_(centres)
+        self.to_logits.weight.data.copy_(2 * centres / variance)
+        self.to_logits.bias.data.copy_(-centres.pow(2).sum(dim=1) / variance)

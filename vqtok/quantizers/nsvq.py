@@ -39,8 +39,12 @@ class NSVQuantizer(Quantizer):
     Args:
         codebook_size: number of codes K.
         dim: vector dimension D.
-        replace_every: batches between codebook replacements (0 disables replacement).
-        replace_fraction: codes used in fewer than this fraction of those batches are replaced.
+        replace_every: batches between codebook replacements (0 disables replacement). The default,
+            10, is tuned for short runs: the encoder's output moves fast early in training and strands
+            codes within a few dozen steps (the reference replaces every 1000 batches).
+        replace_fraction: codes used in fewer than this fraction of those batches are replaced. The
+            default, 0.1, with `replace_every=10` replaces the codes unused for 10 batches in a row
+            (the reference uses 0.01).
         stop_replacing_after: no replacement after this many training batches (0: never stop).
         replacement_jitter: jitter scale relative to the spread of the kept codes.
         kmeans_init: initialise the codebook with k-means on the first training batch.
@@ -61,8 +65,8 @@ class NSVQuantizer(Quantizer):
         self,
         codebook_size: int,
         dim: int,
-        replace_every: int = 100,
-        replace_fraction: float = 0.01,
+        replace_every: int = 10,
+        replace_fraction: float = 0.1,
         stop_replacing_after: int = 0,
         replacement_jitter: float = 0.01,
         kmeans_init: bool = True,

@@ -21,6 +21,7 @@ from .functional import (
     usage_stats,
 )
 from .kmeans import KMEANS_OPTIONS
+from .restarts import DEAD_CODE_OPTIONS, replacement_vectors
 
 
 class SoftEMQuantizer(CodebookQuantizer):
@@ -38,14 +39,26 @@ class SoftEMQuantizer(CodebookQuantizer):
     N x K. The reported ids are the posterior's mode (the nearest code), which is also what
     `select` returns; `embed` gives e_k.
 
+    Dead-code restart (train mode, after the M-step): codes whose EMA soft count N_k is below
+    `dead_code_threshold` (assignments per batch) move onto random rows of the batch, with N_k and
+    M_k reset so that the next M-step keeps them there.
+
     Args:
         codebook_size: number of codes K.
         dim: vector dimension D.
         num_samples: S, posterior samples per vector.
         commitment_cost: beta.
-        ema_decay: g.
+        ema_decay: g. The default, 0.95, lets the codes follow the encoder's fast-moving output in
+            a short run, and lets the counts of codes that lost their vectors fall below the restart
+            threshold within a few dozen steps (the reference: 0.999).
         ema_epsilon: eps, the Laplace smoothing.
-        temperature: T; 1 is the method's posterior, larger values make it softer.
+        temperature: T; 1 is the method's posterior, larger values make it softer. How soft a
+            posterior T gives depends on the latents' scale: on the quickstart's latents (squared
+            distances between neighbouring codes about 0.1) T = 1 spreads each vector over nearly
+            all codes, which the soft M-step then pulls together. The default, 0.03, keeps a few
+            codes in each posterior.
+        dead_code_threshold: restart codes whose EMA soft count falls below this many assignments
+            per batch (0 disables, as in the reference).
         kmeans_init: initialise the codebook (and the EMA statistics) with k-means on the first
             training batch; otherwise codes start uniform in [-1/K, 1/K].
         kmeans_iters: Lloyd iterations for that.
@@ -56,6 +69,7 @@ class SoftEMQuantizer(CodebookQuantizer):
         "num_samples": POSITIVE_INT,
         "commitment_cost": NON_NEGATIVE,
         "temperature": POSITIVE,
+        **DEAD_CODE_OPTIONS,
         **EMA_OPTIONS,
         **KMEANS_OPTIONS,
         **CHUNK_OPTIONS,
@@ -67,9 +81,10 @@ class SoftEMQuantizer(CodebookQuantizer):
         dim: int,
         num_samples: int = 10,
         commitment_cost: float = 0.25,
-        ema_decay: float = 0.999,
+        ema_decay: float = 0.95,
         ema_epsilon: float = 1e-5,
-        temperature: float = 1.0,
+        temperature: float = 0.03,
+        dead_code_threshold: float = 1.0,
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
         chunk_rows: int | None = None,
@@ -77,7 +92,8 @@ class SoftEMQuantizer(CodebookQuantizer):
         super().__init__(codebook_size, dim)
         self._set_options(
             num_samples=num_samples, commitment_cost=commitment_cost, ema_decay=ema_decay, ema_epsilon=ema_epsilon,
-            temperature=temperature, kmeans_init=kmeans_init, kmeans_iters=kmeans_iters, chunk_rows=chunk_rows,
+            temperature=temperature, dead_code_threshold=dead_code_threshold, kmeans_init=kmeans_init,
+            kmeans_iters=kmeans_iters, chunk_rows=chunk_rows,
         )
         self._register_codebook(trainable=False)
 
@@ -104,6 +120,7 @@ class SoftEMQuantizer(CodebookQuantizer):
         quantized = rows + (mixture - rows).detach()
         counts = self._m_step(rows.detach(), samples)
         stats["sample_perplexity"] = perplexity_from_counts(counts)
+        stats["restarted_codes"] = self._restart_dead_codes(rows.detach())
         return QuantizerOutput(quantized, indices, losses, stats)
 
     @torch.no_grad()
@@ -118,3 +135,20 @@ class SoftEMQuantizer(CodebookQuantizer):
             sums.index_add_(0, column, rows)
         self.ema_step(all_reduce_sum_(counts.clone()), all_reduce_sum_(sums.div_(num_samples)))
         return counts
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, rows: torch.Tensor) -> torch.Tensor:
+        """Move codes whose EMA soft count N_k fell below `dead_code_threshold` onto random rows of
+        the batch, with statistics N_k = max(sum N / K, threshold), M_k = N_k e_k that keep them
+        there. N is the same on every process (its updates are summed over processes), so all take
+        the same branch; the new codes are rank 0's draw, broadcast. Returns how many moved."""
+        if self.dead_code_threshold <= 0:
+            return torch.zeros((), device=rows.device)
+        dead = self.ema_cluster_size < self.dead_code_threshold
+        num_dead = int(dead.sum())
+        if num_dead == 0:
+            return torch.zeros((), device=rows.device)
+        replacements = replacement_vectors(rows, num_dead)
+        fresh_count = max(float(self.ema_cluster_size.sum()) / self.codebook_size, self.dead_code_threshold)
+        self.reset_codes(dead, replacements.to(self.embedding.dtype), fresh_count)
+        return torch.tensor(float(num_dead), device=rows.device)

@@ -7,17 +7,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..distributed import all_reduce_sum_, broadcast_
+from ..distributed import all_reduce_sum_
 from ..options import FLAG, NON_NEGATIVE
 from .base import QuantizerOutput
 from .codebook import EMA_OPTIONS, CodebookQuantizer
 from .functional import CHUNK_OPTIONS, code_histogram, nearest_code, usage_stats
-from .kmeans import KMEANS_OPTIONS, sample_rows
-
-# Code usage is tracked as a moving average over roughly the last 10 batches: short enough that
-# codes stranded early in training (when the encoder's output still moves fast) are restarted
-# within a few dozen steps, long enough that a rarely used but live code is not.
-USAGE_DECAY = 0.9
+from .kmeans import KMEANS_OPTIONS
+from .restarts import DEAD_CODE_OPTIONS, replacement_vectors, update_usage_and_find_dead
 
 
 class VectorQuantizer(CodebookQuantizer):
@@ -51,7 +47,7 @@ class VectorQuantizer(CodebookQuantizer):
     options = {
         "commitment_cost": NON_NEGATIVE,
         "use_ema": FLAG,
-        "dead_code_threshold": NON_NEGATIVE,
+        **DEAD_CODE_OPTIONS,
         "use_cosine": FLAG,
         **EMA_OPTIONS,
         **KMEANS_OPTIONS,
@@ -130,16 +126,11 @@ class VectorQuantizer(CodebookQuantizer):
         codes and takes the same branch (the broadcast below is entered by all or by none);
         the replacement vectors are rank 0's draw, broadcast to every process.
         """
-        self.code_usage.mul_(USAGE_DECAY).add_(global_counts, alpha=1 - USAGE_DECAY)
-        if self.dead_code_threshold <= 0:
+        found = update_usage_and_find_dead(self.code_usage, global_counts, self.dead_code_threshold)
+        if found is None:
             return torch.zeros((), device=rows.device)
-        dead = self.code_usage < self.dead_code_threshold
+        dead, fresh_count = found
         num_dead = int(dead.sum())
-        if num_dead == 0:
-            return torch.zeros((), device=rows.device)
-        replacements = broadcast_(sample_rows(rows, num_dead).contiguous())
-        # A fresh usage budget, and EMA statistics that keep the code where it was put.
-        fresh_count = max(float(global_counts.sum()) / self.codebook_size, self.dead_code_threshold)
-        self.reset_codes(dead, replacements, fresh_count)
-        self.code_usage[dead] = fresh_count
+        # EMA statistics that keep the code where it was put.
+        self.reset_codes(dead, replacement_vectors(rows, num_dead), fresh_count)
         return torch.tensor(float(num_dead), device=rows.device)

@@ -1,0 +1,119 @@
+"""HyperVQ tokenizer (Goswami et al. 2024): codes are hyperplanes of the Poincaré ball, chosen by
+hyperbolic multinomial logistic regression; hard Gumbel samples in training, the argmax at encode."""
+
+from __future__ import annotations
+
+import torch
+
+from ..configuration import VQTokenizerConfig
+from ..modeling import VQTokenizerPreTrainedModel
+from ..options import POSITIVE
+from ..quantizers import HyperbolicQuantizer
+from ..references import ARXIV, ICLR, Paper, QuantizerReference
+
+HYPERVQ_PAPER = Paper(
+    "goswami2024hypervq", "HyperVQ: MLR-based Vector Quantization in Hyperbolic Space",
+    ("Goswami, Nabarun", "Mukuta, Yusuke", "Harada, Tatsuya"), 2024, ARXIV, kind="article",
+    arxiv_id="2403.13015",
+)
+HNN_PLUS_PLUS_PAPER = Paper(
+    "shimizu2021hnnpp", "Hyperbolic Neural Networks++",
+    ("Shimizu, Ryohei", "Mukuta, Yusuke", "Harada, Tatsuya"), 2021, ICLR, arxiv_id="2006.08210",
+)
+
+
+class HyperVQConfig(VQTokenizerConfig):
+    r"""HyperVQ tokenizer: each latent vector is mapped onto the Poincaré ball of curvature -c
+    (`z_h = project(expmap0_c(z))`); each code k is a hyperbolic hyperplane with normal a_k and
+    offset r_k, and the code logits are the scaled signed distances to those hyperplanes (the
+    unidirectional hyperbolic MLR of HNN++). Training samples a hard Gumbel-softmax code
+    (straight-through gradient of the soft sample) and hands the decoder the hyperplane's
+    representative point in the tangent space, C_k = r_k a_k / ||a_k||; encoding takes the logits'
+    argmax. All hyperbolic maths runs in fp32, also under bf16/fp16 autocast.
+
+    The class defaults are tuned for short runs on small images (the quickstart's 300 steps on the
+    bundled sample set); `HyperVQConfig.paper_preset()` gives the paper's reference settings
+    (curvature 1, the slow temperature schedule, no diversity loss, the HNN++-style random
+    initialisation, one learning rate; K = 512, D = 64). With those, a 300-step run uses about 1% of
+    the codes at encode: the encoder's latents grow during training, expmap0 with c = 1 puts them all
+    on the ball's boundary shell, and a handful of hyperplanes take every latent.
+
+    Args:
+        curvature (`float`, defaults to 0.1):
+            c > 0: the ball has curvature -c and radius 1 / sqrt(c). expmap0 saturates once
+            sqrt(c) * ||z|| exceeds about 3, so latents of norm 3-10 want c around 0.1 (the paper:
+            1). A smaller c is the same as scaling the latents down before the map.
+        init_radius_std (`float`, defaults to 0.1):
+            Standard deviation of the random initial offsets r_k (before any k-means placement).
+            HNN++ starts at r = 0, which would make every code vector C_k = 0; a small random
+            radius keeps the codes distinct.
+        tau_max (`float`, defaults to 2.0):
+            Gumbel-softmax temperature at the first training step.
+        tau_min (`float`, defaults to 0.5):
+            Floor of the temperature; must not exceed `tau_max`.
+        tau_decay (`float`, defaults to 0.995):
+            delta: the temperature at training forward j is `max(tau_max * delta**j, tau_min)`, so
+            the default reaches the floor at about step 280 (the paper: 0.999995, about 280k). The
+            step j is saved with the weights, so a resumed run continues the schedule.
+        diversity_weight (`float`, defaults to 0.03):
+            Weight of the diversity loss `(K - perplexity(batch-mean softmax of the logits)) / K`,
+            which spreads the use over the codebook. Not in the paper (0, reconstruction only);
+            without it a short run ends with a few dozen codes in use, with 0.05 the posterior
+            flattens and the reconstruction suffers.
+        kmeans_init (`bool`, defaults to `True`):
+            Place the hyperplanes on the first training batch: k-means on the latents' tangent
+            vectors u_k = logmap0(z_h) (rank 0's centres, broadcast), then r_k = ||u_k|| / 2 and
+            a_k = u_k / (2 s), with s the mean squared distance to the nearest centre: hyperplane k
+            is the perpendicular bisector of the origin and the centre's point on the ball, C_k =
+            u_k / 2, and (for small c) the logits start as the Gaussian posterior around the
+            centres. Not in the paper; `False` keeps the random initialisation.
+        kmeans_iters (`int`, defaults to 10):
+            Lloyd iterations of that k-means.
+        quantizer_lr_multiplier (`float`, defaults to 10.0):
+            Learning rate of the hyperplanes (a, r) relative to the training learning rate (no
+            weight decay on them). At 1 (the paper) they barely move in a short run while the
+            encoder's latents drift away from them.
+    """
+
+    model_type = "vqtok-hypervq"
+    quantizer_class = HyperbolicQuantizer
+    model_options = {"quantizer_lr_multiplier": POSITIVE}
+    paper_settings = dict(
+        codebook_size=512, latent_dim=64, curvature=1.0, tau_max=2.0, tau_min=0.5, tau_decay=0.999995,
+        diversity_weight=0.0, kmeans_init=False, quantizer_lr_multiplier=1.0,
+    )
+    reference = QuantizerReference(
+        "HyperVQ", "hypervq", (HYPERVQ_PAPER, HNN_PLUS_PLUS_PAPER),
+        "Codes are hyperplanes of the Poincaré ball: latents mapped onto the ball are classified by "
+        "hyperbolic multinomial logistic regression (HNN++), sampled with a straight-through "
+        "Gumbel-softmax in training, and decoded from each hyperplane's representative point.",
+    )
+
+    curvature: float | int = 0.1
+    init_radius_std: float | int = 0.1
+    tau_max: float | int = 2.0
+    tau_min: float | int = 0.5
+    tau_decay: float = 0.995
+    diversity_weight: float | int = 0.03
+    kmeans_init: bool = True
+    kmeans_iters: int = 10
+    quantizer_lr_multiplier: float | int = 10.0
+
+
+class HyperVQModel(VQTokenizerPreTrainedModel):
+    """HyperVQ tokenizer (`HyperVQConfig`): hyperbolic MLR over hyperplane codes, hard Gumbel samples
+    in training, the logits' argmax at encode."""
+
+    config_class = HyperVQConfig
+
+    def build_optimizer(self, learning_rate: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+        """AdamW with the hyperplanes (a, r) in a group of their own: learning rate x
+        `quantizer_lr_multiplier`, no weight decay."""
+        chosen = list(self.quantizer.parameters())
+        ids = {id(p) for p in chosen}
+        others = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        groups = [
+            {"params": others, "weight_decay": weight_decay},
+            {"params": chosen, "lr": learning_rate * self.config.quantizer_lr_multiplier, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=learning_rate)

@@ -1,0 +1,200 @@
+"""HyperVQ (Goswami et al. 2024): vector quantization as hyperbolic multinomial logistic regression.
+
+Latents are mapped onto the Poincaré ball, each code is a hyperbolic hyperplane (the HNN++
+parameterisation: a normal a_k and a signed offset r_k), and the code logits are the scaled signed
+distances to those hyperplanes. The decoder gets each hyperplane's representative point, mapped
+back to the tangent space at the origin: C_k = r_k a_k / ||a_k||. The hyperbolic maths uses
+geoopt's Poincaré-ball functions and always runs in fp32 with autocast disabled.
+"""
+
+from __future__ import annotations
+
+import torch
+from geoopt.manifolds.stereographic import math as poincare
+from torch import nn
+
+from ..distributed import broadcast_
+from ..options import NON_NEGATIVE, POSITIVE
+from .base import Quantizer, QuantizerOutput
+from .functional import code_histogram, nearest_code, perplexity_from_counts, usage_stats
+from .gumbel import hard_gumbel_softmax
+from .kmeans import KMEANS_OPTIONS, shared_kmeans_codebook
+from .schedules import TEMPERATURE_OPTIONS, TemperatureSchedule, check_temperature_order
+
+# Floors of ||a_k|| and of the conformal term 1 - c||z_h||^2 (which geoopt's projection already keeps
+# above about 8e-3 in fp32): they only guard against division by zero.
+MIN_NORMAL_NORM = 1e-6
+MIN_CONFORMAL = 1e-5
+
+
+class HyperbolicQuantizer(Quantizer):
+    r"""HyperVQ quantizer: codes are hyperplanes of the Poincaré ball of curvature -c.
+
+    On rows z (fp32):
+      z_h = project(expmap0_c(z)), a point strictly inside the ball (c ||z_h||^2 < 1, geoopt keeps
+        a margin of 4e-3 of the radius in fp32);
+      logits (unidirectional hyperbolic MLR of HNN++, one `[N, D] x [D, K]` product plus elementwise
+      maths on `[N, K]`):
+        v_k = (2 ||a_k|| / sqrt(c)) asinh( [2 sqrt(c) <z_h, â_k> cosh(2 sqrt(c) r_k)
+                                            - (1 + c ||z_h||^2) sinh(2 sqrt(c) r_k)] / (1 - c ||z_h||^2) ),
+        â_k = a_k / ||a_k||: twice geoopt's signed, scaled `dist2plane(z_h, q_k, a_k)`, the distance to
+        the hyperplane through q_k = expmap0_c(r_k â_k) orthogonal to a_k, times ||a_k||;
+      codebook (decoder side): C_k = r_k â_k = logmap0_c(q_k).
+    Training forward: (y, k) = hard Gumbel-softmax(v, tau) (`hard_gumbel_softmax`); the decoder gets
+      z_q = C[k] + (y - sg y) C, whose value is exactly C[k] while the gradient reaches the logits (so
+      a, r and z) through the soft sample, and a and r again through C[k]. tau follows the
+      `temperature` schedule (its step is a buffer), advanced once per training forward.
+      Optional diversity_loss = diversity_weight * (K - perplexity(mean_n softmax(v_n))) / K (as in
+      `GumbelQuantizer`); with weight 0 there is no quantizer loss, as in the paper.
+    Eval forward and `select`: k = argmax v, no noise; the schedule does not move.
+
+    Curvature: expmap0_c saturates once sqrt(c) ||z|| passes about 3 (the point lands on the
+    projection's boundary shell and only its direction survives, and codes with a larger ||a_k||
+    win whole regions). Latents of norm ~3-10 therefore want c around 0.1 rather than the paper's 1;
+    a smaller c is the same as scaling the latents down before the map.
+
+    Initialisation: a_k ~ N(0, I_D / D) and r_k ~ N(0, init_radius_std^2). HNN++ initialises r = 0,
+    which puts every hyperplane through the origin and makes every C_k = 0 (the decoder could not
+    tell the codes apart); a small random radius keeps the codes distinct. With `kmeans_init` the
+    first training batch then replaces this (see `initialize_hyperplanes`); the `initialized` buffer
+    records that it happened, so a resumed run never repeats it.
+
+    Args:
+        codebook_size: number of codes K.
+        dim: vector dimension D.
+        curvature: c > 0, the ball has sectional curvature -c and radius 1 / sqrt(c).
+        init_radius_std: standard deviation of the random initial offsets r_k (> 0).
+        tau_max: Gumbel-softmax temperature at step 0.
+        tau_min: floor of the temperature.
+        tau_decay: factor per training forward (the paper: 0.999995).
+        diversity_weight: weight of the diversity loss (0 leaves it out).
+        kmeans_init: place the hyperplanes on the first training batch's k-means centres.
+        kmeans_iters: Lloyd iterations for that.
+    """
+
+    options = {
+        **TEMPERATURE_OPTIONS,
+        "curvature": POSITIVE,
+        "init_radius_std": POSITIVE,
+        "diversity_weight": NON_NEGATIVE,
+        **KMEANS_OPTIONS,
+    }
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        curvature: float = 0.1,
+        init_radius_std: float = 0.1,
+        tau_max: float = 2.0,
+        tau_min: float = 0.5,
+        tau_decay: float = 0.995,
+        diversity_weight: float = 0.03,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+    ):
+        super().__init__(codebook_size, dim)
+        self.check_options(dict(tau_max=tau_max, tau_min=tau_min, tau_decay=tau_decay))
+        self._set_options(
+            curvature=curvature, init_radius_std=init_radius_std, diversity_weight=diversity_weight,
+            kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
+        )
+        self.normals = nn.Parameter(torch.randn(codebook_size, dim) / dim**0.5)
+        self.offsets = nn.Parameter(torch.randn(codebook_size) * self.init_radius_std)
+        self.temperature = TemperatureSchedule(tau_max, tau_min, tau_decay)
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @classmethod
+    def check_options(cls, values, where=None) -> None:
+        super().check_options(values, where)
+        check_temperature_order(values, where or f"{cls.__name__} argument")
+
+    # --- the geometry -------------------------------------------------------------------------
+    def _curvature_tensor(self, like: torch.Tensor) -> torch.Tensor:
+        # geoopt takes the sectional curvature k = -c as a tensor.
+        return torch.tensor(-self.curvature, dtype=torch.float32, device=like.device)
+
+    def to_ball(self, rows: torch.Tensor) -> torch.Tensor:
+        """Points z_h = project(expmap0_c(z)) `[N, D]` (fp32), strictly inside the ball."""
+        k = self._curvature_tensor(rows)
+        return poincare.project(poincare.expmap0(rows.float(), k=k), k=k)
+
+    def _unit_normals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        normals = self.normals.float()
+        norms = normals.norm(dim=1).clamp_min(MIN_NORMAL_NORM)
+        return normals / norms[:, None], norms
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """`[K, D]` decoder-side code vectors C_k = r_k â_k (fp32)."""
+        unit, _ = self._unit_normals()
+        return self.offsets.float()[:, None] * unit
+
+    def logits(self, rows: torch.Tensor) -> torch.Tensor:
+        """Code logits v `[N, K]` (fp32) for rows `[N, D]`: see the class docstring."""
+        c = self.curvature
+        sqrt_c = c**0.5
+        points = self.to_ball(rows)
+        unit, norms = self._unit_normals()
+        twice_offsets = 2.0 * sqrt_c * self.offsets.float()
+        sq_norms = points.pow(2).sum(dim=1, keepdim=True)
+        # 2 sqrt(c) <z_h, â_k> cosh(2 sqrt(c) r_k) as one [N, D] x [D, K] product.
+        along = points @ (unit * (2.0 * sqrt_c * torch.cosh(twice_offsets))[:, None]).t()
+        across = (1.0 + c * sq_norms) * torch.sinh(twice_offsets)
+        conformal = (1.0 - c * sq_norms).clamp_min(MIN_CONFORMAL)
+        return (2.0 / sqrt_c) * norms * torch.asinh((along - across) / conformal)
+
+    # --- initialisation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def initialize_hyperplanes(self, rows: torch.Tensor) -> None:
+        """Place the hyperplanes on the data (first training batch, with `kmeans_init`).
+
+        The tangent vectors u = logmap0_c(z_h) of the rows are clustered by k-means (rank 0's
+        centres and s broadcast); code k gets r_k = ||u_k|| / 2 and a_k = u_k / (2 s), with s the
+        mean squared distance of the tangent vectors to their nearest centre. Hyperplane k is then
+        the perpendicular bisector of the origin and expmap0_c(u_k), C_k = u_k / 2, and in the flat
+        limit (small sqrt(c) ||u||) v_k = (||u||^2 - ||u - u_k||^2) / s: the argmax starts as the
+        nearest centre and softmax(v) as the Gaussian posterior around the centres, so every code
+        starts with data on its side instead of a few hyperplanes owning the whole batch.
+        """
+        k = self._curvature_tensor(rows)
+        tangent = poincare.logmap0(self.to_ball(rows), k=k)
+        centres = shared_kmeans_codebook(tangent, self.codebook_size, self.kmeans_iters)
+        distortion = (tangent - centres[nearest_code(tangent, centres)]).pow(2).sum(dim=1).mean()
+        floor = (1e-6 * tangent.pow(2).sum(dim=1).mean()).clamp_min(1e-12)  # rows (nearly) on the centres
+        variance = broadcast_(torch.maximum(distortion, floor).reshape(1)).squeeze(0)
+        self.normals.copy_(centres / (2 * variance))
+        self.offsets.copy_(centres.norm(dim=1) / 2)
+        self.initialized.fill_(True)
+
+    # --- the quantizer interface --------------------------------------------------------------
+    def _select_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.logits(rows).argmax(dim=1)
+
+    def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
+        if self.training and self.kmeans_init and not bool(self.initialized):
+            self.initialize_hyperplanes(rows.detach())
+        logits = self.logits(rows)
+        codebook = self.codebook
+        if not self.training:
+            indices = logits.argmax(dim=1)
+            stats = usage_stats(code_histogram(indices, self.codebook_size))
+            return QuantizerOutput(codebook[indices], indices, {}, stats)
+
+        tau = self.temperature.value()
+        self.temperature.advance()
+        one_hot, indices = hard_gumbel_softmax(logits, tau)
+        quantized = codebook[indices] + (one_hot - one_hot.detach()) @ codebook
+        losses = {}
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.diversity_weight > 0):
+            prob_perplexity = perplexity_from_counts(torch.softmax(logits, dim=1).mean(dim=0))
+        if self.diversity_weight > 0:
+            k = self.codebook_size
+            losses["diversity_loss"] = self.diversity_weight * (k - prob_perplexity) / k
+        stats = usage_stats(code_histogram(indices, self.codebook_size))
+        stats["prob_perplexity"] = prob_perplexity.detach()
+        stats["temperature"] = torch.tensor(tau, device=rows.device)
+        return QuantizerOutput(quantized, indices, losses, stats)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, curvature={self.curvature}"

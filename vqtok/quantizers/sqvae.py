@@ -1,0 +1,332 @@
+"""Stochastic quantization of SQ-VAE (Takida et al. 2022): a Gaussian (variants I-IV) and a von
+Mises-Fisher posterior over the codes, a Gumbel-softmax soft mixture of codes in training, the
+posterior's argmax at encode.
+
+Both quantizers return two loss terms per training forward, each summed over a sample's positions
+(and dimensions) and averaged over the batch, the units of the reference objective:
+
+- `distortion_loss`, R: the Gaussian's sum (z - z~)^2 / (2 sigma^2), or the vMF's kappa * sum z.(z - z~),
+  with z~ the vector handed to the decoder;
+- `entropy_loss`: sum_k P log P, the negative entropy of the posterior P(k | z) (minimising it
+  rewards a spread-out posterior early in training, while R pulls the posterior towards the
+  latents' own codes).
+
+The posterior sharpens as the learned variance falls (or kappa rises): the "self-annealing" the paper
+reports. The variance (or kappa), the mean per-position entropy of P and the temperature are
+returned as statistics.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..distributed import all_reduce_sum_
+from ..options import POSITIVE, Option
+from .base import Quantizer, QuantizerOutput
+from .functional import code_histogram, fp32_no_autocast, squared_distances, usage_stats
+from .gumbel import soft_gumbel_softmax
+from .kmeans import KMEANS_OPTIONS, shared_kmeans_codebook
+from .restarts import DEAD_CODE_OPTIONS, replacement_vectors, update_usage_and_find_dead
+from .schedules import TEMPERATURE_OPTIONS, TemperatureSchedule, check_temperature_order
+
+VARIANCE_PARAMETERISATIONS = ("I", "II", "III", "IV")
+# sigma^2 is clamped here before it is inverted (the reference's guard).
+MIN_VARIANCE = 1e-10
+# The head's log-variance l is kept in this range, so exp(l) neither overflows nor vanishes.
+LOG_VARIANCE_RANGE = (-20.0, 20.0)
+
+
+class StochasticQuantizer(Quantizer):
+    """What the Gaussian and vMF SQ-VAE quantizers share: the learned codebook `[K, D]`, the
+    temperature schedule, the soft Gumbel mixture in training, the argmax at encode and the loss
+    terms. A subclass gives the logits, the code vectors the decoder sees and the distortion R.
+
+    With `kmeans_init`, the first training forward first moves the codes onto k-means centres of
+    its latents (rank 0's centres, broadcast to every process): codes drawn from N(0, I) as in the
+    reference start far from the encoder's latents, and most are never chosen in a short run.
+    With `dead_code_threshold` > 0, codes whose moving-average count per batch (of the codes the
+    mixtures weight most, over all processes) falls below it move onto latents of the batch, as
+    VQ's dead codes do: a code the posterior stops choosing gets no gradient and would stay unused.
+    Neither is in the paper; both keep a short run's codebook in use.
+
+    Training forward: w = softmax((logits + g) / tau), g ~ Gumbel(0, 1); the decoder gets the soft
+    mixture z~ = w B (no hard sample); tau = max(tau_max * tau_decay**step, tau_min), the step a
+    buffer advanced once per training forward. Eval forward and `select`: k = argmax logits and
+    z~ = B[k]. The returned `indices` are the codes the mixture weights most (argmax of logits + g)
+    in training, the argmax of the logits otherwise.
+    """
+
+    options = {**TEMPERATURE_OPTIONS, **KMEANS_OPTIONS, **DEAD_CODE_OPTIONS}
+
+    def __init__(
+        self, codebook_size: int, dim: int, tau_max: float, tau_min: float, tau_decay: float,
+        kmeans_init: bool, kmeans_iters: int, dead_code_threshold: float,
+    ):
+        super().__init__(codebook_size, dim)
+        self.kmeans_init = kmeans_init
+        self.kmeans_iters = kmeans_iters
+        self.dead_code_threshold = float(dead_code_threshold)
+        self.embedding = nn.Parameter(torch.randn(codebook_size, dim))
+        self.temperature = TemperatureSchedule(tau_max, tau_min, tau_decay)
+        self.register_buffer("initialized", torch.tensor(False))
+        self.register_buffer("code_usage", torch.zeros(codebook_size))
+
+    @classmethod
+    def check_options(cls, values, where=None) -> None:
+        super().check_options(values, where)
+        check_temperature_order(values, where or f"{cls.__name__} argument")
+
+    # --- to implement -------------------------------------------------------------------------
+    def annealing_parameters(self) -> list[nn.Parameter]:
+        """The parameters that set the posterior's sharpness (the variance or kappa)."""
+        raise NotImplementedError
+
+    def _posterior(self, rows: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """`(latents, logits [N, K], context)` for fp32 rows `[N, D]` of a batch of `batch_size`
+        samples: the latents as the method sees them and whatever `_distortion` needs."""
+        raise NotImplementedError
+
+    def _distortion(self, latents: torch.Tensor, quantized: torch.Tensor, context: dict) -> torch.Tensor:
+        """R summed over all rows and dimensions."""
+        raise NotImplementedError
+
+    # --- shared path --------------------------------------------------------------------------
+    def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
+        rows, shape = self._to_rows(z_e)
+        batch_size = shape[0]
+        with fp32_no_autocast(z_e.device):
+            if self.training and self.kmeans_init and not bool(self.initialized):
+                self._initialize_codebook(rows.detach().float(), batch_size)
+            latents, logits, context = self._posterior(rows.float(), batch_size)
+            codes = self.codebook.float()
+            stats = {}
+            if self.training:
+                tau = self.temperature.value()
+                self.temperature.advance()
+                weights, indices = soft_gumbel_softmax(logits, tau)
+                quantized = weights @ codes
+                stats["temperature"] = torch.tensor(tau, device=z_e.device)
+            else:
+                indices = logits.argmax(dim=1)
+                quantized = codes[indices]
+            log_probs = torch.log_softmax(logits, dim=1)
+            negative_entropy = (log_probs.exp() * log_probs).sum()
+            losses = {
+                "distortion_loss": self._distortion(latents, quantized, context) / batch_size,
+                "entropy_loss": negative_entropy / batch_size,
+            }
+            counts = code_histogram(indices, self.codebook_size)
+            stats.update(usage_stats(counts))
+            if self.training:
+                stats["restarted_codes"] = self._restart_dead_codes(latents.detach(), counts)
+            stats["quantization_entropy"] = -negative_entropy.detach() / rows.shape[0]
+            stats.update(context.get("stats", {}))
+        return QuantizerOutput(
+            quantized=self._from_rows(quantized, shape).to(z_e.dtype),
+            indices=indices.reshape(shape[0], *shape[2:]),
+            losses=losses,
+            stats=stats,
+        )
+
+    @torch.no_grad()
+    def _initialize_codebook(self, rows: torch.Tensor, batch_size: int) -> None:
+        latents, _, _ = self._posterior(rows, batch_size)
+        self.embedding.data.copy_(shared_kmeans_codebook(latents, self.codebook_size, self.kmeans_iters))
+        total_rows = float(all_reduce_sum_(rows.new_tensor(float(rows.shape[0]))))
+        self.code_usage.fill_(total_rows / self.codebook_size)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, latents: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        found = update_usage_and_find_dead(self.code_usage, all_reduce_sum_(counts.clone()), self.dead_code_threshold)
+        if found is None:
+            return torch.zeros((), device=latents.device)
+        dead, _ = found
+        num_dead = int(dead.sum())
+        self.embedding.data[dead] = replacement_vectors(latents, num_dead)
+        return torch.tensor(float(num_dead), device=latents.device)
+
+    @torch.no_grad()
+    def select(self, z_e: torch.Tensor) -> torch.Tensor:
+        rows, shape = self._to_rows(z_e)
+        with fp32_no_autocast(z_e.device):
+            _, logits, _ = self._posterior(rows.float(), shape[0])
+        return logits.argmax(dim=1).reshape(shape[0], *shape[2:])
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self.temperature.extra_repr()}"
+
+
+class GaussianSQQuantizer(StochasticQuantizer):
+    """Gaussian stochastic quantizer of SQ-VAE, variance parameterisations I-IV.
+
+    sigma^2 = exp(l) + exp(s), clamped at 1e-10, with s a learned scalar and l:
+      I: 0; II: one value per sample; III: one per position; IV: one per element (diagonal).
+    For II-IV, l comes from a log-variance head on the latents (a 1x1 linear map D -> D,
+    zero-initialised so training starts from variant I's sigma^2), averaged over the sample's
+    positions and dimensions (II), over dimensions (III), or kept per element (IV), and clamped to
+    [-20, 20].
+    logits_nk = -||z_n - b_k||^2 / (2 sigma_n^2) (I-III), -sum_j (z_nj - b_kj)^2 / (2 sigma_nj^2) (IV).
+    R = sum (z - z~)^2 / (2 sigma^2).
+
+    Args:
+        codebook_size: number of codes K.
+        dim: vector dimension D.
+        variance: "I", "II", "III" or "IV".
+        variance_init: exp(s) at initialisation (the reference uses 10 on MNIST, 20 on CIFAR-10 and
+            CelebA; larger for larger D).
+        latent_scale: a fixed factor on the latents before quantization (the decoder receives codes
+            at that scale). sigma^2 >= 1 in variant I, so the posterior can only be sharp once the
+            latents spread over several units; the factor gets them there from the first step
+            instead of after a long run (it is the same as scaling the encoder's last layer).
+        tau_max, tau_min, tau_decay: the Gumbel-softmax temperature schedule.
+        kmeans_init: move the codes onto k-means centres of the first training batch's latents.
+        kmeans_iters: Lloyd iterations of that k-means.
+        dead_code_threshold: restart codes used less than this many times per batch on average
+            (0 disables).
+    """
+
+    options = {
+        **StochasticQuantizer.options,
+        "variance": Option(str, choices=VARIANCE_PARAMETERISATIONS),
+        "variance_init": POSITIVE,
+        "latent_scale": POSITIVE,
+    }
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        variance: str = "I",
+        variance_init: float = 1.0,
+        latent_scale: float = 4.0,
+        tau_max: float = 1.0,
+        tau_min: float = 0.01,
+        tau_decay: float = math.exp(-1e-5),
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 1.0,
+    ):
+        options = dict(
+            variance=variance, variance_init=variance_init, latent_scale=latent_scale, tau_max=tau_max, tau_min=tau_min, tau_decay=tau_decay,
+            kmeans_init=kmeans_init, kmeans_iters=kmeans_iters, dead_code_threshold=dead_code_threshold,
+        )
+        self.check_options(options)
+        super().__init__(codebook_size, dim, tau_max, tau_min, tau_decay, kmeans_init, kmeans_iters, dead_code_threshold)
+        self.variance = variance
+        self.latent_scale = float(latent_scale)
+        self.log_variance_scale = nn.Parameter(torch.tensor(math.log(variance_init)))
+        if variance != "I":
+            self.log_variance_head = nn.Linear(dim, dim)
+            nn.init.zeros_(self.log_variance_head.weight)
+            nn.init.zeros_(self.log_variance_head.bias)
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        return self.embedding
+
+    def annealing_parameters(self) -> list[nn.Parameter]:
+        # The scalar s only: a faster-learning D x D head made variant IV's sigma^2 diverge.
+        return [self.log_variance_scale]
+
+    def log_variance(self, rows: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """l for fp32 rows `[N, D]`: shape `[1, 1]` (I), `[N, 1]` (II, III) or `[N, D]` (IV)."""
+        if self.variance == "I":
+            return rows.new_zeros(1, 1)
+        head = self.log_variance_head
+        log_variance = F.linear(rows, head.weight.float(), head.bias.float()).clamp(*LOG_VARIANCE_RANGE)
+        if self.variance == "II":
+            per_sample = log_variance.reshape(batch_size, -1).mean(dim=1, keepdim=True)
+            return per_sample.repeat_interleave(rows.shape[0] // batch_size, dim=0)
+        if self.variance == "III":
+            return log_variance.mean(dim=1, keepdim=True)
+        return log_variance
+
+    def posterior_variance(self, rows: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """sigma^2 = exp(l) + exp(s), clamped at 1e-10; broadcastable against rows `[N, D]`."""
+        variance = self.log_variance(rows, batch_size).exp() + self.log_variance_scale.float().exp()
+        return variance.clamp_min(MIN_VARIANCE)
+
+    def _posterior(self, rows, batch_size):
+        rows = rows * self.latent_scale
+        precision = 1.0 / self.posterior_variance(rows, batch_size)
+        codes = self.embedding.float()
+        if self.variance == "IV":
+            weighted_sq = (precision * rows.pow(2)).sum(dim=1, keepdim=True)
+            distances = weighted_sq - 2.0 * (precision * rows) @ codes.t() + precision @ codes.pow(2).t()
+        else:
+            distances = precision * squared_distances(rows, codes)
+        stats = {"variance": (1.0 / precision).mean().detach()}
+        return rows, -0.5 * distances, {"precision": precision, "stats": stats}
+
+    def _distortion(self, latents, quantized, context):
+        return 0.5 * (context["precision"] * (latents - quantized).pow(2)).sum()
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, variance={self.variance!r}"
+
+
+class VMFSQQuantizer(StochasticQuantizer):
+    """von Mises-Fisher stochastic quantizer of SQ-VAE: latents and codes are l2-normalised over
+    the channels, kappa = exp(s) + 1 with s a learned scalar, logits_nk = kappa * z_n . b^_k, and
+    R = kappa * sum z . (z - z~). The decoder receives normalised codes (or their mixture).
+
+    Args:
+        codebook_size: number of codes K.
+        dim: vector dimension D.
+        kappa_init: kappa at initialisation (> 1; the reference uses 1.05 at D = 64, smaller for
+            larger D).
+        tau_max, tau_min, tau_decay: the Gumbel-softmax temperature schedule.
+        kmeans_init: move the codes onto k-means centres of the first training batch's (normalised)
+            latents.
+        kmeans_iters: Lloyd iterations of that k-means.
+        dead_code_threshold: restart codes used less than this many times per batch on average
+            (0 disables).
+    """
+
+    options = {**StochasticQuantizer.options, "kappa_init": Option(float, low=1, low_open=True)}
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        kappa_init: float = 20.0,
+        tau_max: float = 1.0,
+        tau_min: float = 0.01,
+        tau_decay: float = math.exp(-1e-5),
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 2.0,
+    ):
+        options = dict(
+            kappa_init=kappa_init, tau_max=tau_max, tau_min=tau_min, tau_decay=tau_decay,
+            kmeans_init=kmeans_init, kmeans_iters=kmeans_iters, dead_code_threshold=dead_code_threshold,
+        )
+        self.check_options(options)
+        super().__init__(codebook_size, dim, tau_max, tau_min, tau_decay, kmeans_init, kmeans_iters, dead_code_threshold)
+        self.log_kappa_offset = nn.Parameter(torch.tensor(math.log(kappa_init - 1.0)))
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        return F.normalize(self.embedding, dim=1)
+
+    def annealing_parameters(self) -> list[nn.Parameter]:
+        return [self.log_kappa_offset]
+
+    @property
+    def kappa(self) -> torch.Tensor:
+        """The posterior concentration kappa = exp(s) + 1 (fp32 scalar)."""
+        return self.log_kappa_offset.float().exp() + 1.0
+
+    def _posterior(self, rows, batch_size):
+        latents = F.normalize(rows, dim=1)
+        kappa = self.kappa
+        logits = kappa * (latents @ F.normalize(self.embedding.float(), dim=1).t())
+        return latents, logits, {"kappa": kappa, "stats": {"kappa": kappa.detach()}}
+
+    def _distortion(self, latents, quantized, context):
+        return context["kappa"] * (latents * (latents - quantized)).sum()
