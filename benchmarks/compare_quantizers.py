@@ -186,15 +186,22 @@ def probe_accuracy(features: torch.Tensor, labels: torch.Tensor) -> float:
     return float(probe.fit(x_train, y_train).score(x_test, y_test))
 
 
-def run_row(name: str, model_type: str, fields: dict, args: argparse.Namespace, probe_set: tuple) -> dict:
-    """Train row `name`; return its final held-out metrics, step time, curve, throughput and probe accuracy."""
-    run_config = row_run_config(model_type, fields, args, os.path.join(args.output_dir, "runs", name))
-    config, data, training = run_config.model, run_config.data, run_config.training
-    torch.manual_seed(training.seed)
+def row_model_and_data(run_config: RunConfig):
+    """The row's freshly initialised model (seeded by the run's seed), training set and held-out set."""
+    config, data = run_config.model, run_config.data
+    torch.manual_seed(run_config.training.seed)
     model = VQTokenizer.from_config(config)
     train_set = pixel_dataset(load_image_dataset(data.source, data.train_split), config.image_size, config.in_channels,
                               augment=data.augment)
     test_set = pixel_dataset(load_image_dataset(data.source, data.eval_split), config.image_size, config.in_channels)
+    return model, train_set, test_set
+
+
+def run_row(name: str, model_type: str, fields: dict, args: argparse.Namespace, probe_set: tuple) -> dict:
+    """Train row `name`; return its final held-out metrics, step time, curve, throughput and probe accuracy."""
+    run_config = row_run_config(model_type, fields, args, os.path.join(args.output_dir, "runs", name))
+    training = run_config.training
+    model, train_set, test_set = row_model_and_data(run_config)
     recorder = RowRecorder(model, test_set, args.eval_every, training.max_steps)
     accelerator = make_accelerator(training)
     accelerator.trackers.append(recorder)  # a ready tracker: `accelerator.log` calls it on the main process

@@ -1,7 +1,8 @@
 """Two CPU processes (gloo on 127.0.0.1): the VQ and SQ-VAE codebooks and every quantizer buffer stay
 identical on both ranks through k-means initialisation, EMA updates and dead-code restarts; one EMA step on
-two half-batches equals one step on the whole batch in one process; and the Accelerate training
-loop (DDP, main-process evaluation, checkpoints) ends with the same model on both ranks."""
+two half-batches equals one step on the whole batch in one process; the Accelerate training
+loop (DDP, main-process evaluation, checkpoints) ends with the same model on both ranks; and so does
+training with the HC-VQ topology term, whose eta, entropy buffers, targets and signature agree too."""
 
 import os
 import socket
@@ -112,6 +113,16 @@ def _run_rank(rank: int, port: int, out: Path) -> None:
     assert ("psnr" in results) == (rank == 0), results
     state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
     save_file(state, out / f"trained_rank{rank}.safetensors")
+
+    # 4. The HC-VQ topology term under DDP, on each of its point clouds (the quantized vectors differ per rank).
+    for cloud in ("codebook", "quantized"):
+        topology = {"point_cloud": cloud, "warmup_steps": 1, "compute_every": 1, "entropy_period": 2}
+        set_seed(rank)
+        model = VQTokenizer.from_config(tiny_config(use_ema=False, regularizers={"topology": topology}))
+        args = tiny_args(out / f"topology_{cloud}", max_steps=4, batch_size=4, gradient_accumulation_steps=1, log_every=1)
+        train_tokenizer(model, pixel_dataset(images, 16, 3, augment=True), None, args, make_accelerator(args))
+        state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+        save_file(state, out / f"topology_{cloud}_rank{rank}.safetensors")
     dist.barrier()
     dist.destroy_process_group()
 
@@ -178,3 +189,11 @@ def test_ddp_training_ends_with_the_same_model_on_both_ranks(two_ranks):
     checkpoints = sorted(p.name for p in (two_ranks / "run" / "checkpoints").iterdir())
     assert checkpoints == ["step_4"]
     assert (two_ranks / "run" / "reconstructions_step2.png").exists()
+
+
+@pytest.mark.parametrize("cloud", ["codebook", "quantized"])
+def test_topology_state_is_identical_on_both_ranks(two_ranks, cloud):
+    rank0, rank1 = _both(two_ranks, f"topology_{cloud}")
+    assert int(rank0["regularizers.topology.step"]) == 4
+    assert float(rank0["regularizers.topology.eta"]) > 0 and bool(rank0["regularizers.topology.targets_set"])
+    _assert_identical(rank0, rank1)

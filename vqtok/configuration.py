@@ -89,7 +89,9 @@ class VQTokenizerConfig(PreTrainedConfig):
             Weight of the reconstruction objective (pixel MSE unless the type replaces it).
         regularizers (`dict`, *optional*):
             Regularisers switched on for training, name -> options (see `vqtok.regularizers`); each
-            adds its named loss terms to the training loss, whatever the tokenizer type.
+            adds its named loss terms to the training loss, whatever the tokenizer type. HC-VQ's
+            topology term: `{"topology": {}}` (its defaults) or with options, e.g.
+            `{"topology": {"weight": 0.5, "compute_every": 8}}` (see `TopologyRegularizer`).
         training_metadata (`dict`, *optional*):
             Written by `training/train_tokenizer.py` at the final `save_pretrained`; None for an
             untrained config. What a user of the tokenizer needs to feed it and judge it:

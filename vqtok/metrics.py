@@ -1,4 +1,5 @@
-"""Evaluation of a tokenizer on held-out images: reconstruction quality and codebook use."""
+"""Evaluation of a tokenizer on held-out images (reconstruction quality and codebook use) and the
+topology of its codebook (persistent homology)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from tqdm.auto import tqdm
 
 from .data import collate_pixel_values
 from .quantizers import code_histogram, perplexity_from_counts
+from .topology import codebook_cloud, persistence_bars, persistence_signature
 
 
 def per_image_mse(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
@@ -58,3 +60,13 @@ def evaluate_tokenizer(model, dataset: Dataset, batch_size: int = 128, progress:
         "codes_used": float((counts > 0).float().mean()),
         "bits_per_image": tokens_per_image * math.log2(codebook_size),
     }
+
+
+@torch.no_grad()
+def codebook_topology(model, max_points: int | None = 512, width: float = 1e-3) -> dict[str, float]:
+    """The persistent-homology signature of a tokenizer's codebook (`model.quantizer.codebook`,
+    a seeded subsample of `max_points` codes above that): `epsilon0` (mean H0 death: how far
+    apart the codes' clusters lie), `betti1` (soft count of H1 bars: loops), and the persistent
+    entropies of the H0 and H1 bars. Works for every tokenizer type; see `vqtok.topology`."""
+    cloud = codebook_cloud(model.quantizer.codebook.detach(), max_points, seed=0)
+    return persistence_signature(persistence_bars(cloud), width).as_floats()

@@ -136,6 +136,7 @@ def render_model_card(
         metrics=[(_cell(name), _cell(f"{value:.4g}" if isinstance(value, float) else str(value)))
                  for name, value in metric_rows],
         training_metadata=_markdown_list(metadata) if (metadata := getattr(config, "training_metadata", None)) else None,
+        topology=_topology_rows(model),
         license=license,
     )
 
@@ -151,6 +152,15 @@ def save_model_card(model, save_directory: str | os.PathLike, **card_kwargs) -> 
 
 
 # --- helpers ----------------------------------------------------------------------------------
+def _topology_rows(model) -> list[tuple[str, str]] | None:
+    """(name, value) rows of the codebook's persistent-homology signature, for a model (not a config)."""
+    if not hasattr(model, "quantizer"):
+        return None
+    from ..metrics import codebook_topology  # the metrics import the data pipeline, which the Hub code does not need
+
+    return [(name, f"{value:.4g}") for name, value in codebook_topology(model).items()]
+
+
 def _config_rows(config: PreTrainedConfig) -> list[tuple[str, str]]:
     """(field, JSON value) for every field the vqtok config adds to transformers' base config,
     except `training_metadata`, which the card shows as its own list."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from .base import Regularizer, RegularizerInputs, RegularizerOutput
+from .topology import TopologyRegularizer
 
 REGULARIZERS: dict[str, type[Regularizer]] = {}
 """name -> regulariser class, for every regulariser a config can switch on."""
@@ -45,13 +46,15 @@ def build_regularizers(settings: Mapping | None) -> nn.ModuleDict:
     return nn.ModuleDict({name: REGULARIZERS[name](**options) for name, options in (settings or {}).items()})
 
 
-# Every regulariser is registered here (none ships yet; HC-VQ's topology term will be the first).
+# Every regulariser is registered here.
+register_regularizer(TopologyRegularizer)  # HC-VQ: `regularizers={"topology": {...}}`
 
 __all__ = [
     "REGULARIZERS",
     "Regularizer",
     "RegularizerInputs",
     "RegularizerOutput",
+    "TopologyRegularizer",
     "build_regularizers",
     "check_regularizer_settings",
     "register_regularizer",

@@ -2,7 +2,8 @@
 tokenizer, whatever its type, and switched on through the shared config.
 
 A regulariser is an `nn.Module`, so any state it keeps (schedules, running statistics, counters)
-lives in buffers that are saved with the weights and restored on resume.
+lives in buffers that are saved with the weights and restored on resume. It may also draw figures
+at each evaluation of training (`evaluation_images`), which the trainer saves and logs.
 """
 
 from __future__ import annotations
@@ -65,3 +66,7 @@ class Regularizer(nn.Module):
 
     def forward(self, inputs: RegularizerInputs) -> RegularizerOutput:
         raise NotImplementedError
+
+    def evaluation_images(self, model: nn.Module, output_dir: str, step: int) -> dict[str, str]:
+        """PNGs drawn at each evaluation of training: tracker tag -> path written (none by default)."""
+        return {}

@@ -239,6 +239,9 @@ def _evaluate_and_draw(accelerator: Accelerator, model, eval_dataset: Dataset, a
         reconstructions = unwrapped.decode(unwrapped.encode(originals))
         path = save_reconstruction_grid(originals, reconstructions, os.path.join(args.output_dir, f"reconstructions_step{step}.png"))
         _log_image(accelerator, "eval/reconstructions", path, step)
+        for regularizer in unwrapped.regularizers.values():
+            for tag, image_path in regularizer.evaluation_images(unwrapped, args.output_dir, step).items():
+                _log_image(accelerator, tag, image_path, step)
     accelerator.wait_for_everyone()
     return results
 
