@@ -8,8 +8,9 @@ import torch
 
 from vqtok import VQConfig, VQTokenizer
 from vqtok.quantizers import QuantizerOutput
+from vqtok.quantizers.functional import entropy_from_counts
 from vqtok.regularizers import RegularizerInputs, TopologyRegularizer
-from vqtok.regularizers.topology import distinct_rows, histogram_entropy
+from vqtok.regularizers.topology import distinct_rows
 from vqtok.topology import (
     edge_lengths,
     pairwise_distances,
@@ -133,8 +134,8 @@ def test_eta_starts_at_zero_and_refreshes_exactly_every_period_from_the_recorded
         ids = torch.randint(0, codebook_size if step % 2 else 3, (2, 4, 4), generator=generator)
         pixels = torch.rand(2, 3, 4, 4, generator=generator) * (2 if step % 3 else 0.5) - 1
         regularizer(regularizer_inputs(codebook, ids, pixels))
-        expected_code.append(float(histogram_entropy(torch.bincount(ids.flatten(), minlength=codebook_size).float())))
-        expected_input.append(float(histogram_entropy(torch.histc(pixels, bins=256, min=-1, max=1))))
+        expected_code.append(float(entropy_from_counts(torch.bincount(ids.flatten(), minlength=codebook_size).float())))
+        expected_input.append(float(entropy_from_counts(torch.histc(pixels, bins=256, min=-1, max=1))))
         etas.append(float(regularizer.eta))
     assert etas[: period - 1] == [0.0] * (period - 1)
     for end in (period, 2 * period):

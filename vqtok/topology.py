@@ -32,6 +32,8 @@ import gph
 import numpy as np
 import torch
 
+from .quantizers.functional import entropy_from_counts
+
 # Squared distances below this are treated as 0: the gradient of sqrt is unbounded there.
 _MIN_SQUARED_DISTANCE = 1e-12
 
@@ -134,12 +136,7 @@ def soft_count(lengths: torch.Tensor, width: float) -> torch.Tensor:
 
 def persistent_entropy(lengths: torch.Tensor) -> torch.Tensor:
     """-sum p_i log p_i with p_i = l_i / sum l (nats); 0 when there is no positive length."""
-    lengths = lengths.clamp_min(0)
-    total = lengths.sum()
-    if lengths.numel() == 0 or float(total) <= 0:
-        return lengths.new_zeros(())
-    p = lengths / total
-    return (-(p * torch.log(p.clamp_min(1e-30))).sum()).clamp_min(0)
+    return entropy_from_counts(lengths.clamp_min(0)).clamp_min(0)
 
 
 def persistence_signature(bars: PersistenceBars, width: float = 1e-3) -> PersistenceSignature:

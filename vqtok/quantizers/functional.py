@@ -92,11 +92,16 @@ def code_histogram(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
     return torch.bincount(indices.reshape(-1), minlength=codebook_size).float()
 
 
+def entropy_from_counts(counts: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of the distribution proportional to the non-negative `counts`
+    (0 when they are all zero or there are none)."""
+    probs = counts / counts.sum().clamp_min(1e-12)
+    return -(probs * torch.log(probs.clamp_min(1e-12))).sum()
+
+
 def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
     """exp(entropy) of the code distribution given by `counts` (1 = one code, K = uniform)."""
-    probs = counts / counts.sum().clamp_min(1e-12)
-    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
-    return entropy.exp()
+    return entropy_from_counts(counts).exp()
 
 
 def usage_stats(counts: torch.Tensor) -> dict[str, torch.Tensor]:

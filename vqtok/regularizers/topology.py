@@ -38,7 +38,7 @@ from torch import nn
 
 from ..distributed import all_reduce_mean_, all_reduce_sum_
 from ..options import FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, NUMBER, POSITIVE, POSITIVE_INT, Option
-from ..quantizers.functional import code_histogram
+from ..quantizers.functional import code_histogram, entropy_from_counts
 from ..topology import codebook_cloud, persistence_bars, persistence_signature, save_persistence_diagram
 from .base import Regularizer, RegularizerInputs, RegularizerOutput
 
@@ -46,15 +46,6 @@ PIXEL_BINS = 256
 POINT_CLOUDS = ("codebook", "quantized")
 # Below this mean input entropy (nats) eta's ratio is meaningless (a constant batch): eta = 0.
 _MIN_INPUT_ENTROPY = 1e-6
-
-
-def histogram_entropy(counts: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy (nats) of the distribution proportional to `counts` (0 for an empty one)."""
-    total = counts.sum()
-    if float(total) <= 0:
-        return counts.new_zeros(())
-    p = counts / total
-    return -(p * torch.log(p.clamp_min(1e-30))).sum()
 
 
 def distinct_rows(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -155,10 +146,10 @@ class TopologyRegularizer(Regularizer):
         codes = code_histogram(inputs.quantizer_output.indices, codebook_size).float()
         pixels = torch.histc(inputs.pixel_values.detach().float(), bins=PIXEL_BINS, min=-1.0, max=1.0)
         counts = all_reduce_sum_(torch.cat([codes, pixels.to(codes.device)]))
-        code_entropy = histogram_entropy(counts[:codebook_size])
+        code_entropy = entropy_from_counts(counts[:codebook_size])
         slot = int(self.step) % self.entropy_period
         self.code_entropies[slot] = code_entropy
-        self.input_entropies[slot] = histogram_entropy(counts[codebook_size:])
+        self.input_entropies[slot] = entropy_from_counts(counts[codebook_size:])
         return code_entropy
 
     @torch.no_grad()
