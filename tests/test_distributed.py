@@ -2,30 +2,23 @@
 identical on both ranks through k-means initialisation, EMA updates and dead-code restarts; one EMA step on
 two half-batches equals one step on the whole batch in one process; the Accelerate training
 loop (DDP, main-process evaluation, checkpoints) ends with the same model on both ranks; and so does
-training with the HC-VQ topology term, whose eta, entropy buffers, targets and signature agree too."""
+training with the HC-VQ topology term, whose eta, entropy buffers, targets and signature agree too; and a
+batch that is not finite on one rank only is skipped by both, in the quantizer and in the loop."""
 
 import os
-import socket
-import sys
 import traceback
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from processes import run_processes
 from safetensors.torch import load_file, save_file
 
 from vqtok.quantizers import GaussianSQQuantizer, VectorQuantizer
 
 WORLD_SIZE = 2
-TIMEOUT_S = 240  # a hang (a collective entered by one rank only) fails the test instead of blocking CI
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def shifting_latents(step: int, generator: torch.Generator, batch: int = 8) -> torch.Tensor:
@@ -123,34 +116,43 @@ def _run_rank(rank: int, port: int, out: Path) -> None:
         train_tokenizer(model, pixel_dataset(images, 16, 3, augment=True), None, args, make_accelerator(args))
         state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
         save_file(state, out / f"topology_{cloud}_rank{rank}.safetensors")
+
+    # 5. A batch that is not finite on rank 1 only: both ranks leave the quantizer state alone and
+    #    skip the optimizer step.
+    vq = ema_quantizer()
+    vq(_half(ema_batch(), rank))
+    before = {name: tensor.clone() for name, tensor in vq.state_dict().items()}
+    batch = _half(ema_batch(), rank).clone()
+    if rank == 1:
+        batch[0, 0, 0, 0] = float("nan")
+    skipped = vq(batch).skipped_update
+    save_file({**before, **{f"after.{k}": v for k, v in vq.state_dict().items()}, "skipped": torch.tensor(skipped)},
+              out / f"nonfinite_quantizer_rank{rank}.safetensors")
+
+    set_seed(rank)
+    model = VQTokenizer.from_config(tiny_config())
+    forwards = []
+
+    def poison_second_forward_on_rank_1(module, inputs, output):
+        forwards.append(None)
+        return output * float("inf") if rank == 1 and len(forwards) == 2 else output
+
+    model.encoder.register_forward_hook(poison_second_forward_on_rank_1)
+    args = tiny_args(out / "nonfinite", max_steps=3, batch_size=4, gradient_accumulation_steps=1, log_every=1)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        results = train_tokenizer(model, pixel_dataset(images, 16, 3, augment=True), None, args, make_accelerator(args))
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    save_file({**state, "skipped_steps": torch.tensor(results["skipped_steps"])}, out / f"nonfinite_rank{rank}.safetensors")
     dist.barrier()
     dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    """Run `_run_rank` on 2 spawned processes once; the per-rank results, read back."""
+    """Run `_run_rank` on 2 processes once; the per-rank results, read back."""
     out = tmp_path_factory.mktemp("distributed")
-    tests_dir = str(Path(__file__).parent)
-    if tests_dir not in sys.path:  # the children import this module and test_training by name
-        sys.path.insert(0, tests_dir)
-    # A fresh server process imports the heavy modules once and forks both ranks from it: safe
-    # (nothing but imports ran there) and half the import time of two spawned interpreters.
-    context = mp.get_context("forkserver")
-    context.set_forkserver_preload(["test_distributed", "test_training", "vqtok.trainer"])
-    port = free_port()
-    processes = [context.Process(target=_worker, args=(rank, port, str(out))) for rank in range(WORLD_SIZE)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(TIMEOUT_S)
-    hung = [process for process in processes if process.is_alive()]
-    for process in hung:
-        process.kill()
-        process.join()
-    errors = "\n".join(path.read_text() for path in sorted(out.glob("error_rank*.txt")))
-    assert not hung, f"ranks still running after {TIMEOUT_S} s (deadlock?)\n{errors}"
-    assert all(process.exitcode == 0 for process in processes), f"a rank failed:\n{errors}"
+    run_processes(_worker, (str(out),), out, ["test_distributed", "test_training", "vqtok.training.trainer"], WORLD_SIZE)
     return out
 
 
@@ -197,3 +199,19 @@ def test_topology_state_is_identical_on_both_ranks(two_ranks, cloud):
     assert int(rank0["regularizers.topology.step"]) == 4
     assert float(rank0["regularizers.topology.eta"]) > 0 and bool(rank0["regularizers.topology.targets_set"])
     _assert_identical(rank0, rank1)
+
+
+def test_a_batch_not_finite_on_one_rank_is_skipped_on_every_rank(two_ranks):
+    rank0, rank1 = _both(two_ranks, "nonfinite_quantizer")
+    _assert_identical(rank0, rank1)
+    for saved in (rank0, rank1):
+        assert bool(saved["skipped"])
+        for name in [key for key in saved if key.startswith("after.")]:
+            assert torch.equal(saved[name], saved[name.removeprefix("after.")]), name
+
+
+def test_the_loop_skips_a_step_not_finite_on_one_rank_on_both(two_ranks):
+    rank0, rank1 = _both(two_ranks, "nonfinite")
+    _assert_identical(rank0, rank1)
+    assert int(rank0["skipped_steps"]) == 1
+    assert all(torch.isfinite(tensor).all() for tensor in rank0.values() if tensor.is_floating_point())

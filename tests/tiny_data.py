@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from datasets import Dataset, Features, Image
 from PIL import Image as PILImage
 
@@ -23,13 +24,37 @@ def tiny_images(count: int = 40, seed: int = 0, width: int = 20, height: int = 1
     return Dataset.from_dict({"image": images}, features=Features({"image": Image()}))
 
 
+def tiny_tokenizer(folder, seed: int = 0, **overrides):
+    """A small untrained VQ tokenizer (16x16 images, K=16, 4x4 tokens), saved in `folder` with its image
+    processor; returns the model (in eval mode)."""
+    from vqtok import VQConfig, VQImageProcessor, VQModel
+
+    torch.manual_seed(seed)
+    values = dict(image_size=16, base_channels=8, latent_dim=8, codebook_size=16, downsampling_factor=4)
+    model = VQModel(VQConfig(**{**values, **overrides})).eval()
+    model.save_pretrained(folder)
+    VQImageProcessor.for_tokenizer(model.config).save_pretrained(folder)
+    return model
+
+
+def tiny_prior(seed: int = 0, architecture: str = "gpt2", **options):
+    """A small untrained prior over K=16 codes on a 4x4 grid (a 2-layer language model of width 32)."""
+    from vqtok import PriorConfig, TokenLayout, TokenPrior
+
+    torch.manual_seed(seed)
+    values = dict(architecture=architecture, hidden_size=32, num_layers=2, num_heads=2, dropout=0.0)
+    layout = TokenLayout(16, 4, 4, tokenizer="some/tokenizer")
+    return TokenPrior(PriorConfig.for_tokenizer(layout, **{**values, **options}))
+
+
 class Interrupted(Exception):
     """Raised in place of a job killed right after a checkpoint."""
 
 
-def run_interrupted_after(step: int, monkeypatch, run) -> None:
-    """Call `run()` with checkpointing that stops the job right after the checkpoint of `step`."""
-    save = trainer.save_checkpoint
+def run_interrupted_after(step: int, monkeypatch, run, loop=trainer) -> None:
+    """Call `run()` with checkpointing that stops the job right after the checkpoint of `step`
+    (`loop`: the training-loop module whose `save_checkpoint` is wrapped)."""
+    save = loop.save_checkpoint
 
     def save_then_stop(accelerator, args, at_step):
         path = save(accelerator, args, at_step)
@@ -37,7 +62,7 @@ def run_interrupted_after(step: int, monkeypatch, run) -> None:
             raise Interrupted
         return path
 
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
     with pytest.raises(Interrupted):
         run()
-    monkeypatch.setattr(trainer, "save_checkpoint", save)
+    monkeypatch.setattr(loop, "save_checkpoint", save)

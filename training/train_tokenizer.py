@@ -24,30 +24,18 @@ from accelerate.utils import set_seed
 
 from vqtok import VQImageProcessor, VQTokenizer, save_model_card
 from vqtok.data import load_image_dataset, pixel_dataset, stack_pixel_values
-from vqtok.training.run_config import load_run_config
+from vqtok.training.run_config import command_line, load_run_config, overrides_of
 from vqtok.training.trainer import make_accelerator, train_tokenizer
 from vqtok.visualize import save_reconstruction_grid
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML run config (sections: model, data, training)")
-    parser.add_argument(
-        "--resume_from_checkpoint",
-        help="'latest' (newest checkpoint in output_dir/checkpoints, or a fresh start if none) or a checkpoint "
-        "folder; same as training.resume_from_checkpoint=...",
-    )
-    parser.add_argument("--push_to_hub", metavar="REPO_ID", help="after training, publish the tokenizer to this Hub repo")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. training.max_steps=200")
-    return parser.parse_args(argv)
+    return command_line(__doc__, "tokenizer").parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    overrides = list(args.overrides)
-    if args.resume_from_checkpoint:
-        overrides.append(f"training.resume_from_checkpoint={args.resume_from_checkpoint}")
-    run = load_run_config(args.config, overrides)
+    run = load_run_config(args.config, overrides_of(args))
     config, data, training = run.model, run.data, run.training
     accelerator = make_accelerator(training)
     set_seed(training.seed)

@@ -20,8 +20,19 @@ from .models import (
     VQConfig,
     VQModel,
 )
+from .prior import (
+    PriorConfig,
+    TokenPrior,
+    code_counts,
+    decode_samples,
+    histogram_bits_per_token,
+    sample_from_histogram,
+    sample_uniform,
+)
 from .processing import VQImageProcessor
 from .registry import register_tokenizer
+from .tokenization import codes_from_dataset, load_tokenized, save_tokenized, tokenize_dataset
+from .tokens import TokenLayout
 
 __version__ = "0.1.0"
 
@@ -48,4 +59,16 @@ __all__ = [
     "register_tokenizer",
     "render_model_card",
     "save_model_card",
+    "PriorConfig",
+    "TokenLayout",
+    "TokenPrior",
+    "code_counts",
+    "codes_from_dataset",
+    "decode_samples",
+    "histogram_bits_per_token",
+    "load_tokenized",
+    "sample_from_histogram",
+    "sample_uniform",
+    "save_tokenized",
+    "tokenize_dataset",
 ]

@@ -40,3 +40,10 @@ def all_reduce_mean_(tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         tensor.div_(dist.get_world_size())
     return tensor
+
+
+def finite_on_every_process(tensor: torch.Tensor) -> bool:
+    """True when `tensor` holds only finite values on every process (a collective: every process
+    must call it, and all get the same answer)."""
+    not_finite = (~torch.isfinite(tensor.detach())).any().to(torch.float32).reshape(1)
+    return float(all_reduce_sum_(not_finite)) == 0.0

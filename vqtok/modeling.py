@@ -145,7 +145,11 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
 
     def forward(self, pixel_values: torch.Tensor, return_dict: bool = True) -> VQTokenizerOutput:
         """Training path: stochastic where the quantizer is. The loss is the sum of the
-        reconstruction objective's terms, the quantizer's terms and every regulariser's terms."""
+        reconstruction objective's terms, the quantizer's terms and every regulariser's terms.
+
+        When the latents are not finite on some process (`quantizer_output.skipped_update`), the
+        quantizer leaves its state as it was, the regularisers are not run (their state and terms
+        stay out of this step) and the loss is NaN: the trainer skips such a step."""
         check_pixel_values(pixel_values, self.config.in_channels, self.config.downsampling_factor)
         latents = self.encoder(pixel_values)
         quantized = self.quantizer(latents)
@@ -154,7 +158,7 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         losses = dict(self.reconstruction_losses(reconstruction, pixel_values, quantized))
         merge_named_terms(losses, quantized.losses, type(self.quantizer).__name__)
         stats = dict(quantized.stats)
-        if len(self.regularizers):
+        if len(self.regularizers) and not quantized.skipped_update:
             inputs = RegularizerInputs(pixel_values, latents, quantized, reconstruction, self.quantizer.codebook)
             for name, regularizer in self.regularizers.items():
                 terms = regularizer(inputs)

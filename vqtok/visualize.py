@@ -1,4 +1,5 @@
-"""Pictures of what a tokenizer does: originals above their reconstructions."""
+"""Pictures of what a tokenizer does: originals above their reconstructions, and grids of images
+(decoded samples)."""
 
 from __future__ import annotations
 
@@ -42,16 +43,29 @@ def save_reconstruction_grid(
             f"and {list(reconstructions.shape)}"
         )
     top, bottom = to_uint8_images(originals), to_uint8_images(reconstructions)
-    count, height, width, _ = top.shape
-    rows = (count + columns - 1) // columns
+    rows = [half[start : start + columns] for start in range(0, len(top), columns) for half in (top, bottom)]
+    return _save_rows(rows, path, columns, scale, gap)
+
+
+def save_image_grid(
+    pixel_values: torch.Tensor, path: str | os.PathLike, columns: int = 8, scale: int = 4, gap: int = 2
+) -> str:
+    """Save a PNG of images `[B, C, H, W]` in [-1, 1], `columns` per row (other arguments as in
+    `save_reconstruction_grid`). Returns the path written."""
+    images = to_uint8_images(pixel_values)
+    return _save_rows([images[start : start + columns] for start in range(0, len(images), columns)], path, columns, scale, gap)
+
+
+def _save_rows(rows: list[np.ndarray], path: str | os.PathLike, columns: int, scale: int, gap: int) -> str:
+    """Draw rows of uint8 images (`[n <= columns, H, W, 3]` each) one under the other on white, with
+    `gap` pixels around each, enlarge `scale` times (nearest neighbour) and save as PNG."""
+    height, width = rows[0].shape[1:3]
     cell_h, cell_w = height + gap, width + gap
-    canvas = np.full((2 * rows * cell_h + gap, columns * cell_w + gap, 3), 255, dtype=np.uint8)
-    for index in range(count):
-        row, col = divmod(index, columns)
-        x = gap + col * cell_w
-        y = gap + 2 * row * cell_h
-        canvas[y : y + height, x : x + width] = top[index]
-        canvas[y + cell_h : y + cell_h + height, x : x + width] = bottom[index]
+    canvas = np.full((len(rows) * cell_h + gap, columns * cell_w + gap, 3), 255, dtype=np.uint8)
+    for row, images in enumerate(rows):
+        for col, image in enumerate(images):
+            y, x = gap + row * cell_h, gap + col * cell_w
+            canvas[y : y + height, x : x + width] = image
     image = Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.Resampling.NEAREST)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     image.save(path)

@@ -74,6 +74,11 @@ class SafeHubMixin:
         check_loading_info(source, info, allow_mismatch)
         return (model, info) if return_info else model
 
+    def render_card(self, **card_kwargs):
+        """The model card `push_to_hub` uploads (keywords as in `vqtok.hub.render_model_card`); a model
+        that is not a tokenizer (the prior) renders its own."""
+        return render_model_card(self, **card_kwargs)
+
     @classmethod
     def _loads_model_type(cls) -> str | None:
         """The `model_type` this class loads; None for a base class that defines no quantizer."""
@@ -116,7 +121,8 @@ class SafeHubMixin:
         """Upload `config.json`, `model.safetensors` and a model card (`README.md`) to the Hub repo
         `repo_id`, creating the repo if needed.
 
-        The card is rendered from `model_cards/tokenizer_card.md` (see `vqtok.hub.render_model_card`)
+        The card is `render_card`'s: for a tokenizer, rendered from `model_cards/tokenizer_card.md` (see
+        `vqtok.hub.render_model_card`)
         on every push and replaces the repo's README.md: quantizer and its paper, config summary,
         `training_data` (Markdown) and `datasets` (Hub ids), the `metrics` table (name -> value, also
         as `model-index` evaluation results on `eval_dataset` / `eval_split`), usage, `license`, and
@@ -129,10 +135,10 @@ class SafeHubMixin:
             metrics=metrics, training_data=training_data, datasets=datasets, license=license, tags=tags,
             eval_dataset=eval_dataset, eval_split=eval_split,
         )
-        card = render_model_card(self, repo_id=repo_id, **card_kwargs)  # bad arguments fail before any upload
+        card = self.render_card(repo_id=repo_id, **card_kwargs)  # bad arguments fail before any upload
         full_repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
         if full_repo_id != repo_id:
-            card = render_model_card(self, repo_id=full_repo_id, **card_kwargs)
+            card = self.render_card(repo_id=full_repo_id, **card_kwargs)
         with tempfile.TemporaryDirectory() as tmp_dir:
             self.save_pretrained(tmp_dir, max_shard_size=max_shard_size)
             card.save(os.path.join(tmp_dir, "README.md"))

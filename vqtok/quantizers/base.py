@@ -12,17 +12,24 @@ Subclasses implement the row-wise versions (`_forward_rows`, `_select_rows`, `co
 `[N, D]` matrices and declare their options; this base class does the reshaping, the input checks
 and the option checks. All quantizer maths runs in fp32 with autocast disabled, whatever the
 surrounding precision.
+
+A training batch holding a non-finite value (on any process: they all agree) never reaches the
+quantizer's state: the forward runs on a finite copy with every parameter and buffer restored
+afterwards, and returns NaN losses and NaN where the input was not finite, flagged `skipped_update`,
+so that the trainer skips the step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from ..distributed import finite_on_every_process
 from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, check_options
 from .functional import fp32_no_autocast
 
@@ -36,12 +43,16 @@ class QuantizerOutput:
         indices: chosen token ids, `[B, *spatial]`, `torch.long`.
         losses: named loss terms (already weighted), e.g. `commitment_loss`, `codebook_loss`.
         stats: named scalar diagnostics, e.g. `perplexity`, `usage`.
+        skipped_update: True when the training batch held a non-finite value on some process: the
+            quantizer's state (codebook, EMA statistics, usage counters, schedules, initialisation)
+            was left as it was and the losses are NaN.
     """
 
     quantized: torch.Tensor
     indices: torch.Tensor
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    skipped_update: bool = False
 
     @property
     def loss(self) -> torch.Tensor:
@@ -102,6 +113,14 @@ class Quantizer(nn.Module):
 
     # --- shared plumbing ----------------------------------------------------------------------
     def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
+        """The training path (in train mode) or its deterministic twin (in eval mode) for `z_e`
+        `[B, D, *spatial]`; see the module docstring for non-finite training batches."""
+        if not self.training or finite_on_every_process(z_e):
+            return self._quantize(z_e)
+        return self._quantize_without_updates(z_e)
+
+    def _quantize(self, z_e: torch.Tensor) -> QuantizerOutput:
+        """`forward` proper: reshape to rows, `_forward_rows` in fp32, reshape back."""
         rows, shape = self._to_rows(z_e)
         with fp32_no_autocast(z_e.device):
             out = self._forward_rows(rows.float())
@@ -110,6 +129,23 @@ class Quantizer(nn.Module):
             indices=out.indices.reshape(shape[0], *shape[2:]),
             losses=out.losses,
             stats=out.stats,
+        )
+
+    def _quantize_without_updates(self, z_e: torch.Tensor) -> QuantizerOutput:
+        """The training forward of a batch that is not finite on some process: run on a finite copy
+        (so that every process enters the same collectives and the autograd graph keeps its shape),
+        restore the state, and hand back NaN wherever the batch was not finite."""
+        self._to_rows(z_e)  # shape and dtype errors first
+        finite_copy = torch.nan_to_num(z_e, nan=0.0, posinf=0.0, neginf=0.0)
+        with _state_restored(self):
+            out = self._quantize(finite_copy)
+        difference = z_e - finite_copy  # 0 where finite, NaN / inf where not
+        not_a_number = difference.float().sum() * 0.0  # NaN unless this process's batch is finite
+        return replace(
+            out,
+            quantized=out.quantized + difference,
+            losses={name: value + not_a_number for name, value in out.losses.items()},
+            skipped_update=True,
         )
 
     @torch.no_grad()
@@ -155,3 +191,17 @@ class Quantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"codebook_size={self.codebook_size}, dim={self.dim}"
+
+
+@contextmanager
+def _state_restored(module: nn.Module) -> Iterator[None]:
+    """Run the block, then put every parameter and buffer of `module` back to its value before it."""
+    tensors = dict(module.named_parameters())
+    tensors.update(module.named_buffers())
+    saved = {name: tensor.detach().clone() for name, tensor in tensors.items()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, tensor in tensors.items():
+                tensor.copy_(saved[name])

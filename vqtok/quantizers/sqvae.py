@@ -95,7 +95,7 @@ class StochasticQuantizer(Quantizer):
         raise NotImplementedError
 
     # --- shared path --------------------------------------------------------------------------
-    def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
+    def _quantize(self, z_e: torch.Tensor) -> QuantizerOutput:
         rows, shape = self._to_rows(z_e)
         batch_size = shape[0]
         with fp32_no_autocast(z_e.device):

@@ -1,9 +1,24 @@
-"""Training: the Accelerate loop (`trainer`), its options (`arguments`), the seeded, resumable
-stream of training images (`sample_stream`), checkpoints (`checkpoints`) and YAML run configs
-(`run_config`). Model code never imports from here."""
+"""Training: the tokenizer's Accelerate loop (`trainer`) and what every loop shares (`loop`), its
+options (`arguments`), the seeded, resumable stream of training rows (`sample_stream`), checkpoints
+(`checkpoints`) and YAML run configs (`run_config`); the prior's loop (`prior_trainer`) and run configs (`prior_run_config`) built from the
+same pieces. Model code never imports from here."""
 
-from .arguments import DataArguments, TrainingArguments
+from .arguments import DataArguments, TokenDataArguments, TrainingArguments
+from .prior_run_config import PriorModelArguments, PriorRunConfig, load_prior_run_config
+from .prior_trainer import train_prior
 from .run_config import RunConfig, load_run_config
 from .trainer import make_accelerator, train_tokenizer
 
-__all__ = ["DataArguments", "RunConfig", "TrainingArguments", "load_run_config", "make_accelerator", "train_tokenizer"]
+__all__ = [
+    "DataArguments",
+    "PriorModelArguments",
+    "PriorRunConfig",
+    "RunConfig",
+    "TokenDataArguments",
+    "TrainingArguments",
+    "load_prior_run_config",
+    "load_run_config",
+    "make_accelerator",
+    "train_prior",
+    "train_tokenizer",
+]

@@ -44,6 +44,25 @@ class DataArguments:
         check_options(specs, {name: getattr(self, name) for name in specs}, "data option")
 
 
+@dataclass
+class TokenDataArguments:
+    """Where the tokens of a prior's training run come from.
+
+    Args:
+        tokens: a token dataset folder written by `training/tokenize_dataset.py` (or
+            `vqtok.save_tokenized`): `save_to_disk` splits plus `vqtok_tokens.json`.
+        train_split / eval_split: split names (`eval_split: null` skips evaluation).
+    """
+
+    tokens: str = "outputs/quickstart/tokens"
+    train_split: str = "train"
+    eval_split: str | None = "test"
+
+    def __post_init__(self):
+        specs = {"tokens": TEXT, "train_split": TEXT, "eval_split": Option(str, optional=True)}
+        check_options(specs, {name: getattr(self, name) for name in specs}, "data option")
+
+
 TRAINING_OPTIONS = {
     "max_steps": POSITIVE_INT,
     "batch_size": POSITIVE_INT,
@@ -53,6 +72,7 @@ TRAINING_OPTIONS = {
     "warmup_steps": NON_NEGATIVE_INT,
     "gradient_accumulation_steps": POSITIVE_INT,
     "max_grad_norm": NON_NEGATIVE,
+    "max_consecutive_skipped_steps": POSITIVE_INT,
     "mixed_precision": Option(str, choices=("no", "fp16", "bf16")),
     "eval_every": NON_NEGATIVE_INT,
     "eval_batch_size": POSITIVE_INT,
@@ -84,6 +104,10 @@ class TrainingArguments:
         warmup_steps: linear warm-up steps.
         gradient_accumulation_steps: micro-batches per optimizer step.
         max_grad_norm: gradient clipping (0 disables).
+        max_consecutive_skipped_steps: a step whose loss or gradients are not finite on some process is
+            skipped on every process (no optimizer or scheduler step; the quantizers' and
+            regularisers' state is left as it was) with a warning, and counted; this many skipped
+            steps in a row stop the run with an error.
         mixed_precision: `no`, `fp16` or `bf16` (quantizer maths stays fp32 regardless).
         eval_every: evaluate (MSE, PSNR, perplexity, codes used) on the main process and write a
             reconstruction grid every this many steps (0: only at the end).
@@ -111,6 +135,7 @@ class TrainingArguments:
     warmup_steps: int = 50
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
+    max_consecutive_skipped_steps: int = 10
     mixed_precision: str = "no"
     eval_every: int = 0
     eval_batch_size: int = 128

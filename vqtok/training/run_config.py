@@ -14,6 +14,7 @@ Example (`training/configs/vq.yaml`)::
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass, field
 
 import yaml
@@ -58,19 +59,27 @@ class RunConfig:
                 "num_train_images": num_train_images,
                 "augmentation": "random crop and horizontal flip" if data.augment else "none",
             },
-            "steps": training.max_steps,
-            "seed": training.seed,
-            "batch_size_per_process": training.batch_size,
-            "num_processes": num_processes,
-            "gradient_accumulation_steps": training.gradient_accumulation_steps,
-            "global_batch_size": training.batch_size * num_processes * training.gradient_accumulation_steps,
-            "learning_rate": training.learning_rate,
-            "lr_scheduler": training.lr_scheduler,
-            "warmup_steps": training.warmup_steps,
-            "mixed_precision": training.mixed_precision,
+            **run_metadata(training, num_processes),
             "final_metrics": {k: float(v) for k, v in final_metrics.items()},
             "vqtok_version": __version__,
         }
+
+
+def run_metadata(training: TrainingArguments, num_processes: int) -> dict:
+    """How a model was trained, for its config's `training_metadata`: steps, seed, batch sizes,
+    processes, learning rate and schedule, precision."""
+    return {
+        "steps": training.max_steps,
+        "seed": training.seed,
+        "batch_size_per_process": training.batch_size,
+        "num_processes": num_processes,
+        "gradient_accumulation_steps": training.gradient_accumulation_steps,
+        "global_batch_size": training.batch_size * num_processes * training.gradient_accumulation_steps,
+        "learning_rate": training.learning_rate,
+        "lr_scheduler": training.lr_scheduler,
+        "warmup_steps": training.warmup_steps,
+        "mixed_precision": training.mixed_precision,
+    }
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -104,12 +113,40 @@ def build_run_config(raw: dict) -> RunConfig:
     )
 
 
-def load_run_config(path: str | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML run config (or start from defaults when `path` is None) and apply overrides."""
+def read_run_config(path: str | None, overrides: list[str] | None = None) -> dict:
+    """The raw sections of a YAML run config (empty when `path` is None) with overrides applied."""
     raw: dict = {}
     if path is not None:
         with open(path, encoding="utf-8") as handle:
             raw = yaml.safe_load(handle) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"run config {path} must be a mapping with sections {list(SECTIONS)}")
-    return build_run_config(apply_overrides(raw, overrides or []))
+    return apply_overrides(raw, overrides or [])
+
+
+def load_run_config(path: str | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config (or start from defaults when `path` is None) and apply overrides."""
+    return build_run_config(read_run_config(path, overrides))
+
+
+def command_line(description: str, model_name: str) -> argparse.ArgumentParser:
+    """The arguments every training script takes: `--config`, `--resume_from_checkpoint`,
+    `--push_to_hub` (publishing the trained `model_name`) and `section.key=value` overrides."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML run config (sections: model, data, training)")
+    parser.add_argument(
+        "--resume_from_checkpoint",
+        help="'latest' (newest checkpoint in output_dir/checkpoints, or a fresh start if none) or a checkpoint "
+        "folder; same as training.resume_from_checkpoint=...",
+    )
+    parser.add_argument("--push_to_hub", metavar="REPO_ID", help=f"after training, publish the {model_name} to this Hub repo")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. training.max_steps=200")
+    return parser
+
+
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    """The overrides of a parsed `command_line`, `--resume_from_checkpoint` included."""
+    overrides = list(args.overrides)
+    if args.resume_from_checkpoint:
+        overrides.append(f"training.resume_from_checkpoint={args.resume_from_checkpoint}")
+    return overrides

@@ -80,12 +80,15 @@ class ProcessBatches(torch.utils.data.Sampler):
             draw += self.batch_size * self.num_processes
 
 
-def training_batches(stream: SampleStream, start: int, args: TrainingArguments, accelerator: Accelerator):
-    """Endless iterator of this process's `pixel_values` batches, starting at draw `start`."""
+def training_batches(
+    stream: SampleStream, start: int, args: TrainingArguments, accelerator: Accelerator, collate_fn=collate_pixel_values
+):
+    """Endless iterator of this process's batches (`collate_fn` of the rows; default: `pixel_values`
+    `[B, C, S, S]`), starting at draw `start`."""
     loader = DataLoader(
         stream,
         batch_sampler=ProcessBatches(start, args.batch_size, accelerator.num_processes, accelerator.process_index),
-        collate_fn=collate_pixel_values,
+        collate_fn=collate_fn,
         num_workers=args.num_workers,
         pin_memory=accelerator.device.type == "cuda",
         # A private generator: creating the iterator must not consume the global RNG that the

@@ -21,85 +21,38 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 from datasets import Dataset
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from ..data import stack_pixel_values
 from ..distributed import broadcast_
 from ..metrics import evaluate_tokenizer
 from ..visualize import save_reconstruction_grid
 from .arguments import TrainingArguments
-from .checkpoints import resolve_checkpoint, save_checkpoint
+from .checkpoints import save_checkpoint
+from .loop import (
+    TrainerState,
+    add_step_values,
+    count_skipped_step,
+    finish_training,
+    make_accelerator,
+    optimization_step,
+    reduce_step_values,
+    start_training,
+)
 from .sample_stream import SampleStream, training_batches
 
-TRACKER_PROJECT = "vqtok"
+__all__ = ["THROUGHPUT_SKIP_STEPS", "TrainerState", "make_accelerator", "train_tokenizer"]
+
 # Steps left out of the throughput figure: the first ones pay for k-means initialisation and
 # lazy allocations.
 THROUGHPUT_SKIP_STEPS = 3
-
-
-@dataclass
-class TrainerState:
-    """Loop state saved in every checkpoint (through `accelerator.register_for_checkpointing`).
-
-    Attributes:
-        step: optimizer steps done.
-        samples_seen: draws consumed from the training stream, over all processes.
-    """
-
-    step: int = 0
-    samples_seen: int = 0
-
-    def state_dict(self) -> dict:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
-        self.samples_seen = int(state["samples_seen"])
-
-
-def make_accelerator(args: TrainingArguments) -> Accelerator:
-    """The `Accelerator` the loop expects: precision, accumulation and trackers from `args`.
-
-    DDP is told not to broadcast buffers before every forward (`broadcast_buffers=False`): the
-    quantizers keep their buffers identical on every process themselves (statistics are
-    all-reduced, random re-initialisations broadcast; tests/test_distributed.py checks it), so a
-    per-forward broadcast from rank 0 would cost a collective per step and mask a desynchronisation
-    instead of exposing it. `train_tokenizer` broadcasts the buffers once from rank 0 at the start
-    instead (that flag also keeps DDP from syncing them when it wraps the model).
-    """
-    return Accelerator(
-        mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=args.trackers or None,
-        project_config=ProjectConfiguration(
-            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")
-        ),
-        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
-    )
-
-
-# --- the loop --------------------------------------------------------------------------------
-def _flat_hparams(values: dict, prefix: str = "") -> dict:
-    """Nested dict -> flat `{"a/b": scalar}` that every tracker accepts (others become strings)."""
-    flat = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flat_hparams(value, f"{name}/"))
-        elif isinstance(value, (bool, int, float, str)):
-            flat[name] = value
-        else:
-            flat[name] = str(value)
-    return flat
 
 
 def train_tokenizer(
@@ -125,34 +78,19 @@ def train_tokenizer(
     Returns:
         On the main process: the final evaluation (`mse`, `psnr`, `perplexity`, `codes_used`,
         `bits_per_image`; none without `eval_dataset`) plus `images_per_second` (training
-        throughput over all processes) and `train_seconds`. Other processes get the throughput only.
+        throughput over all processes), `train_seconds` and `skipped_steps` (steps skipped for a
+        non-finite loss or gradient). Other processes get the throughput, time and skips only.
     """
     owns_accelerator = accelerator is None
     accelerator = accelerator or make_accelerator(args)
     set_seed(args.seed)
     optimizer = model.build_optimizer(args.learning_rate, args.weight_decay)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
-    # Not passed to `prepare`: Accelerate would step it once per process per step.
-    scheduler = get_scheduler(
-        args.lr_scheduler, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=args.max_steps
-    )
-    with warnings.catch_warnings():  # torch >= 2.13 renames the flag; accelerate passes the old name
-        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*deprecated", category=FutureWarning)
-        model, optimizer = accelerator.prepare(model, optimizer)
-    state = TrainerState()
-    accelerator.register_for_checkpointing(scheduler, state)
-    checkpoint = resolve_checkpoint(args)
-    if checkpoint is not None:
-        accelerator.load_state(checkpoint)
-        accelerator.print(f"resumed from {checkpoint} at step {state.step}")
-    elif args.resume_from_checkpoint:
-        accelerator.print(f"no checkpoint under {args.output_dir}/checkpoints: starting from step 0")
+    if hparams is None:
+        hparams = {"training": asdict(args), "model": _model_hparams(model)}
+    model, optimizer, scheduler, state = start_training(accelerator, model, optimizer, args, hparams)
     for buffer in accelerator.unwrap_model(model).buffers():
         broadcast_(buffer)  # one start for all processes; from here on the quantizers keep them equal
-    if accelerator.log_with and not accelerator.trackers:
-        config = hparams if hparams is not None else {"training": asdict(args), "model": _model_hparams(model, accelerator)}
-        accelerator.init_trackers(TRACKER_PROJECT, config=_flat_hparams(config))
-    model.train()
 
     stream = SampleStream(train_dataset, args.seed)
     batches = training_batches(stream, state.samples_seen, args, accelerator)
@@ -163,20 +101,10 @@ def train_tokenizer(
     while state.step < args.max_steps:
         step_started = time.perf_counter()
         totals: dict[str, torch.Tensor] = {}
-        for _ in range(args.gradient_accumulation_steps):
-            with accelerator.accumulate(model):
-                output = model(next(batches))
-                accelerator.backward(output.loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(trainable, args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            _add_step_values(totals, output)
-        if not accelerator.sync_gradients:
-            raise RuntimeError("gradient accumulation is out of step with the loop (accelerator.step was changed)")
-        if not accelerator.optimizer_step_was_skipped:
-            scheduler.step()
+        skipped = optimization_step(accelerator, model, optimizer, scheduler, batches, args, _forward,
+                                    lambda output: add_step_values(totals, _logged_values(output)), trainable)
         state.step += 1
+        count_skipped_step(state, skipped, args)
         state.samples_seen += draws_per_step
         progress.update(1)
         if state.step > first_step + THROUGHPUT_SKIP_STEPS:
@@ -185,8 +113,9 @@ def train_tokenizer(
         images_per_second = timed_steps * draws_per_step / timed_seconds if timed_seconds else math.nan
 
         if state.step % args.log_every == 0 or state.step == args.max_steps:
-            record = _reduce_step_values(accelerator, totals, args.gradient_accumulation_steps)
-            record.update({"train/lr": scheduler.get_last_lr()[0], "train/epoch": state.samples_seen / stream.size})
+            record = reduce_step_values(accelerator, totals, args.gradient_accumulation_steps)
+            record.update({"train/lr": scheduler.get_last_lr()[0], "train/skipped_steps": state.skipped_steps,
+                           "train/epoch": state.samples_seen / stream.size})
             if timed_steps:
                 record["train/images_per_second"] = images_per_second
             progress.set_postfix(loss=f"{record['train/loss']:.4f}", ppl=f"{record.get('train/perplexity', math.nan):.0f}")
@@ -200,31 +129,25 @@ def train_tokenizer(
     if timed_steps:
         results["images_per_second"] = images_per_second
     results["train_seconds"] = time.perf_counter() - started
-    accelerator.wait_for_everyone()
-    if owns_accelerator:
-        accelerator.end_training()
+    results["skipped_steps"] = state.skipped_steps
+    finish_training(accelerator, owns_accelerator)
     return results
 
 
-def _model_hparams(model, accelerator: Accelerator) -> dict:
-    config = accelerator.unwrap_model(model).config
+def _model_hparams(model) -> dict:
+    config = model.config
     return {"model_type": config.model_type, **{k: v for k, v in config.to_diff_dict().items() if k != "training_metadata"}}
 
 
-def _add_step_values(totals: dict, output) -> None:
-    """Add one micro-batch's loss terms and statistics (detached, on device) to `totals`."""
+def _forward(model, pixel_values: torch.Tensor):
+    return model(pixel_values)
+
+
+def _logged_values(output) -> dict:
+    """One micro-batch's loss, loss terms and statistics, by their logged names."""
     values = {"train/loss": output.loss, **{f"train/{k}": v for k, v in output.losses.items()}}
     values.update({f"train/{k}": v for k, v in (output.stats or {}).items()})
-    for name, value in values.items():
-        value = torch.as_tensor(value).detach().float().reshape(())
-        totals[name] = totals[name] + value if name in totals else value
-
-
-def _reduce_step_values(accelerator: Accelerator, totals: dict, micro_batches: int) -> dict[str, float]:
-    """Average the step's values over micro-batches and processes (a collective: call on every process)."""
-    names = sorted(totals)
-    stacked = torch.stack([totals[name].to(accelerator.device) for name in names]) / micro_batches
-    return dict(zip(names, accelerator.reduce(stacked, reduction="mean").tolist()))
+    return values
 
 
 def _evaluate_and_draw(accelerator: Accelerator, model, eval_dataset: Dataset, args: TrainingArguments, step: int) -> dict:

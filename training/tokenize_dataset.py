@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Tokenize an image dataset with a trained tokenizer and save the tokens for any LM trainer.
+
+    python training/tokenize_dataset.py                      # the bundled set, the quickstart tokenizer
+    python training/tokenize_dataset.py --source uoft-cs/cifar10 --image_column img --tokenizer your-name/vq-cifar10
+    python training/tokenize_dataset.py --source path/to/images --splits train --output outputs/my_tokens
+    python training/tokenize_dataset.py --id_offset 32000 --bos_token_id 40000 --eos_token_id 40001
+    accelerate launch --num_processes 2 training/tokenize_dataset.py
+
+Writes `--output`: a `DatasetDict` (one split per `--splits`, `save_to_disk`: Arrow files) whose rows
+keep the dataset's other columns and gain `input_ids` (each image's codes in row-major order, shifted by
+`--id_offset`, framed by `--bos_token_id` / `--eos_token_id` when given), plus `vqtok_tokens.json`
+(the layout: K, grid, offset, BOS/EOS, tokenizer) that `training/train_prior.py` reads. Read it back
+with `datasets.load_from_disk(output)` or `vqtok.load_tokenized(output)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from datasets import DatasetDict
+
+from vqtok import TokenLayout, save_tokenized, tokenize_dataset
+from vqtok.data import load_image_dataset
+from vqtok.tokenization import load_tokenizer_and_processor, process_state
+
+DEFAULT_TOKENIZER = "outputs/quickstart/tokenizer"
+DEFAULT_OUTPUT = "outputs/quickstart/tokens"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer folder or Hub repo id")
+    parser.add_argument("--source", default="sample", help="'sample' (bundled), an image folder, or a Hub dataset name")
+    parser.add_argument("--splits", nargs="+", default=["train", "test"], help="splits to tokenize")
+    parser.add_argument("--image_column", default="image", help="the column holding the images")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT, help="folder to save the token dataset in")
+    parser.add_argument("--id_offset", type=int, default=0, help="added to every code id")
+    parser.add_argument("--bos_token_id", type=int, default=None, help="id put before each image's tokens")
+    parser.add_argument("--eos_token_id", type=int, default=None, help="id put after each image's tokens")
+    parser.add_argument("--batch_size", type=int, default=256, help="images per batch")
+    parser.add_argument("--num_proc", type=int, default=None, help="datasets worker processes (CPU)")
+    parser.add_argument("--on_bad_image", choices=("fail", "skip"), default="fail",
+                        help="an unreadable image stops the run (fail) or its row is dropped and reported (skip)")
+    parser.add_argument("--keep_images", action="store_true", help="keep the image column beside the tokens")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> DatasetDict:
+    args = parse_args(argv)
+    state = process_state()
+    tokenizer, processor = load_tokenizer_and_processor(args.tokenizer)
+    layout_options = dict(id_offset=args.id_offset, bos_token_id=args.bos_token_id, eos_token_id=args.eos_token_id)
+    layout = TokenLayout.for_tokenizer(tokenizer, **layout_options)
+    splits, started = DatasetDict(), time.perf_counter()
+    for split in args.splits:
+        images = load_image_dataset(args.source, split=split, image_column=args.image_column)
+        splits[split] = tokenize_dataset(
+            images, tokenizer, processor=processor, batch_size=args.batch_size, num_proc=args.num_proc,
+            on_bad_image=args.on_bad_image, keep_image_column=args.keep_images, desc=f"tokenizing {split}",
+            **layout_options,
+        )
+    seconds = time.perf_counter() - started
+    save_tokenized(splits, args.output, layout)
+    if state.is_main_process:
+        images = sum(len(split) for split in splits.values())
+        print(f"\n{layout.grid_height}x{layout.grid_width} tokens per image, K={layout.codebook_size}, "
+              f"{layout.sequence_length} ids per row; image ids in [{layout.id_offset}, {layout.id_offset + layout.codebook_size})")
+        for name, split in splits.items():
+            print(f"  {name}: {len(split)} rows, columns {split.column_names}")
+        print(f"first row's input_ids: {splits[args.splits[0]][0]['input_ids']}")
+        print(f"tokenized {images} images in {seconds:.1f} s ({images / seconds:.0f} images/s)")
+        print(f"saved tokens to {args.output}")
+    return splits
+
+
+if __name__ == "__main__":
+    torch.set_float32_matmul_precision("high")
+    main()

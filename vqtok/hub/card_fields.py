@@ -1,0 +1,158 @@
+"""What every vqtok model card shares, whatever the model (a tokenizer, a token prior): the checked
+caller inputs (repo id, metrics, training data, datasets, license, tags, evaluation dataset), the
+card's YAML metadata (`ModelCardData`, with the metrics as `model-index` results) and the template
+variables built from them. `model_card.render_model_card` and `vqtok.prior.render_prior_card` add
+their own model's variables on top.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCardData
+
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+DEFAULT_LICENSE = "apache-2.0"
+LIBRARY_NAME = "vqtok"
+
+
+def card_template(name: str) -> Path:
+    """The path of the template `model_cards/<name>`: inside the package in a wheel (see
+    pyproject.toml), at the top of a source checkout."""
+    candidates = (_PACKAGE_DIR / "model_cards" / name, _PACKAGE_DIR.parent / "model_cards" / name)
+    return next((path for path in candidates if path.is_file()), candidates[1])
+
+
+@dataclass(frozen=True)
+class CardKind:
+    """What distinguishes one kind of model card: its tags, how `model-index` files the metrics
+    (`task_type` / `task_name`), the repo id its usage snippet shows when there is none, and the Hub
+    pipeline tag."""
+
+    tags: tuple[str, ...]
+    task_type: str
+    task_name: str
+    placeholder_repo_id: str
+    pipeline_tag: str | None = None
+
+
+def card_fields(
+    kind: CardKind,
+    config,
+    *,
+    default_title: str,
+    extra_tags: Sequence[str] = (),
+    repo_id: str | None = None,
+    metrics: Mapping[str, object] | None = None,
+    training_data: str | None = None,
+    datasets: Sequence[str] | None = None,
+    license: str = DEFAULT_LICENSE,  # noqa: A002 - the Hub's name for the field
+    tags: Sequence[str] | None = None,
+    eval_dataset: str | None = None,
+    eval_split: str | None = None,
+) -> tuple[ModelCardData, dict]:
+    """Check the caller's card inputs and build `(card_data, variables)`.
+
+    `card_data` holds library, license, tags (`kind.tags`, `extra_tags`, then `tags`), datasets and
+    one `model-index` result per metric (on `eval_dataset`, default the first of `datasets`, else
+    "custom"). `variables` are the template variables every card has: `title` (the repo id, else
+    `default_title`), `repo_id`,
+    `training_data` (Markdown, with the Hub datasets named), `metrics` (table rows), `training_metadata`
+    (a Markdown list of `config.training_metadata`, or None) and `license`. TypeError / ValueError
+    name the argument at fault.
+    """
+    for name, value in (("repo_id", repo_id), ("training_data", training_data), ("eval_dataset", eval_dataset),
+                        ("eval_split", eval_split)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a string or None, got {type(value).__name__} ({value!r})")
+    if not isinstance(license, str) or not license.strip():
+        raise ValueError(f"license must be a Hub license id such as 'apache-2.0', got {license!r}")
+    datasets = _str_list("datasets", datasets)
+    metric_rows = _metric_values(metrics)
+    title = repo_id or default_title
+    evaluated_on = eval_dataset or (datasets[0] if datasets else "custom")
+    card_data = ModelCardData(
+        library_name=LIBRARY_NAME,
+        license=license,
+        tags=[*kind.tags, *extra_tags, *_str_list("tags", tags)],
+        datasets=datasets or None,
+        pipeline_tag=kind.pipeline_tag,
+        model_name=title.split("/")[-1] if metric_rows else None,
+        eval_results=[_eval_result(kind, name, value, evaluated_on, eval_split) for name, value in metric_rows] or None,
+    )
+    described = training_data.strip() if training_data and training_data.strip() else "Not documented."
+    if datasets:
+        described += "\n\nHub datasets: " + ", ".join(f"`{name}`" for name in datasets) + "."
+    metadata = getattr(config, "training_metadata", None)
+    variables = dict(
+        title=title,
+        repo_id=repo_id or kind.placeholder_repo_id,
+        training_data=described,
+        metrics=[(table_cell(name), table_cell(f"{value:.4g}" if isinstance(value, float) else str(value)))
+                 for name, value in metric_rows],
+        training_metadata=markdown_list(metadata) if metadata else None,
+        license=license,
+    )
+    return card_data, variables
+
+
+def markdown_list(values: Mapping, depth: int = 0) -> str:
+    """A nested Markdown bullet list of a (nested) mapping: `- **key**: value`, sub-mappings indented."""
+    lines = []
+    for key, value in values.items():
+        bullet = f"{'  ' * depth}- **{key}**:"
+        if isinstance(value, Mapping) and value:
+            lines += [bullet, markdown_list(value, depth + 1)]
+        else:
+            shown = f"{value:.4g}" if isinstance(value, float) else json.dumps(value, default=str).strip('"')
+            lines.append(f"{bullet} {shown}")
+    return "\n".join(lines)
+
+
+def table_cell(text: str) -> str:
+    """`text` made safe for one Markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _eval_result(kind: CardKind, name: str, value: int | float | str, dataset: str, split: str | None) -> EvalResult:
+    """One `model-index` result: the metric `name` measured on `dataset`, filed under the kind's task."""
+    return EvalResult(
+        task_type=kind.task_type,
+        task_name=kind.task_name,
+        dataset_type=dataset,
+        dataset_name=dataset,
+        dataset_split=split,
+        metric_type=re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "metric",
+        metric_name=name,
+        metric_value=value,
+    )
+
+
+def _metric_values(metrics: Mapping[str, object] | None) -> list[tuple[str, int | float | str]]:
+    """(name, value) pairs, checked, with numpy / torch scalars turned into Python numbers."""
+    if metrics is None:
+        return []
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"metrics must be a mapping of metric name -> value, got {type(metrics).__name__}")
+    rows = []
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"metric names must be non-empty strings, got {name!r}")
+        if hasattr(value, "item") and not isinstance(value, (int, float, str)):
+            value = value.item()  # numpy / torch scalars
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError(f"metrics[{name!r}] must be a number or a string, got {type(value).__name__} ({value!r})")
+        rows.append((name, value))
+    return rows
+
+
+def _str_list(name: str, values) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
+        raise TypeError(f"{name} must be a list of non-empty strings, got {values!r}")
+    return list(values)

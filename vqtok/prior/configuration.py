@@ -1,0 +1,144 @@
+"""`PriorConfig`: an autoregressive prior over a tokenizer's token grids, tied to that tokenizer.
+
+The prior is a small causal language model from `transformers` (GPT-2 or Llama architecture) whose
+vocabulary is the tokenizer's K codes plus one BOS id (= K). Its config records what it models: the
+tokenizer (repo id or path), K and the token grid; the language model's own config is nested as
+`lm_config`, the way composite `transformers` configs nest theirs.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, check_options
+
+ARCHITECTURES = ("gpt2", "llama")
+
+# The size options of `PriorConfig.for_tokenizer` (and of the prior run config's `model` section).
+LM_SIZE_OPTIONS = {
+    "architecture": Option(str, choices=ARCHITECTURES),
+    "hidden_size": POSITIVE_INT,
+    "num_layers": POSITIVE_INT,
+    "num_heads": POSITIVE_INT,
+    "dropout": Option(float, low=0, high=1, high_open=True),
+}
+
+_OPTIONS = {
+    "tokenizer": Option(str, optional=True),
+    "codebook_size": CODEBOOK_SIZE,
+    "grid_height": POSITIVE_INT,
+    "grid_width": POSITIVE_INT,
+    "training_metadata": Option(dict, optional=True),
+}
+
+
+def causal_lm_settings(architecture: str, hidden_size: int, num_layers: int, num_heads: int, dropout: float) -> dict:
+    """The `lm_config` entries of a GPT-2 or Llama model of the given size (a head width of
+    `hidden_size / num_heads`, a feed-forward width of 4 x `hidden_size`)."""
+    check_options(LM_SIZE_OPTIONS, dict(architecture=architecture, hidden_size=hidden_size, num_layers=num_layers,
+                                        num_heads=num_heads, dropout=dropout), "prior option")
+    if hidden_size % num_heads:
+        raise ValueError(f"prior option `hidden_size` ({hidden_size}) must be a multiple of `num_heads` ({num_heads})")
+    if architecture == "gpt2":
+        return dict(model_type="gpt2", n_embd=hidden_size, n_layer=num_layers, n_head=num_heads,
+                    resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
+    return dict(model_type="llama", hidden_size=hidden_size, intermediate_size=4 * hidden_size,
+                num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
+                attention_dropout=dropout, tie_word_embeddings=True)
+
+
+class PriorConfig(PreTrainedConfig):
+    r"""Configuration of a `TokenPrior`.
+
+    Args:
+        tokenizer (`str`, *optional*):
+            Repo id or path of the tokenizer whose tokens the prior models (used to decode samples).
+        codebook_size (`int`, defaults to 512):
+            K, the tokenizer's number of codes. The language model's vocabulary is K + 1: the codes
+            0 ... K-1 and BOS = K, which starts every sequence and is never generated.
+        grid_height / grid_width (`int`, defaults to 8):
+            The token grid (h, w) of one image; a sequence is BOS then the h*w codes in row-major order.
+        lm_config (`dict` or `PreTrainedConfig`, *optional*):
+            The causal language model: a `GPT2Config` (default) or a `LlamaConfig`, or a dict with its
+            `model_type`. Whatever it says, its vocabulary size, BOS/EOS/PAD ids and number of
+            positions are set from K and the grid (K + 1, K / none / none, h*w + 1).
+        training_metadata (`dict`, *optional*):
+            Written by `training/train_prior.py`: the token data, the run's settings and the held-out
+            bits per token. Informational only.
+    """
+
+    model_type = "vqtok-prior"
+    sub_configs_defaults = {"lm_config": SubConfigSpec(config_class=AutoConfig, model_type="gpt2")}
+
+    tokenizer: str | None = None
+    codebook_size: int = 512
+    grid_height: int = 8
+    grid_width: int = 8
+    lm_config: dict | PreTrainedConfig | None = None
+    training_metadata: dict | None = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        check_options(_OPTIONS, {name: getattr(self, name) for name in _OPTIONS}, "prior config field")
+        if self.lm_config.model_type not in ARCHITECTURES:
+            raise ValueError(
+                f"prior config field `lm_config` must be one of the architectures {list(ARCHITECTURES)}, "
+                f"got model_type {self.lm_config.model_type!r}"
+            )
+        self._tie_lm_config()
+
+    def _tie_lm_config(self) -> None:
+        """Set the language model's vocabulary, special ids and positions from K and the grid."""
+        lm = self.lm_config
+        lm.vocab_size = self.codebook_size + 1
+        lm.bos_token_id, lm.eos_token_id, lm.pad_token_id = self.codebook_size, None, None
+        positions = self.grid_height * self.grid_width + 1
+        if lm.model_type == "gpt2":
+            lm.n_positions = positions
+        else:
+            lm.max_position_embeddings = positions
+        lm.loss_type = "ForCausalLM"
+
+    @classmethod
+    def for_tokenizer(
+        cls,
+        tokenizer,
+        architecture: str = "gpt2",
+        hidden_size: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        dropout: float = 0.1,
+        tokenizer_name: str | None = None,
+        **lm_options,
+    ) -> PriorConfig:
+        """A prior for the tokens of `tokenizer` (a vqtok tokenizer, its config, or a `TokenLayout`):
+        K and the grid from it, a language model of the given architecture and size.
+
+        `tokenizer_name` is recorded as `tokenizer` (default: the tokenizer's `name_or_path`, or the
+        layout's `tokenizer`); `lm_options` are further fields of the language model's config.
+        """
+        source = getattr(tokenizer, "config", tokenizer)
+        grid_height, grid_width = source.token_grid if hasattr(source, "token_grid") else source.grid
+        name = tokenizer_name or getattr(source, "tokenizer", None) or getattr(source, "name_or_path", None) or None
+        lm_config = {**causal_lm_settings(architecture, hidden_size, num_layers, num_heads, dropout), **lm_options}
+        return cls(tokenizer=name, codebook_size=source.codebook_size, grid_height=grid_height,
+                   grid_width=grid_width, lm_config=lm_config)
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        """(h, w) of the token grid."""
+        return self.grid_height, self.grid_width
+
+    @property
+    def bos_token_id(self) -> int:
+        """The id that starts every sequence: K."""
+        return self.codebook_size
+
+    @property
+    def architecture(self) -> str:
+        """The language model's `model_type` (`gpt2` or `llama`)."""
+        return self.lm_config.model_type
+
+
+__all__ = ["PriorConfig"]

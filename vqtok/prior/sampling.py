@@ -1,0 +1,77 @@
+"""Token grids from nothing, three ways (the schemes of the VQ-VAE tutorial), and their decoding.
+
+- `sample_uniform`: every code independently and uniformly from the K codes;
+- `sample_from_histogram`: every code independently from the empirical code frequencies of a
+  tokenized dataset (`code_counts`);
+- `TokenPrior.generate_codes`: autoregressively from a trained prior, through `transformers`'
+  `generate` (temperature, top-k, top-p).
+
+`decode_samples` checks that the codes fit the tokenizer (K, grid, range) before decoding them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..tokens import check_codes
+
+SCHEMES = ("uniform", "histogram", "prior")
+
+
+def check_num_samples(num_samples) -> None:
+    """ValueError unless `num_samples` is a positive int."""
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+
+
+def sample_uniform(codebook_size: int, grid: tuple[int, int], num_samples: int, seed: int = 0) -> torch.LongTensor:
+    """`num_samples` grids `[N, h, w]` of codes drawn independently and uniformly from [0, K)."""
+    check_num_samples(num_samples)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(codebook_size, (num_samples, *grid), generator=generator)
+
+
+def code_counts(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """How often each of the K codes occurs in `codes` (any shape; ValueError for ids outside [0, K))."""
+    flat = torch.as_tensor(codes).reshape(-1)
+    check_codes(flat[None], codebook_size, (1, flat.numel()))
+    return torch.bincount(flat, minlength=codebook_size)
+
+
+def histogram_bits_per_token(train_codes: torch.Tensor, eval_codes: torch.Tensor | None, codebook_size: int) -> dict:
+    """Code lengths of the i.i.d. histogram model, in bits per token: `histogram_entropy_bits`, the
+    unigram entropy of the training codes, and `histogram_held_out_bits`, the cross-entropy of
+    `eval_codes` under the training histogram (add-1/2 smoothed, so that an unseen code costs a
+    finite length; NaN without `eval_codes`)."""
+    counts = code_counts(train_codes, codebook_size).double()
+    probs = counts[counts > 0] / counts.sum()
+    entropy = float(-(probs * probs.log2()).sum())
+    smoothed = (counts + 0.5) / (counts.sum() + 0.5 * codebook_size)
+    held_out = float(-smoothed[eval_codes.reshape(-1)].log2().mean()) if eval_codes is not None else math.nan
+    return {"histogram_entropy_bits": entropy, "histogram_held_out_bits": held_out}
+
+
+def sample_from_histogram(counts: torch.Tensor, grid: tuple[int, int], num_samples: int, seed: int = 0) -> torch.LongTensor:
+    """`num_samples` grids `[N, h, w]` of codes drawn independently with probabilities proportional
+    to `counts` `[K]` (a code never seen is never drawn)."""
+    check_num_samples(num_samples)
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    if counts.dim() != 1 or counts.numel() < 2 or (counts < 0).any() or not torch.isfinite(counts).all():
+        raise ValueError(f"counts must be a vector of K >= 2 finite non-negative numbers, got shape {list(counts.shape)}")
+    if counts.sum() <= 0:
+        raise ValueError("counts are all zero: there is no histogram to sample from")
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.multinomial(counts, num_samples * grid[0] * grid[1], replacement=True, generator=generator)
+    return draws.reshape(num_samples, *grid)
+
+
+@torch.no_grad()
+def decode_samples(tokenizer, codes: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Images `[N, C, H, W]` in [-1, 1] for sampled codes `[N, h, w]`; ValueError when the codes'
+    grid or range does not fit the tokenizer."""
+    config = tokenizer.config
+    codes = check_codes(codes, config.codebook_size, config.token_grid, what="sampled codes")
+    codes = codes.reshape(codes.shape[0], *config.token_grid)
+    return torch.cat([tokenizer.decode(chunk).cpu() for chunk in codes.split(batch_size)])

@@ -1,0 +1,299 @@
+"""`tokenize_dataset`: an image dataset -> a dataset of token sequences, for any LM trainer.
+
+Built on `datasets.Dataset.map(batched=True)` and the tokenizer's saved image processor: every
+image is read, run through `VQImageProcessor` and encoded; its codes are laid out by a
+`TokenLayout` (row-major, optional BOS/EOS and an id offset) into an `input_ids` column. The other
+columns are kept. `num_proc` spreads the work over `datasets` worker processes; under several
+Accelerate processes each process tokenizes its contiguous shard and the shards are gathered in
+order, so every process ends with the whole dataset. `save_tokenized` writes it with
+`save_to_disk` plus the layout (`vqtok_tokens.json`); `load_tokenized` reads both back.
+
+An image that cannot be read or processed is reported with its row index: `on_bad_image="fail"`
+raises at the first one, `"skip"` drops those rows and warns, listing every skipped row and why.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object, parse_flag_from_env
+from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_datasets, load_from_disk
+from datasets import Image as ImageFeature
+from datasets.table import InMemoryTable
+from PIL import Image
+
+from .auto import VQTokenizer
+from .processing import VQImageProcessor
+from .tokens import TokenLayout
+
+BAD_IMAGE_CHOICES = ("fail", "skip")
+# Temporary column carrying, per row, why its image could not be tokenized (null when it could).
+_ERROR_COLUMN = "__vqtok_image_error__"
+# Rows named one by one in the skip warning before the rest are only counted.
+_LISTED_BAD_ROWS = 20
+
+
+def load_tokenizer_and_processor(tokenizer, processor: VQImageProcessor | None = None):
+    """`(model, processor)` for a tokenizer given as a model or a repo id / path.
+
+    The processor is, in order: `processor` when given; the one saved beside the tokenizer
+    (`preprocessor_config.json` in its folder or repo); else `VQImageProcessor.for_tokenizer`.
+    ValueError when its output size or channels differ from the tokenizer's config."""
+    model = VQTokenizer.from_pretrained(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else tokenizer
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(model, "encode"):
+        raise TypeError(f"tokenizer must be a vqtok tokenizer or its repo id / path, got {type(tokenizer).__name__}")
+    if processor is None:
+        processor = _saved_processor(config.name_or_path) or VQImageProcessor.for_tokenizer(config)
+    crop = processor.crop_size or {}
+    size = (crop.get("height"), crop.get("width"), processor.num_channels)
+    if size != (config.image_size, config.image_size, config.in_channels):
+        raise ValueError(
+            f"the image processor gives {size[0]}x{size[1]} images with {size[2]} channel(s), but the tokenizer "
+            f"expects {config.image_size}x{config.image_size} with {config.in_channels}"
+        )
+    return model.eval(), processor
+
+
+def _saved_processor(name_or_path: str | None) -> VQImageProcessor | None:
+    if not name_or_path:
+        return None
+    try:
+        return VQImageProcessor.from_pretrained(name_or_path)
+    except (OSError, ValueError):
+        return None  # no preprocessor_config.json beside the tokenizer
+
+
+def read_image(value) -> Image.Image:
+    """One image cell, fully decoded: a PIL image, a `datasets` image dict (`bytes` / `path`), a
+    file path or a NumPy array (or nested lists) (H, W[, C]) of uint8 pixels (integers in [0, 255] of another dtype too)."""
+    if isinstance(value, Image.Image):
+        value.load()
+        return value
+    if isinstance(value, list):  # an array column read without a numpy format
+        value = np.asarray(value)
+    if isinstance(value, np.ndarray):
+        if np.issubdtype(value.dtype, np.integer) and value.size and 0 <= value.min() and value.max() <= 255:
+            value = value.astype(np.uint8)  # pixels stored as Arrow integers come back as int64
+        return Image.fromarray(value)
+    if isinstance(value, (str, dict)):
+        return ImageFeature().decode_example(value if isinstance(value, dict) else {"path": value, "bytes": None})
+    raise TypeError(f"expected an image, its bytes or its path, got {type(value).__name__}")
+
+
+class BatchTokenizer:
+    """The function `tokenize_dataset` maps: a batch of image cells -> `input_ids` (null for a row
+    whose image failed) and the reason of each failure. Picklable, so `num_proc` workers get a copy."""
+
+    def __init__(self, model, processor, layout: TokenLayout, on_bad_image: str, row_offset: int = 0,
+                 threads: int | None = None):
+        self.model, self.processor, self.layout = model, processor, layout
+        self.on_bad_image, self.row_offset, self.threads = on_bad_image, row_offset, threads
+
+    def __call__(self, cells: Sequence, indices: Sequence[int]) -> dict:
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)  # a `num_proc` worker: share the cores
+        errors: list[str | None] = [None] * len(cells)
+        images = {}
+        for position, cell in enumerate(cells):
+            try:
+                images[position] = read_image(cell)
+            except Exception as error:  # noqa: BLE001 - any unreadable image is reported by row
+                errors[position] = self._bad(indices[position], "cannot read the image", error)
+        pixels = self._process(images, indices, errors)
+        sequences: list[np.ndarray | None] = [None] * len(cells)
+        if pixels:
+            codes = self.model.encode(torch.stack(list(pixels.values())).to(self.model.device))
+            for position, row in zip(pixels, self.layout.to_sequences(codes).cpu().numpy()):
+                sequences[position] = row
+        return {"input_ids": sequences, _ERROR_COLUMN: errors}
+
+    def _process(self, images: dict, indices: Sequence[int], errors: list) -> dict[int, torch.Tensor]:
+        """Pixel values of every readable image: one processor call for the batch, or image by image
+        when the batch call fails, to find the rows at fault."""
+        if not images:
+            return {}
+        try:
+            batch = self.processor(list(images.values()), return_tensors="pt")["pixel_values"]
+            return dict(zip(images, batch))
+        except Exception:  # noqa: BLE001 - retried one by one below to name the rows
+            pixels = {}
+            for position, image in images.items():
+                try:
+                    pixels[position] = self.processor(image, return_tensors="pt")["pixel_values"][0]
+                except Exception as error:  # noqa: BLE001
+                    errors[position] = self._bad(indices[position], "cannot process the image", error)
+            return pixels
+
+    def _bad(self, index: int, what: str, error: Exception) -> str:
+        message = f"row {self.row_offset + index}: {what} ({type(error).__name__}: {error})"
+        if self.on_bad_image == "fail":
+            raise ValueError(f"{message}; pass on_bad_image='skip' to drop such rows") from error
+        return message
+
+
+def tokenize_dataset(
+    dataset: Dataset,
+    tokenizer,
+    image_column: str = "image",
+    *,
+    processor: VQImageProcessor | None = None,
+    id_offset: int = 0,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    batch_size: int = 256,
+    num_proc: int | None = None,
+    on_bad_image: str = "fail",
+    keep_image_column: bool = False,
+    desc: str = "tokenizing images",
+    save_to: str | os.PathLike | None = None,
+) -> Dataset:
+    """Tokenize every image of `dataset` into an `input_ids` column.
+
+    Args:
+        dataset: a `datasets.Dataset` whose `image_column` holds images (the `Image` feature, PIL
+            images, file paths or arrays).
+        tokenizer: a vqtok tokenizer, or its repo id / path (loaded with `VQTokenizer.from_pretrained`).
+        image_column: the column holding the images.
+        processor: the image processor; default: the one saved with the tokenizer (see
+            `load_tokenizer_and_processor`).
+        id_offset, bos_token_id, eos_token_id: the layout of `input_ids` (see `TokenLayout`): each
+            row is `[bos] codes+id_offset [eos]`, the codes in row-major order.
+        batch_size: images per `map` batch (one processor call and one `encode` each).
+        num_proc: `datasets` worker processes (CPU only; each uses a share of torch's threads).
+        on_bad_image: `"fail"` (default) raises `ValueError` naming the first unreadable image's row;
+            `"skip"` drops such rows and warns, listing them with the reason.
+        keep_image_column: keep the images beside the tokens (default: dropped).
+        desc: the progress bar's label.
+        save_to: also write the result there with `save_tokenized` (main process only).
+
+    Returns:
+        The dataset with `input_ids` (a list of int64 per row) and every other column, in the
+        original row order; on every Accelerate process the whole dataset.
+    """
+    _check_arguments(dataset, image_column, on_bad_image)
+    model, processor = load_tokenizer_and_processor(tokenizer, processor)
+    layout = TokenLayout.for_tokenizer(model, id_offset=id_offset, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
+    state = process_state()
+    model.to(state.device)
+    if num_proc and num_proc > 1 and state.device.type != "cpu":
+        raise ValueError(
+            f"num_proc={num_proc} forks worker processes, which cannot use {state.device.type}: "
+            "use several Accelerate processes instead"
+        )
+    start, stop = _shard_bounds(len(dataset), state.num_processes, state.process_index)
+    shard = dataset if state.num_processes == 1 else dataset.select(range(start, stop))
+    threads = max(1, torch.get_num_threads() // num_proc) if num_proc and num_proc > 1 else None
+    function = BatchTokenizer(model, processor, layout, on_bad_image, row_offset=start, threads=threads)
+    desc = desc if state.num_processes == 1 else f"{desc} (process {state.process_index})"
+    tokenized = _map_shard(shard, function, image_column, keep_image_column, batch_size=batch_size,
+                           num_proc=num_proc if num_proc and num_proc > 1 else None, desc=desc)
+    if state.num_processes > 1:
+        tokenized = _gather_in_order(tokenized)
+    tokenized = _drop_bad_rows(tokenized, warn=state.is_main_process)
+    if save_to is not None:
+        save_tokenized(tokenized, save_to, layout)
+    return tokenized
+
+
+def _check_arguments(dataset, image_column: str, on_bad_image: str) -> None:
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a datasets.Dataset (one split), got {type(dataset).__name__}")
+    if image_column not in dataset.column_names:
+        raise ValueError(f"dataset has no column {image_column!r} (image_column); columns: {dataset.column_names}")
+    if "input_ids" in dataset.column_names:
+        raise ValueError("dataset already has an `input_ids` column; rename or remove it first")
+    if on_bad_image not in BAD_IMAGE_CHOICES:
+        raise ValueError(f"on_bad_image must be one of {list(BAD_IMAGE_CHOICES)}, got {on_bad_image!r}")
+
+
+def _map_shard(shard: Dataset, function: BatchTokenizer, image_column: str, keep_image_column: bool, **map_kwargs):
+    """`shard.map(function)` over the image column (read undecoded, so each image is decoded inside
+    `function`, where its errors are caught), with the output's features: the kept columns,
+    `input_ids` and the error column."""
+    image_feature = shard.features[image_column]
+    if isinstance(image_feature, ImageFeature):
+        shard = shard.cast_column(image_column, ImageFeature(decode=False))
+    kept = [name for name in shard.column_names if keep_image_column or name != image_column]
+    features = Features({name: shard.features[name] for name in kept})
+    features.update({"input_ids": List(Value("int64")), _ERROR_COLUMN: Value("string")})
+    if len(shard) == 0:  # `map` would return it without the new columns
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    if len(shard) == 1:
+        map_kwargs["num_proc"] = None
+    tokenized = shard.map(function, with_indices=True, input_columns=[image_column], batched=True, features=features,
+                          remove_columns=None if keep_image_column else [image_column], **map_kwargs)
+    if keep_image_column and isinstance(image_feature, ImageFeature):
+        tokenized = tokenized.cast_column(image_column, image_feature)
+    return tokenized
+
+
+def process_state() -> PartialState:
+    """Accelerate's process state, on the CPU when `ACCELERATE_USE_CPU` says so (as `Accelerator`
+    reads it), so that several CPU processes are seen as such."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def _shard_bounds(size: int, num_shards: int, index: int) -> tuple[int, int]:
+    """Rows `[start, stop)` of contiguous shard `index` of `num_shards` (sizes differ by at most one)."""
+    base, extra = divmod(size, num_shards)
+    start = index * base + min(index, extra)
+    return start, start + base + (index < extra)
+
+
+def _gather_in_order(shard: Dataset) -> Dataset:
+    """Every process's shard, concatenated in process order, on every process."""
+    tables = gather_object([shard.flatten_indices().data.table])
+    return concatenate_datasets([Dataset(InMemoryTable(table), info=shard.info.copy()) for table in tables])
+
+
+def _drop_bad_rows(dataset: Dataset, warn: bool) -> Dataset:
+    """Remove the rows whose image failed (warning with their row indices and reasons) and the
+    error column."""
+    errors = dataset.data.column(_ERROR_COLUMN).to_pylist()  # map's output has no indices mapping
+    bad = [message for message in errors if message is not None]
+    dataset = dataset.remove_columns([_ERROR_COLUMN])
+    if not bad:
+        return dataset
+    if warn:
+        listed = "; ".join(bad[:_LISTED_BAD_ROWS]) + (f"; and {len(bad) - _LISTED_BAD_ROWS} more" if len(bad) > _LISTED_BAD_ROWS else "")
+        warnings.warn(f"skipped {len(bad)} of {len(errors)} images that could not be tokenized: {listed}", stacklevel=3)
+    return dataset.select([index for index, message in enumerate(errors) if message is None])
+
+
+def save_tokenized(dataset: Dataset | DatasetDict, path: str | os.PathLike, layout: TokenLayout) -> str:
+    """Write a token dataset (or a `DatasetDict` of splits) with `save_to_disk`, and its layout as
+    `vqtok_tokens.json` beside it, on the main process only. Returns `path`."""
+    state = process_state()
+    if state.is_main_process:
+        dataset.save_to_disk(os.fspath(path))
+        layout.save(path)
+    state.wait_for_everyone()
+    return os.fspath(path)
+
+
+def load_tokenized(path: str | os.PathLike) -> tuple[Dataset | DatasetDict, TokenLayout]:
+    """A token dataset saved by `save_tokenized` (or `training/tokenize_dataset.py`) and its layout."""
+    layout = TokenLayout.load(path)  # first: a folder without it is no token dataset
+    return load_from_disk(os.fspath(path)), layout
+
+
+def codes_from_dataset(dataset: Dataset, layout: TokenLayout, column: str = "input_ids") -> torch.Tensor:
+    """The codes `[N, h, w]` (torch.long, in [0, K)) of a token dataset's `column`, checked against
+    `layout` (ValueError naming the first row that does not fit)."""
+    if column not in dataset.column_names:
+        raise ValueError(f"dataset has no column {column!r}; columns: {dataset.column_names}")
+    if len(dataset) == 0:
+        return torch.empty(0, *layout.grid, dtype=torch.long)
+    rows = dataset.with_format("arrow", columns=[column])[:][column].combine_chunks()
+    lengths = pc.unique(pc.list_value_length(rows)).to_pylist()
+    if lengths != [layout.sequence_length]:
+        raise ValueError(f"every row of {column!r} must have {layout.sequence_length} ids, got lengths {sorted(lengths)[:5]}")
+    values = rows.flatten().to_numpy(zero_copy_only=False)
+    return layout.to_codes(torch.from_numpy(values.astype(np.int64)).reshape(len(rows), -1))
