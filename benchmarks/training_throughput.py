@@ -3,10 +3,14 @@
 
 Runs the real command line, `training/train_tokenizer.py --config training/configs/quickstart.yaml`,
 once with `python` (one process using every core) and once with
-`accelerate launch --cpu --num_processes 2` (the cores split between them; and, for reference, one
-process on one core), with the same per-process batch, no evaluation and no logging. The trainer times every optimizer step after its first
-`THROUGHPUT_SKIP_STEPS` (k-means initialisation, lazy allocations) and reports images/s over all
-processes in `metrics.json`; this script prints them side by side with the ratio to one process.
+`torchrun --standalone --nproc_per_node 2` (the cores split between them, joined over gloo; and, for
+reference, one process on one core), with the same per-process batch, no evaluation and no logging.
+The trainer times every optimizer step after its first `THROUGHPUT_SKIP_STEPS` (k-means
+initialisation, lazy allocations) and reports images/s over all processes in `metrics.json`; this
+script prints them side by side with the ratio to one process. Each run's saved
+`training_metadata.num_processes` must be the number of processes asked for, or the script exits:
+`accelerate launch --cpu --num_processes 2`, used here before, starts ONE process (Accelerate's
+simple launcher ignores `--num_processes` on the CPU).
 
     python benchmarks/training_throughput.py [--steps 20] [--batch_size 64]
 
@@ -19,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,14 +35,9 @@ CONFIG = REPO / "training" / "configs" / "quickstart.yaml"
 SCRIPT = REPO / "training" / "train_tokenizer.py"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run(processes: int, threads: int, steps: int, batch_size: int, output_dir: Path) -> float:
-    """Train for `THROUGHPUT_SKIP_STEPS + steps` steps; return the images/s the trainer measured."""
+    """Train for `THROUGHPUT_SKIP_STEPS + steps` steps on `processes` processes of `threads` threads;
+    return the images/s the trainer measured. Exits when the run did not train on `processes` processes."""
     overrides = [
         f"training.output_dir={output_dir}",
         f"training.max_steps={THROUGHPUT_SKIP_STEPS + steps}",
@@ -51,16 +49,17 @@ def run(processes: int, threads: int, steps: int, batch_size: int, output_dir: P
     if processes == 1:
         command = [sys.executable, str(SCRIPT)]
     else:
-        command = [
-            sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_machines", "1",
-            "--num_processes", str(processes), "--num_cpu_threads_per_process", str(threads),
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-            str(SCRIPT),
-        ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MASTER_ADDR": "127.0.0.1"}
+        # torchrun (`python -m torch.distributed.run`): vqtok joins its CPU processes over gloo.
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+                   str(SCRIPT)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run([*command, "--config", str(CONFIG), *overrides], env=env, cwd=REPO, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
+    metadata = json.loads((output_dir / "tokenizer" / "config.json").read_text())["training_metadata"]
+    if metadata["num_processes"] != processes:
+        sys.exit(f"{' '.join(command)} trained on {metadata['num_processes']} process(es), not {processes}: "
+                 "the launcher did not start one data-parallel job")
     return json.loads((output_dir / "metrics.json").read_text())["images_per_second"]
 
 

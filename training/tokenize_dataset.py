@@ -5,7 +5,8 @@
     python training/tokenize_dataset.py --source uoft-cs/cifar10 --image_column img --tokenizer your-name/vq-cifar10
     python training/tokenize_dataset.py --source path/to/images --splits train --output outputs/my_tokens
     python training/tokenize_dataset.py --id_offset 32000 --bos_token_id 40000 --eos_token_id 40001
-    accelerate launch --num_processes 2 training/tokenize_dataset.py
+    torchrun --standalone --nproc_per_node 2 training/tokenize_dataset.py   # 2 CPU processes
+    accelerate launch --num_processes 8 training/tokenize_dataset.py   # 8 GPUs
 
 Writes `--output`: a `DatasetDict` (one split per `--splits`, `save_to_disk`: Arrow files) whose rows
 keep the dataset's other columns and gain `input_ids` (each image's codes in row-major order, shifted by

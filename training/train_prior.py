@@ -4,7 +4,8 @@
     python training/train_prior.py --config training/configs/prior.yaml
     python training/train_prior.py --config training/configs/prior.yaml model.architecture=llama training.max_steps=2000
     python training/train_prior.py --config training/configs/prior.yaml --resume_from_checkpoint latest
-    accelerate launch --num_processes 2 training/train_prior.py --config training/configs/prior.yaml
+    torchrun --standalone --nproc_per_node 2 training/train_prior.py --config training/configs/prior.yaml   # 2 CPU processes
+    accelerate launch --num_processes 8 training/train_prior.py --config training/configs/prior.yaml   # 8 GPUs
 
 Overrides are `section.key=value` (sections `model`: the prior's size, `data`: the token dataset written
 by `training/tokenize_dataset.py`, `training`: the loop, as for the tokenizer). Writes to

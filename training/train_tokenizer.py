@@ -4,13 +4,18 @@
     python training/train_tokenizer.py --config training/configs/quickstart.yaml
     python training/train_tokenizer.py --config training/configs/vq.yaml training.max_steps=200 data.source=path/to/images
     python training/train_tokenizer.py --config training/configs/vq.yaml --resume_from_checkpoint latest
-    accelerate launch --num_processes 2 training/train_tokenizer.py --config training/configs/vq.yaml
+    torchrun --standalone --nproc_per_node 2 training/train_tokenizer.py --config training/configs/vq.yaml   # 2 CPU processes
+    accelerate launch --num_processes 8 training/train_tokenizer.py --config training/configs/vq.yaml   # 8 GPUs
 
 Overrides are `section.key=value` (sections `model`, `data`, `training`; values parsed as YAML).
 Writes to `training.output_dir`: the tokenizer (`tokenizer/`: model.safetensors, config.json with
 `training_metadata`, preprocessor_config.json for `VQImageProcessor` and a README.md model card), `metrics.json`, `reconstructions.png` (held-out originals above their
 reconstructions, drawn by the saved tokenizer), `reconstructions_stepN.png` from the periodic
 evaluations, `checkpoints/step_N` (with `training.checkpoint_every`) and tracker logs in `logs/`.
+
+Images of a local folder or Hub dataset that cannot be read stop the run before training with one
+error listing them (`data.on_bad_image=fail`, the default), or are dropped with a warning and
+counted in `training_metadata.dataset.skipped_images` (`data.on_bad_image=skip`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 from accelerate.utils import set_seed
 
 from vqtok import VQImageProcessor, VQTokenizer, save_model_card
-from vqtok.data import load_image_dataset, pixel_dataset, stack_pixel_values
+from vqtok.data import SAMPLE_SOURCE, check_images, load_image_dataset, pixel_dataset, stack_pixel_values
 from vqtok.training.run_config import command_line, load_run_config, overrides_of
 from vqtok.training.trainer import make_accelerator, train_tokenizer
 from vqtok.visualize import save_reconstruction_grid
@@ -40,8 +45,15 @@ def main(argv=None) -> dict:
     accelerator = make_accelerator(training)
     set_seed(training.seed)
 
+    skipped_images: dict[str, int] = {}
+
     def prepared(split: str, augment: bool):
         images = load_image_dataset(data.source, split=split, image_column=data.image_column)
+        if data.source != SAMPLE_SOURCE:  # the bundled set is made in memory: nothing to check
+            images, bad = check_images(images, data.on_bad_image, warn=accelerator.is_main_process)
+            skipped_images[split] = len(bad)
+            if bad:
+                accelerator.print(f"skipped {len(bad)} unreadable image(s) of split {split!r} (data.on_bad_image=skip)")
         return pixel_dataset(images, config.image_size, config.in_channels, augment=augment)
 
     train_set = prepared(data.train_split, data.augment)
@@ -59,7 +71,7 @@ def main(argv=None) -> dict:
     if accelerator.is_main_process:
         save_dir = os.path.join(training.output_dir, "tokenizer")
         model.config.training_metadata = {
-            **run.training_metadata(len(train_set), accelerator.num_processes, results),
+            **run.training_metadata(len(train_set), accelerator.num_processes, results, skipped_images),
             **throughput,
         }
         model.save_pretrained(save_dir)

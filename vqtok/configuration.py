@@ -39,14 +39,15 @@ _TRANSFORMERS_KEYS = frozenset(
 
 SUPPORTED_DOWNSAMPLING_FACTORS = (2, 4, 8, 16)
 
-# The options every tokenizer type shares (the fields of `VQTokenizerConfig`).
+# The options every tokenizer type shares (the fields of `VQTokenizerConfig`), checked in this order:
+# `downsampling_factor` before `channel_multipliers`, whose default is derived from it.
 SHARED_OPTIONS = {
     "in_channels": Option(int, choices=(1, 3)),
     "image_size": POSITIVE_INT,
     "base_channels": POSITIVE_INT,
+    "downsampling_factor": Option(int, choices=SUPPORTED_DOWNSAMPLING_FACTORS),
     "channel_multipliers": Option(list),
     "num_res_blocks": POSITIVE_INT,
-    "downsampling_factor": Option(int, choices=SUPPORTED_DOWNSAMPLING_FACTORS),
     "norm_groups": POSITIVE_INT,
     "latent_dim": POSITIVE_INT,
     "codebook_size": CODEBOOK_SIZE,

@@ -9,6 +9,10 @@ The sample set is cut from the photographs that ship inside scikit-image (astron
 chelsea the cat, a rocket launch, the Hubble deep field, retina and tissue scans, textures, ...),
 so it needs no network. Patches are taken at two scales, shuffled with a fixed seed, and split
 into `train` and `test`.
+
+Unreadable images (truncated or corrupt files) are found before training by `check_images`:
+`on_bad_image="fail"` raises one error listing them all, `"skip"` drops them with a warning.
+`read_image` and `BAD_IMAGE_CHOICES` are shared with `vqtok.tokenization`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,6 +51,10 @@ SAMPLE_PHOTOGRAPHS = (
     "text",
 )
 SAMPLE_SOURCE = "sample"
+# What to do with an image that cannot be read: raise (naming it), or drop it with a warning.
+BAD_IMAGE_CHOICES = ("fail", "skip")
+# Rows of a dataset read at once when every image is checked.
+_CHECK_BATCH = 256
 
 
 def _photograph(name: str) -> np.ndarray:
@@ -143,6 +152,76 @@ def load_image_dataset(
     if image_column != "image":
         dataset = dataset.rename_column(image_column, "image")
     return dataset
+
+
+def read_image(value) -> PILImage.Image:
+    """One image cell, fully decoded: a PIL image, a `datasets` image dict (`bytes` / `path`), a
+    file path or a NumPy array (or nested lists) (H, W[, C]) of uint8 pixels (integers in [0, 255] of another dtype too)."""
+    if isinstance(value, PILImage.Image):
+        value.load()
+        return value
+    if isinstance(value, list):  # an array column read without a numpy format
+        value = np.asarray(value)
+    if isinstance(value, np.ndarray):
+        if np.issubdtype(value.dtype, np.integer) and value.size and 0 <= value.min() and value.max() <= 255:
+            value = value.astype(np.uint8)  # pixels stored as Arrow integers come back as int64
+        return PILImage.fromarray(value)
+    if isinstance(value, str):
+        value = {"path": value, "bytes": None}
+    if isinstance(value, dict):
+        path = value.get("path")
+        if not value.get("bytes") and path and os.path.isfile(path):  # read here: a failed decode leaks no file
+            with open(path, "rb") as handle:
+                value = {"path": path, "bytes": handle.read()}
+        return Image().decode_example(value)
+    raise TypeError(f"expected an image, its bytes or its path, got {type(value).__name__}")
+
+
+def check_images(dataset: Dataset, on_bad_image: str = "fail", image_column: str = "image",
+                 warn: bool = True) -> tuple[Dataset, list[str]]:
+    """Read (fully decode) every image of `dataset` and deal with those that cannot be read.
+
+    Each unreadable image is named by its file when it was read from one (a local image folder),
+    else by its row index, with the reason. `on_bad_image="fail"` raises one `ValueError` listing
+    them all; `"skip"` returns the dataset without them and warns (when `warn`), naming each.
+
+    Returns:
+        `(dataset, bad)`: the dataset (unchanged when every image reads) and the descriptions of the
+        images dropped.
+    """
+    if on_bad_image not in BAD_IMAGE_CHOICES:
+        raise ValueError(f"on_bad_image must be one of {list(BAD_IMAGE_CHOICES)}, got {on_bad_image!r}")
+    if image_column not in dataset.column_names:
+        raise ValueError(f"dataset has no column {image_column!r}; columns: {dataset.column_names}")
+    cells = dataset.select_columns([image_column])
+    if isinstance(cells.features[image_column], Image):  # read undecoded: decoding errors are caught below
+        cells = cells.cast_column(image_column, Image(decode=False))
+    bad, bad_rows = [], []
+    for start in range(0, len(cells), _CHECK_BATCH):
+        for row, cell in enumerate(cells[start : start + _CHECK_BATCH][image_column], start):
+            try:
+                read_image(cell)
+            except Exception as error:  # noqa: BLE001 - any unreadable image is reported
+                bad.append(f"{_image_name(cell, row)} ({type(error).__name__}: {error})")
+                bad_rows.append(row)
+    if not bad:
+        return dataset, []
+    listed = "; ".join(bad)
+    if on_bad_image == "fail":
+        raise ValueError(f"{len(bad)} of {len(dataset)} images cannot be read: {listed}; "
+                         "remove them, or set data.on_bad_image=skip to train without them")
+    if warn:
+        warnings.warn(f"skipping {len(bad)} of {len(dataset)} images that cannot be read: {listed}", stacklevel=2)
+    dropped = set(bad_rows)
+    return dataset.select([row for row in range(len(dataset)) if row not in dropped]), bad
+
+
+def _image_name(cell, row: int) -> str:
+    """An image's file when it was read from one (a path, no embedded bytes), else its row."""
+    path = cell if isinstance(cell, str) else None
+    if isinstance(cell, dict) and not cell.get("bytes"):
+        path = cell.get("path")
+    return f"file {path}" if path else f"row {row}"
 
 
 class PixelTransform:

@@ -46,6 +46,12 @@ class VQImageProcessor(PilBackend):
     normalised with mean 0.5 / std 0.5, which gives the [-1, 1] range the tokenizers expect
     (x / 127.5 - 1).
 
+    Inputs are PIL images, uint8 arrays or tensors (pixels in [0, 255]), or float arrays or tensors
+    already scaled to [0, 1], which need `do_rescale=False` (as with any `transformers` image
+    processor): with the default `do_rescale=True`, a float image whose values all lie in [0, 1]
+    raises a `ValueError` saying so, rather than being divided by 255 a second time (which would
+    leave every pixel near -1). An empty list of images raises a `ValueError` too.
+
     >>> processor = VQImageProcessor.for_tokenizer(tokenizer.config)
     >>> pixel_values = processor(images, return_tensors="pt")["pixel_values"]
     >>> ids = tokenizer.encode(pixel_values)
@@ -79,8 +85,15 @@ class VQImageProcessor(PilBackend):
 
     def process_image(self, image, *args, num_channels: int | None = None, **kwargs) -> np.ndarray:
         """One raw image -> channels-first array, in RGB or (with `num_channels=1`) greyscale,
-        before any resizing, so that resampling works on the output's own channels."""
+        before any resizing, so that resampling works on the output's own channels. ValueError for
+        a float image already in [0, 1] when `do_rescale` is on."""
         array = super().process_image(image, *args, **kwargs)
+        if kwargs.get("do_rescale", self.do_rescale) and _already_rescaled(array):
+            raise ValueError(
+                f"got a float image with values in [{array.min():.3g}, {array.max():.3g}], i.e. already "
+                "rescaled to [0, 1], and do_rescale=True would divide it by 255 again; pass do_rescale=False "
+                "for images in [0, 1] (or pass uint8 images with values in [0, 255])"
+            )
         num_channels = num_channels or self.num_channels
         if num_channels not in (1, 3):
             raise ValueError(f"num_channels must be 1 or 3, got {num_channels}")
@@ -92,6 +105,11 @@ class VQImageProcessor(PilBackend):
         return super().normalize(image, _per_channel(mean, image.shape[0], "image_mean"),
                                  _per_channel(std, image.shape[0], "image_std"), **kwargs)
 
+    def _preprocess(self, images: list[np.ndarray], *args, **kwargs):
+        if not images:
+            raise ValueError("no images to process: pass an image or a non-empty list of images")
+        return super()._preprocess(images, *args, **kwargs)
+
     @staticmethod
     def postprocess(pixel_values: torch.Tensor) -> list[Image.Image]:
         """`[B, C, H, W]` in [-1, 1] -> list of PIL images (mode `L` or `RGB`)."""
@@ -100,6 +118,11 @@ class VQImageProcessor(PilBackend):
         arrays = to_uint8_images(pixel_values)
         mode = "L" if pixel_values.shape[1] == 1 else "RGB"
         return [Image.fromarray(a[..., 0] if mode == "L" else a, mode=mode) for a in arrays]
+
+
+def _already_rescaled(image: np.ndarray) -> bool:
+    """A float image whose values all lie in [0, 1] (and are not all 0, which reads the same either way)."""
+    return np.issubdtype(image.dtype, np.floating) and image.size > 0 and image.min() >= 0 and 0 < image.max() <= 1
 
 
 def _per_channel(values, channels: int, name: str):

@@ -22,17 +22,17 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 from accelerate import PartialState
-from accelerate.utils import gather_object, parse_flag_from_env
+from accelerate.utils import gather_object
 from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_datasets, load_from_disk
 from datasets import Image as ImageFeature
 from datasets.table import InMemoryTable
-from PIL import Image
 
 from .auto import VQTokenizer
+from .data import BAD_IMAGE_CHOICES, read_image
+from .launch import accelerator_options, check_launch
 from .processing import VQImageProcessor
 from .tokens import TokenLayout
 
-BAD_IMAGE_CHOICES = ("fail", "skip")
 # Temporary column carrying, per row, why its image could not be tokenized (null when it could).
 _ERROR_COLUMN = "__vqtok_image_error__"
 # Rows named one by one in the skip warning before the rest are only counted.
@@ -68,23 +68,6 @@ def _saved_processor(name_or_path: str | None) -> VQImageProcessor | None:
         return VQImageProcessor.from_pretrained(name_or_path)
     except (OSError, ValueError):
         return None  # no preprocessor_config.json beside the tokenizer
-
-
-def read_image(value) -> Image.Image:
-    """One image cell, fully decoded: a PIL image, a `datasets` image dict (`bytes` / `path`), a
-    file path or a NumPy array (or nested lists) (H, W[, C]) of uint8 pixels (integers in [0, 255] of another dtype too)."""
-    if isinstance(value, Image.Image):
-        value.load()
-        return value
-    if isinstance(value, list):  # an array column read without a numpy format
-        value = np.asarray(value)
-    if isinstance(value, np.ndarray):
-        if np.issubdtype(value.dtype, np.integer) and value.size and 0 <= value.min() and value.max() <= 255:
-            value = value.astype(np.uint8)  # pixels stored as Arrow integers come back as int64
-        return Image.fromarray(value)
-    if isinstance(value, (str, dict)):
-        return ImageFeature().decode_example(value if isinstance(value, dict) else {"path": value, "bytes": None})
-    raise TypeError(f"expected an image, its bytes or its path, got {type(value).__name__}")
 
 
 class BatchTokenizer:
@@ -235,9 +218,13 @@ def _map_shard(shard: Dataset, function: BatchTokenizer, image_column: str, keep
 
 
 def process_state() -> PartialState:
-    """Accelerate's process state, on the CPU when `ACCELERATE_USE_CPU` says so (as `Accelerator`
-    reads it), so that several CPU processes are seen as such."""
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    """Accelerate's process state, on the CPU when `ACCELERATE_USE_CPU` says so or when a launcher
+    started several processes on a machine without a GPU (`vqtok.launch.accelerator_options`), so
+    that several CPU processes are seen as such. Raises `RuntimeError` (`vqtok.launch.check_launch`)
+    when the state sees fewer processes than were launched: each would tokenize everything alone."""
+    state = PartialState(**accelerator_options())
+    check_launch(state)
+    return state
 
 
 def _shard_bounds(size: int, num_shards: int, index: int) -> tuple[int, int]:

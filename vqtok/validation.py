@@ -9,14 +9,24 @@ import torch
 PIXEL_RANGE_TOLERANCE = 1e-2
 
 
+def _check_has_data(name: str, tensor: torch.Tensor) -> None:
+    """A tensor on the `meta` device has a shape but no values: nothing can be computed from it."""
+    if tensor.device.type == "meta":
+        raise ValueError(
+            f"{name} is on the meta device (a shape without data), got shape {list(tensor.shape)}; "
+            "pass a tensor holding values, e.g. on the CPU or the model's device"
+        )
+
+
 def check_pixel_values(pixel_values, in_channels: int, factor: int) -> None:
     """Raise unless `pixel_values` is a finite float tensor `[B, in_channels, H, W]` in [-1, 1]
-    with H and W positive multiples of `factor`."""
+    with H and W positive multiples of `factor`, holding data (not on the `meta` device)."""
     if not isinstance(pixel_values, torch.Tensor):
         raise TypeError(
             f"pixel_values must be a torch.Tensor of shape [B, C, H, W], got {type(pixel_values).__name__}; "
             "convert images with vqtok.VQImageProcessor"
         )
+    _check_has_data("pixel_values", pixel_values)
     if not pixel_values.is_floating_point():
         raise TypeError(
             f"pixel_values must be floating point in [-1, 1], got dtype {pixel_values.dtype}; "
@@ -47,9 +57,16 @@ def check_pixel_values(pixel_values, in_channels: int, factor: int) -> None:
 
 def check_token_grid(input_ids, default_grid: tuple[int, int]) -> torch.Tensor:
     """Return `input_ids` as `[B, h, w]`: accepts `[B, h, w]` or `[B, h*w]` (with the grid taken from
-    the config's `image_size`). Dtype and range are checked by the quantizer."""
+    the config's `image_size`), holding data (not on the `meta` device) and at least one token per
+    image. Dtype and range are checked by the quantizer."""
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
+    _check_has_data("input_ids", input_ids)
+    if input_ids.dim() in (2, 3) and input_ids.numel() == 0:
+        raise ValueError(
+            f"input_ids is empty, got shape {list(input_ids.shape)}; decode needs at least one image "
+            "(B > 0) of at least one token"
+        )
     if input_ids.dim() == 3:
         return input_ids
     if input_ids.dim() == 2:

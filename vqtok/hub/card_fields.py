@@ -7,6 +7,7 @@ their own model's variables on top.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,21 @@ from huggingface_hub import EvalResult, ModelCardData
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_LICENSE = "apache-2.0"
 LIBRARY_NAME = "vqtok"
+LICENSES_PAGE = "https://huggingface.co/docs/hub/repositories-licenses"
+# The license identifiers the Hub accepts in a card's `license` field (LICENSES_PAGE); "other" is for
+# any license not listed (its text then belongs in a LICENSE file of the repo).
+HUB_LICENSES = (
+    "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m", "bigscience-bloom-rail-1.0",
+    "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0", "bsd", "bsd-2-clause", "bsd-3-clause",
+    "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0", "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0",
+    "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0",
+    "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0",
+    "cdla-sharing-1.0", "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0", "epl-1.0", "epl-2.0",
+    "etalab-2.0", "eupl-1.1", "agpl-3.0", "gfdl", "gpl", "gpl-2.0", "gpl-3.0", "lgpl", "lgpl-2.1", "lgpl-3.0",
+    "isc", "lppl-1.3c", "ms-pl", "mpl-2.0", "odc-by", "odbl", "openrail++", "osl-3.0", "postgresql", "ofl-1.1",
+    "ncsa", "unlicense", "zlib", "pddl", "lgpl-lr", "deepfloyd-if-license", "llama2", "llama3", "llama3.1",
+    "llama3.2", "llama3.3", "llama4", "gemma", "apple-ascl", "apple-amlr", "unknown", "other",
+)
 
 
 def card_template(name: str) -> Path:
@@ -63,14 +79,13 @@ def card_fields(
     `default_title`), `repo_id`,
     `training_data` (Markdown, with the Hub datasets named), `metrics` (table rows), `training_metadata`
     (a Markdown list of `config.training_metadata`, or None) and `license`. TypeError / ValueError
-    name the argument at fault.
+    name the argument at fault; `license` must be one of `HUB_LICENSES`.
     """
     for name, value in (("repo_id", repo_id), ("training_data", training_data), ("eval_dataset", eval_dataset),
                         ("eval_split", eval_split)):
         if value is not None and not isinstance(value, str):
             raise TypeError(f"{name} must be a string or None, got {type(value).__name__} ({value!r})")
-    if not isinstance(license, str) or not license.strip():
-        raise ValueError(f"license must be a Hub license id such as 'apache-2.0', got {license!r}")
+    check_license(license)
     datasets = _str_list("datasets", datasets)
     metric_rows = _metric_values(metrics)
     title = repo_id or default_title
@@ -98,6 +113,22 @@ def card_fields(
         license=license,
     )
     return card_data, variables
+
+
+def check_license(license: str) -> None:  # noqa: A002 - the Hub's name for the field
+    """ValueError unless `license` is one of the Hub's license identifiers (`HUB_LICENSES`), suggesting
+    the nearest one."""
+    if isinstance(license, str) and license in HUB_LICENSES:
+        return
+    near = []
+    if isinstance(license, str):  # "MIT license", "Apache 2.0" -> "mit", "apache-2.0"
+        written = re.sub(r"-?licen[cs]e$", "", re.sub(r"[\s_]+", "-", license.strip().lower()))
+        near = difflib.get_close_matches(written, HUB_LICENSES, n=1, cutoff=0.8)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    raise ValueError(
+        f"license must be a Hub license identifier such as 'apache-2.0' or 'mit' (the list: {LICENSES_PAGE}; "
+        f"'other' for a license not listed, with its text in a LICENSE file), got {license!r}{hint}"
+    )
 
 
 def markdown_list(values: Mapping, depth: int = 0) -> str:

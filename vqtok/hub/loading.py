@@ -2,9 +2,10 @@
 
 Before transformers reads a checkpoint, vqtok resolves `config.json` and the safetensors weights
 itself: a checkpoint with only a pickle file (`pytorch_model.bin`, ...) is refused without the
-file ever being downloaded or opened, and missing files are named. After loading, any tensor
-whose shape differs from the config, or that is missing or unexpected, raises instead of being
-silently re-initialised.
+file ever being downloaded or opened, and missing files are named; a `config.json` that is not a
+JSON object is refused. After loading, any tensor whose shape differs from the config, or that is
+missing or unexpected, raises instead of being silently re-initialised, and so does any parameter
+or buffer holding NaN or an infinity.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+import torch
 from huggingface_hub import HfApi, is_offline_mode
 from transformers.utils.hub import cached_file
 
@@ -22,6 +24,8 @@ HUB_DOWNLOAD_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "fo
 SAFETENSORS_WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
 # Pickle-based checkpoints: only named in the error message, never opened.
 PICKLE_CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+# What `json.loads` returns -> the JSON name of that kind of value, for messages.
+_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
 def _resolve_file(source: str, filename: str, download: dict) -> str | None:
@@ -40,8 +44,9 @@ def _raise_if_offline_cache_miss(source: str, filename: str, download: dict) -> 
 
 
 def check_config_file(source: str, download: dict, loader: str | None = None, model_type: str | None = None) -> None:
-    """OSError when `config.json` is missing; ValueError when `model_type` is given and the file
-    names another one (`loader` is the class doing the loading, for the message)."""
+    """OSError when `config.json` is missing; ValueError when it holds valid JSON that is not an
+    object (an array, a string, ...), or when `model_type` is given and the file names another one
+    (`loader` is the class doing the loading, for the message)."""
     path = _resolve_file(source, "config.json", download)
     if path is None:
         _raise_if_offline_cache_miss(source, "config.json", download)
@@ -49,26 +54,35 @@ def check_config_file(source: str, download: dict, loader: str | None = None, mo
             f"{source} has no config.json: a vqtok checkpoint is a config.json plus model.safetensors, "
             "as written by save_pretrained or push_to_hub"
         )
-    if model_type is None:
-        return
     try:
-        found = json.loads(Path(path).read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return  # transformers reports an unreadable config.json itself
-    if found != model_type:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # transformers reports an unreadable or malformed config.json itself
+    if not isinstance(content, dict):
+        shown = json.dumps(content)
+        raise ValueError(
+            f"{path} (the config.json of {source}) must hold a JSON object of config fields, got a JSON "
+            f"{_JSON_KINDS.get(type(content), type(content).__name__)}: "
+            f"{shown if len(shown) <= 60 else shown[:57] + '...'}"
+        )
+    found = content.get("model_type")
+    if model_type is not None and found != model_type:
         raise ValueError(
             f"the config.json of {source} has model_type {found!r}, but {loader} loads {model_type!r}; "
             "VQTokenizer.from_pretrained loads any vqtok tokenizer type"
         )
 
 
-def check_safetensors_weights(source: str, download: dict, variant: str | None = None) -> None:
-    """OSError unless the checkpoint has safetensors weights, saying so when it only has a pickle."""
+def check_safetensors_weights(source: str, download: dict, variant: str | None = None) -> str:
+    """The local path of the checkpoint's safetensors weights (`model.safetensors`, or the index of
+    sharded weights); OSError when there are none, saying so when there is only a pickle."""
     # transformers' variant naming: model.<variant>.safetensors, model.safetensors.index.<variant>.json
     names = [f"{stem}.{variant}.{ext}" if variant else f"{stem}.{ext}"
              for stem, ext in (name.rsplit(".", 1) for name in SAFETENSORS_WEIGHTS_FILES)]
-    if any(_resolve_file(source, name, download) for name in names):
-        return
+    for name in names:
+        path = _resolve_file(source, name, download)
+        if path:
+            return path
     _raise_if_offline_cache_miss(source, names[0], download)
     pickles = _pickle_checkpoints(source, download)
     if pickles:
@@ -122,3 +136,19 @@ def check_loading_info(source: str, info: dict, allow_mismatch: bool) -> None:
         )
 
 
+def check_finite_weights(model: torch.nn.Module, source: str, weights_path: str) -> None:
+    """ValueError naming every floating parameter and buffer of `model`, loaded from the checkpoint
+    `source` (its weights file: `weights_path`), that holds NaN or an infinity, with its count of
+    such values. (Tensors on the `meta` device hold no values and are not checked.)"""
+    bad = []
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.device.type == "meta":
+            continue
+        count = int((~torch.isfinite(tensor.detach())).sum())
+        if count:
+            bad.append(f"{name} ({count} non-finite value{'s' if count > 1 else ''})")
+    if bad:
+        raise ValueError(
+            f"the weights of {source} ({weights_path}) hold NaN or infinite values: {', '.join(bad)}. The "
+            "checkpoint was saved from a diverged run or is corrupt; no model was returned"
+        )

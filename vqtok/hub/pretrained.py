@@ -1,7 +1,8 @@
 """`SafeHubMixin`: the Hub side of every tokenizer model.
 
 - `from_pretrained` loads `config.json` + safetensors only, never a pickle, and names what is wrong
-  (a missing or corrupt file, weights that do not match the config, a config of another type);
+  (a missing or corrupt file, a config.json that is not a JSON object, weights that do not match
+  the config or hold NaN / infinite values, a config of another type);
 - `save_pretrained(..., push_to_hub=True)` and `push_to_hub` publish with the vqtok model card.
 
 It sits before `transformers.PreTrainedModel` in the base model's bases, so `super()` reaches
@@ -18,7 +19,13 @@ from pathlib import Path
 from huggingface_hub import create_repo
 from safetensors import SafetensorError
 
-from .loading import HUB_DOWNLOAD_KWARGS, check_config_file, check_loading_info, check_safetensors_weights
+from .loading import (
+    HUB_DOWNLOAD_KWARGS,
+    check_config_file,
+    check_finite_weights,
+    check_loading_info,
+    check_safetensors_weights,
+)
 from .model_card import DEFAULT_LICENSE, render_model_card
 
 # save_pretrained(push_to_hub=True, ...) keywords that belong to push_to_hub.
@@ -41,10 +48,12 @@ class SafeHubMixin:
         Raises:
             OSError: no `config.json`; no `model.safetensors` (also when the only checkpoint is a
                 pickle such as `pytorch_model.bin`, which is never opened); a corrupt safetensors file.
-            ValueError: a `config.json` of another tokenizer type, or weights that do not match the
-                config (tensor shapes differ, tensors missing or unexpected). Nothing is silently
-                re-initialised; `ignore_mismatched_sizes=True` re-initialises shape-mismatched
-                tensors on purpose.
+            ValueError: a `config.json` that is not a JSON object or is of another tokenizer type;
+                weights that do not match the config (tensor shapes differ, tensors missing or
+                unexpected); a parameter or buffer holding NaN or an infinity (each such tensor is
+                named with its count of non-finite values, with the weights file). Nothing is
+                silently re-initialised; `ignore_mismatched_sizes=True` re-initialises
+                shape-mismatched tensors on purpose.
         """
         if kwargs.get("use_safetensors") is False:
             raise ValueError("vqtok loads safetensors weights only; use_safetensors=False is not supported")
@@ -57,7 +66,7 @@ class SafeHubMixin:
         download = {k: kwargs[k] for k in HUB_DOWNLOAD_KWARGS if k in kwargs}
         if kwargs.get("config") is None:
             check_config_file(source, download, cls.__name__, cls._loads_model_type())
-        check_safetensors_weights(source, download, kwargs.get("variant"))
+        weights_path = check_safetensors_weights(source, download, kwargs.get("variant"))
         return_info = kwargs.pop("output_loading_info", False)
         allow_mismatch = kwargs.pop("ignore_mismatched_sizes", False)
         try:
@@ -72,6 +81,7 @@ class SafeHubMixin:
                 f"could not read the safetensors weights of {source}: the file is corrupt or truncated ({error})"
             ) from error
         check_loading_info(source, info, allow_mismatch)
+        check_finite_weights(model, source, weights_path)
         return (model, info) if return_info else model
 
     def render_card(self, **card_kwargs):

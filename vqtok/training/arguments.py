@@ -1,24 +1,70 @@
 """The options of a training run: where the images come from (`DataArguments`) and how the loop
 runs (`TrainingArguments`). Every option is checked when the dataclass is built, with the option's
-name in the error."""
+name in the error.
+
+Values read from a run config (YAML or `section.key=value` overrides) are first parsed to their
+declared type by `parse_options`, since YAML's own typing is loose: PyYAML reads `1e-3` as a string
+(YAML 1.1 floats need a dot), `10.0` as a float and `yes`/`off` as booleans."""
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
+from ..data import BAD_IMAGE_CHOICES
 from ..options import FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Option, check_options
 
 TEXT = Option(str)
 
+# A number written as text: what PyYAML leaves a string (`1e-3`, `+5`) or a quoted number.
+_NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+# The words a boolean option accepts as text (YAML 1.1 spellings, any case).
+_BOOL_TEXT = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
 
-def arguments_from_dict(cls, values: dict, section: str):
-    """`cls(**values)` for an arguments dataclass, rejecting unknown keys with a `ValueError` that
+
+def parse_option(option: Option, name: str, value: Any, where: str = "option") -> Any:
+    """`value` of a run config's `name` as the type `option` declares, then checked against it.
+
+    A number option takes a number written as text (`"1e-3"`); an int option a float without a
+    fractional part (`10.0`); a boolean option the words true/false/yes/no/on/off (any case) and
+    nothing else. Raises `TypeError`/`ValueError` naming `where` `name` otherwise (`"maybe"` for a
+    boolean, `10.5` for an int, `"abc"` for a number, a value out of range)."""
+    if isinstance(value, str) and option.kind is bool and value.strip().lower() in _BOOL_TEXT:
+        value = _BOOL_TEXT[value.strip().lower()]
+    elif isinstance(value, str) and option.kind in (int, float) and _NUMBER_TEXT.fullmatch(value.strip()):
+        value = int(value) if value.strip().lstrip("+-").isdigit() else float(value)
+    if option.kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if option.kind is str and isinstance(value, bool):
+        raise TypeError(
+            f"{where} `{name}` must be a string, got {value!r}: YAML reads unquoted yes/no/on/off/true/false as "
+            "booleans, so quote the value"
+        )
+    option.check(name, value, where)
+    return value
+
+
+def parse_options(specs: Mapping[str, Option], values: Mapping[str, Any], section: str) -> dict:
+    """`values` of run-config section `section` with each declared one parsed by `parse_option`
+    (errors name "`section` option `key`"); keys without a spec are left for the caller to reject."""
+    return {name: parse_option(specs[name], name, value, f"{section} option") if name in specs else value
+            for name, value in values.items()}
+
+
+def arguments_from_dict(cls, values: Mapping, section: str):
+    """`cls(**values)` for an arguments dataclass of a run config, each value parsed to its declared
+    type (`parse_options` with `cls.options`), rejecting unknown keys with a `ValueError` that
     names the section and lists the known keys."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"section `{section}` of the run config must be a mapping of keys to values, got {values!r}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in section `{section}`; known: {sorted(known)}")
-    return cls(**values)
+    return cls(**parse_options(cls.options, values, section))
 
 
 @dataclass
@@ -30,18 +76,27 @@ class DataArguments:
         train_split / eval_split: split names (`eval_split: null` skips evaluation).
         image_column: the column holding images in a Hub dataset.
         augment: random crop and horizontal flip on the training images.
+        on_bad_image: what to do with images that cannot be read (a truncated or corrupt file):
+            `fail` (default) reads every image of the local folder or dataset before training and
+            raises one error listing them all (files by path, dataset rows by index); `skip` drops
+            them with a warning naming each, and the count is recorded in the trained tokenizer's
+            `training_metadata` (`dataset.skipped_images`). The bundled sample set is not checked.
     """
+
+    options: ClassVar[dict[str, Option]] = {
+        "source": TEXT, "train_split": TEXT, "eval_split": Option(str, optional=True), "image_column": TEXT,
+        "augment": FLAG, "on_bad_image": Option(str, choices=BAD_IMAGE_CHOICES),
+    }
 
     source: str = "sample"
     train_split: str = "train"
     eval_split: str | None = "test"
     image_column: str = "image"
     augment: bool = True
+    on_bad_image: str = "fail"
 
     def __post_init__(self):
-        specs = {"source": TEXT, "train_split": TEXT, "eval_split": Option(str, optional=True), "image_column": TEXT,
-                 "augment": FLAG}
-        check_options(specs, {name: getattr(self, name) for name in specs}, "data option")
+        check_options(self.options, {name: getattr(self, name) for name in self.options}, "data option")
 
 
 @dataclass
@@ -54,16 +109,20 @@ class TokenDataArguments:
         train_split / eval_split: split names (`eval_split: null` skips evaluation).
     """
 
+    options: ClassVar[dict[str, Option]] = {
+        "tokens": TEXT, "train_split": TEXT, "eval_split": Option(str, optional=True),
+    }
+
     tokens: str = "outputs/quickstart/tokens"
     train_split: str = "train"
     eval_split: str | None = "test"
 
     def __post_init__(self):
-        specs = {"tokens": TEXT, "train_split": TEXT, "eval_split": Option(str, optional=True)}
-        check_options(specs, {name: getattr(self, name) for name in specs}, "data option")
+        check_options(self.options, {name: getattr(self, name) for name in self.options}, "data option")
 
 
 TRAINING_OPTIONS = {
+    "output_dir": TEXT,
     "max_steps": POSITIVE_INT,
     "batch_size": POSITIVE_INT,
     "learning_rate": POSITIVE,
@@ -126,6 +185,8 @@ class TrainingArguments:
         num_workers: DataLoader worker processes (results do not depend on it).
     """
 
+    options: ClassVar[dict[str, Option]] = TRAINING_OPTIONS
+
     output_dir: str = "outputs/tokenizer"
     max_steps: int = 1000
     batch_size: int = 64
@@ -148,7 +209,9 @@ class TrainingArguments:
     num_workers: int = 0
 
     def __post_init__(self):
-        check_options(TRAINING_OPTIONS, {name: getattr(self, name) for name in TRAINING_OPTIONS}, "training option")
+        if isinstance(self.output_dir, os.PathLike):
+            self.output_dir = os.fspath(self.output_dir)
+        check_options(self.options, {name: getattr(self, name) for name in self.options}, "training option")
 
     @property
     def trackers(self) -> list[str]:

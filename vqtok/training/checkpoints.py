@@ -1,61 +1,269 @@
-"""Training checkpoints: `accelerator.save_state` folders `output_dir/checkpoints/step_N`,
-written atomically, pruned to a limit, and found again for `resume_from_checkpoint`."""
+"""Training checkpoints: `accelerator.save_state` folders `output_dir/checkpoints/step_N`, written
+atomically with a completeness marker, pruned to a limit, and found again for `resume_from_checkpoint`.
+
+Format. Every process writes its part of the state into `step_N.partial`; once all have finished,
+the main process flushes the files to disk, writes `checkpoint_complete.json` (the step and the
+size of every file) into the folder and only then renames it `step_N`. A folder is a complete
+checkpoint when its marker is readable, every file it lists is present with the recorded size and
+every safetensors file opens. `resume_from_checkpoint="latest"` takes the newest complete one,
+warning about each newer folder it passes over (a `.partial` left by a killed job, a damaged or
+truncated `step_N`); an explicitly named folder that is not complete raises `CheckpointError`
+naming the folder and the file at fault.
+
+Folders written before the marker existed (a `step_N` without `checkpoint_complete.json`) are
+accepted with a warning when their safetensors files open and they hold the model weights: the
+older writer also renamed `step_N.partial` only after every process had finished, and this writer
+never leaves a `step_N` without a marker, so such a folder is complete unless it was damaged later.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import warnings
 
 from accelerate import Accelerator
+from safetensors import safe_open
 
 from .arguments import TrainingArguments
 
 CHECKPOINT_PREFIX = "step_"
+COMPLETE_MARKER = "checkpoint_complete.json"
+MARKER_FORMAT = 1
+PARTIAL_SUFFIX = ".partial"
+_DISCARDED_SUFFIX = ".discarded"
+# Weights that a checkpoint written before the marker existed must hold.
+_MODEL_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_FOLDER = re.compile(rf"{CHECKPOINT_PREFIX}(\d+)({re.escape(PARTIAL_SUFFIX)}|{re.escape(_DISCARDED_SUFFIX)})?")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that is incomplete or damaged; the message names the folder and the file."""
 
 
 def checkpoint_dir(output_dir: str, step: int) -> str:
+    """The folder of the checkpoint of `step`: `output_dir/checkpoints/step_N`."""
     return os.path.join(output_dir, "checkpoints", f"{CHECKPOINT_PREFIX}{step}")
 
 
-def list_checkpoints(output_dir: str) -> list[str]:
-    """Complete checkpoint folders under `output_dir/checkpoints`, oldest first."""
+def verify_checkpoint(folder: str) -> dict | None:
+    """Check that `folder` is a complete checkpoint and return its marker (None for a folder written
+    before markers existed, whose safetensors files and model weights were checked instead).
+
+    Raises `CheckpointError` naming the folder and the file: no marker in a `.partial` folder, an
+    unreadable marker, a listed file missing or of another size, a safetensors file that does not open."""
+    folder = os.fspath(folder)
+    marker_path = os.path.join(folder, COMPLETE_MARKER)
+    if not os.path.isfile(marker_path):
+        return _verify_unmarked(folder)
+    try:
+        with open(marker_path, encoding="utf-8") as handle:
+            marker = json.load(handle)
+        files = marker["files"]
+        if marker.get("format") != MARKER_FORMAT or not isinstance(files, dict):
+            raise ValueError(f"unknown marker format {marker.get('format')!r}")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {folder} is damaged: {COMPLETE_MARKER} cannot be read ({error})") from None
+    match = _FOLDER.fullmatch(os.path.basename(os.path.normpath(folder)))
+    if match and int(match.group(1)) != marker.get("step"):
+        raise CheckpointError(f"checkpoint {folder} is damaged: {COMPLETE_MARKER} records step {marker.get('step')!r}")
+    for name, size in files.items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise CheckpointError(f"checkpoint {folder} is incomplete: {name} is missing")
+        if os.path.getsize(path) != size:
+            raise CheckpointError(
+                f"checkpoint {folder} is damaged: {name} has {os.path.getsize(path)} bytes, "
+                f"{COMPLETE_MARKER} records {size}"
+            )
+        _check_safetensors(folder, name)
+    return marker
+
+
+def _verify_unmarked(folder: str) -> None:
+    """A folder without a marker: an interrupted write, or a checkpoint written before markers."""
+    if folder.rstrip(os.sep).endswith(PARTIAL_SUFFIX):
+        raise CheckpointError(
+            f"checkpoint {folder} is incomplete: it has no {COMPLETE_MARKER} (its writing was interrupted)"
+        )
+    names = _files(folder)
+    if not any(name in names for name in _MODEL_WEIGHTS):
+        raise CheckpointError(
+            f"checkpoint {folder} is incomplete: it has neither {COMPLETE_MARKER} nor model weights "
+            f"({' or '.join(_MODEL_WEIGHTS)})"
+        )
+    for name in names:
+        _check_safetensors(folder, name)
+    return None
+
+
+def _check_safetensors(folder: str, name: str) -> None:
+    if not name.endswith(".safetensors"):
+        return
+    try:
+        with safe_open(os.path.join(folder, name), framework="pt"):
+            pass
+    except Exception as error:  # noqa: BLE001 - SafetensorError and OSError alike mean a damaged file
+        raise CheckpointError(f"checkpoint {folder} is damaged: {name} cannot be opened ({error})") from None
+
+
+def _files(folder: str) -> dict[str, int]:
+    """Every file under `folder` (relative path with `/` -> size in bytes), the marker left out."""
+    found = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            relative = os.path.relpath(path, folder).replace(os.sep, "/")
+            if relative != COMPLETE_MARKER:
+                found[relative] = os.path.getsize(path)
+    return dict(sorted(found.items()))
+
+
+def _candidates(output_dir: str) -> list[tuple[int, bool, str]]:
+    """`(step, is_partial, folder)` of every `step_N` and `step_N.partial` under `output_dir/checkpoints`,
+    newest first (a `step_N` before the `step_N.partial` of the same step)."""
     root = os.path.join(output_dir, "checkpoints")
     if not os.path.isdir(root):
         return []
-    found = [(int(m.group(1)), name) for name in os.listdir(root) if (m := re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", name))]
-    return [os.path.join(root, name) for _, name in sorted(found)]
+    found = []
+    for name in os.listdir(root):
+        match = _FOLDER.fullmatch(name)
+        if match and match.group(2) != _DISCARDED_SUFFIX and os.path.isdir(os.path.join(root, name)):
+            found.append((int(match.group(1)), match.group(2) is not None, os.path.join(root, name)))
+    return sorted(found, key=lambda item: (item[0], not item[1]), reverse=True)
+
+
+def _problem(folder: str, is_partial: bool = False) -> str | None:
+    """Why `folder` is no complete checkpoint (the `CheckpointError` message), or None."""
+    if is_partial:
+        return f"checkpoint {folder} is incomplete: its save was interrupted (never renamed from {PARTIAL_SUFFIX})"
+    try:
+        verify_checkpoint(folder)
+    except CheckpointError as error:
+        return str(error)
+    return None
+
+
+def list_checkpoints(output_dir: str) -> list[str]:
+    """Complete checkpoint folders under `output_dir/checkpoints` (see `verify_checkpoint`), oldest first."""
+    candidates = reversed(_candidates(output_dir))
+    return [folder for _, is_partial, folder in candidates if _problem(folder, is_partial) is None]
+
+
+def latest_checkpoint(output_dir: str) -> str | None:
+    """The newest complete checkpoint under `output_dir/checkpoints` (None: there is none), with a
+    warning naming each newer folder passed over and why, and one for a folder written before markers."""
+    for _, is_partial, folder in _candidates(output_dir):
+        problem = _problem(folder, is_partial)
+        if problem is None:
+            if not os.path.isfile(os.path.join(folder, COMPLETE_MARKER)):
+                _warn_unmarked(folder)
+            return folder
+        warnings.warn(f"{problem}; resume_from_checkpoint=latest skips it for an earlier checkpoint", stacklevel=2)
+    return None
+
+
+def _warn_unmarked(folder: str) -> None:
+    warnings.warn(
+        f"checkpoint {folder} has no {COMPLETE_MARKER} (written by vqtok before checkpoints were marked "
+        "complete): only its safetensors files could be checked",
+        stacklevel=3,
+    )
 
 
 def resolve_checkpoint(args: TrainingArguments) -> str | None:
-    """The folder `args.resume_from_checkpoint` names (None: start fresh)."""
+    """The folder `args.resume_from_checkpoint` names (None: start fresh).
+
+    `latest` is the newest complete checkpoint in `args.output_dir` (see `latest_checkpoint`); a
+    folder named explicitly must exist and be complete, else `ValueError` (`CheckpointError` naming
+    the file at fault)."""
     choice = args.resume_from_checkpoint
     if not choice:
         return None
     if choice == "latest":
-        found = list_checkpoints(args.output_dir)
-        return found[-1] if found else None
+        return latest_checkpoint(args.output_dir)
     if not os.path.isdir(choice):
         raise ValueError(f"resume_from_checkpoint={choice!r} is neither 'latest' nor an existing checkpoint folder")
+    try:
+        marker = verify_checkpoint(choice)
+    except CheckpointError as error:
+        raise CheckpointError(f"resume_from_checkpoint: {error}") from None
+    if marker is None:
+        _warn_unmarked(choice)
     return choice
 
 
 def save_checkpoint(accelerator: Accelerator, args: TrainingArguments, step: int) -> str:
-    """`save_state` into `step_N` (written as `step_N.partial`, renamed when every process is done,
-    so an interrupted save is never taken for a checkpoint), then prune to the total limit."""
+    """`save_state` into `step_N`: written as `step_N.partial`, marked complete and renamed once every
+    process is done (so an interrupted save is never taken for a checkpoint); then prune to the
+    total limit and remove what killed jobs left behind."""
     final = checkpoint_dir(args.output_dir, step)
-    partial = final + ".partial"
+    partial = final + PARTIAL_SUFFIX
     if accelerator.is_main_process and os.path.isdir(partial):
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
     accelerator.save_state(partial)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        _mark_complete(partial, step)
         if os.path.isdir(final):
-            shutil.rmtree(final)
+            _discard(final)
         os.replace(partial, final)
-        if args.checkpoints_total_limit:
-            for old in list_checkpoints(args.output_dir)[: -args.checkpoints_total_limit]:
-                shutil.rmtree(old)
+        _fsync(os.path.dirname(final))
+        _prune(args)
     accelerator.wait_for_everyone()
     return final
+
+
+def _mark_complete(folder: str, step: int) -> None:
+    """Flush every file of `folder` to disk, then write the marker listing them with their sizes."""
+    files = _files(folder)
+    for name in files:
+        _fsync(os.path.join(folder, name))
+    marker = {"format": MARKER_FORMAT, "step": step, "files": files}
+    with open(os.path.join(folder, COMPLETE_MARKER), "w", encoding="utf-8") as handle:
+        json.dump(marker, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    _fsync(folder)
+
+
+def _fsync(path: str) -> None:
+    """Flush a file or a folder's entries to disk (folders only where the system allows it)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # e.g. folders on Windows
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _discard(folder: str) -> None:
+    """Remove a checkpoint folder, first renaming it so that a removal cut short leaves no half
+    checkpoint under a checkpoint's name."""
+    discarded = folder + _DISCARDED_SUFFIX
+    os.replace(folder, discarded)
+    shutil.rmtree(discarded)
+
+
+def _prune(args: TrainingArguments) -> None:
+    """Remove what killed jobs left (`.partial` and `.discarded` folders), then every folder older
+    than the newest `checkpoints_total_limit` complete checkpoints."""
+    root = os.path.join(args.output_dir, "checkpoints")
+    for name in os.listdir(root):
+        match = _FOLDER.fullmatch(name)
+        if match and match.group(2):
+            shutil.rmtree(os.path.join(root, name))
+    limit = args.checkpoints_total_limit
+    complete = list_checkpoints(args.output_dir)
+    if limit and len(complete) > limit:
+        oldest_kept = int(_FOLDER.fullmatch(os.path.basename(complete[-limit])).group(1))
+        for step, _, folder in _candidates(args.output_dir):
+            if step < oldest_kept:
+                _discard(folder)

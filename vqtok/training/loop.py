@@ -17,6 +17,7 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import ProjectConfiguration
 from transformers import get_scheduler
 
+from ..launch import accelerator_options, check_launch
 from .arguments import TrainingArguments
 from .checkpoints import resolve_checkpoint
 
@@ -59,8 +60,14 @@ def make_accelerator(args: TrainingArguments) -> Accelerator:
     per-forward broadcast from rank 0 would cost a collective per step and mask a desynchronisation
     instead of exposing it. `train_tokenizer` broadcasts the buffers once from rank 0 at the start
     instead (that flag also keeps DDP from syncing them when it wraps the model).
+
+    Processes started by a launcher (`torchrun --nproc_per_node N`, `accelerate launch --multi_gpu`)
+    on a machine without a GPU are joined over gloo (`vqtok.launch.accelerator_options`: Accelerate
+    would otherwise leave each alone); `vqtok.launch.check_launch` raises `RuntimeError` when the
+    Accelerator still sees fewer processes than were launched (lone processes sharing `output_dir`).
     """
-    return Accelerator(
+    accelerator = Accelerator(
+        **accelerator_options(),
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=args.trackers or None,
@@ -69,6 +76,8 @@ def make_accelerator(args: TrainingArguments) -> Accelerator:
         ),
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
     )
+    check_launch(accelerator, args.output_dir)
+    return accelerator
 
 
 def start_training(accelerator: Accelerator, model, optimizer: torch.optim.Optimizer, args: TrainingArguments,

@@ -16,6 +16,7 @@ Example (`training/configs/prior.yaml`)::
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 from ..options import Option, check_options
 from ..prior import PriorConfig
@@ -40,6 +41,8 @@ class PriorModelArguments:
         lm_options: further fields of the language model's config (e.g. `{n_inner: 256}`).
     """
 
+    options: ClassVar[dict[str, Option]] = _MODEL_OPTIONS
+
     architecture: str = "gpt2"
     hidden_size: int = 128
     num_layers: int = 4
@@ -49,7 +52,7 @@ class PriorModelArguments:
     lm_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        check_options(_MODEL_OPTIONS, asdict(self), "model option")
+        check_options(self.options, asdict(self), "model option")
 
     def build_config(self, layout: TokenLayout) -> PriorConfig:
         """The prior's config for tokens laid out as `layout`."""
@@ -91,8 +94,9 @@ class PriorRunConfig:
 
 
 def load_prior_run_config(path: str | None, overrides: list[str] | None = None) -> PriorRunConfig:
-    """Read a prior's YAML run config (defaults when `path` is None) and apply overrides; unknown
-    sections or keys and values of the wrong type or range raise with the key's name."""
+    """Read a prior's YAML run config (defaults when `path` is None) and apply overrides; every value
+    is parsed to its declared type (`arguments.parse_option`); unknown sections or keys and values of
+    the wrong type or range raise with the key's name."""
     raw = read_run_config(path, overrides)
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:

@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass, field
 
 import yaml
 
-from ..configuration import VQTokenizerConfig
+from ..configuration import SHARED_OPTIONS, VQTokenizerConfig
+from ..options import Option
 from ..registry import registered_config_class
-from .arguments import DataArguments, TrainingArguments, arguments_from_dict
+from .arguments import DataArguments, TrainingArguments, arguments_from_dict, parse_options
 
 SECTIONS = ("model", "data", "training")
 
@@ -39,9 +40,11 @@ class RunConfig:
         model = {k: v for k, v in self.model.to_diff_dict().items() if k not in ("training_metadata", "transformers_version")}
         return {"model": model, "data": asdict(self.data), "training": asdict(self.training)}
 
-    def training_metadata(self, num_train_images: int, num_processes: int, final_metrics: dict) -> dict:
+    def training_metadata(self, num_train_images: int, num_processes: int, final_metrics: dict,
+                          skipped_images: dict[str, int] | None = None) -> dict:
         """What the saved tokenizer records about its training (`VQTokenizerConfig.training_metadata`):
-        how to prepare images for it, what it was trained on and how, and how well it did."""
+        how to prepare images for it, what it was trained on and how, and how well it did.
+        `skipped_images`: split name -> unreadable images dropped (`data.on_bad_image=skip`)."""
         from .. import __version__
 
         model, data, training = self.model, self.data, self.training
@@ -58,6 +61,8 @@ class RunConfig:
                 "image_column": data.image_column,
                 "num_train_images": num_train_images,
                 "augmentation": "random crop and horizontal flip" if data.augment else "none",
+                "on_bad_image": data.on_bad_image,
+                "skipped_images": dict(skipped_images or {}),
             },
             **run_metadata(training, num_processes),
             "final_metrics": {k: float(v) for k, v in final_metrics.items()},
@@ -83,7 +88,9 @@ def run_metadata(training: TrainingArguments, num_processes: int) -> dict:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply `section.key=value` strings to a raw config dict (values parsed as YAML scalars)."""
+    """Apply `section.key=value` strings to a raw config dict. Values are parsed as YAML scalars,
+    except that only true/false are booleans (`training.mixed_precision=no` stays the string `no`;
+    a boolean option takes yes/no/on/off too, see `parse_option`)."""
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ValueError(f"override {item!r} must look like section.key=value, e.g. training.max_steps=200")
@@ -91,8 +98,27 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         section, key = path.split(".", 1)
         if section not in SECTIONS:
             raise ValueError(f"override {item!r}: unknown section {section!r}; sections: {list(SECTIONS)}")
-        raw.setdefault(section, {})[key] = yaml.safe_load(value)
+        if raw.get(section) is None:
+            raw[section] = {}
+        if not isinstance(raw[section], dict):
+            raise ValueError(f"section `{section}` of the run config must be a mapping of keys to values, "
+                             f"got {raw[section]!r}")
+        raw[section][key] = _override_value(value)
     return raw
+
+
+def _override_value(text: str):
+    value = yaml.safe_load(text)
+    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+        return text.strip()  # YAML 1.1 reads yes/no/on/off as booleans; a string option wants the word
+    return value
+
+
+def model_options(config_class: type[VQTokenizerConfig]) -> dict[str, Option]:
+    """The declared options of a tokenizer config class's fields: the shared ones, its quantizer's
+    and its model's."""
+    quantizer = getattr(config_class.quantizer_class, "options", {})
+    return {**quantizer, **config_class.model_options, **SHARED_OPTIONS}
 
 
 def build_run_config(raw: dict) -> RunConfig:
@@ -100,14 +126,17 @@ def build_run_config(raw: dict) -> RunConfig:
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ValueError(f"unknown section(s) {unknown} in run config; sections: {list(SECTIONS)}")
-    model_values = dict(raw.get("model") or {})
+    model_values = raw.get("model") or {}
+    if not isinstance(model_values, dict):
+        raise ValueError(f"section `model` of the run config must be a mapping of keys to values, got {model_values!r}")
+    model_values = dict(model_values)
     model_type = model_values.pop("model_type", "vqtok-vq")
     try:
         config_class = registered_config_class(model_type)
-    except ValueError as error:
+    except (TypeError, ValueError) as error:
         raise ValueError(f"model.model_type: {error}") from None
     return RunConfig(
-        model=config_class(**model_values),
+        model=config_class(**parse_options(model_options(config_class), model_values, "model")),
         data=arguments_from_dict(DataArguments, raw.get("data") or {}, "data"),
         training=arguments_from_dict(TrainingArguments, raw.get("training") or {}, "training"),
     )
