@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
     )
 
     results = train_tokenizer(model, train_set, eval_set, training, accelerator, hparams=run.to_dict())
-    throughput = {k: results.pop(k) for k in ("images_per_second", "train_seconds") if k in results}
+    throughput = {k: results.pop(k) for k in ("images_per_second", "train_seconds", "skipped_steps") if k in results}
 
     if accelerator.is_main_process:
         save_dir = os.path.join(training.output_dir, "tokenizer")
@@ -134,6 +134,8 @@ def _report(model, save_dir: str, eval_set, training, results: dict, throughput:
         print(f"wrote {grid_path}")
     if "images_per_second" in throughput:
         print(f"training throughput: {throughput['images_per_second']:.1f} images/s")
+    if throughput.get("skipped_steps"):
+        print(f"skipped {throughput['skipped_steps']} steps whose loss or gradients were not finite")
     print(f"saved tokenizer to {save_dir}")
 
 
