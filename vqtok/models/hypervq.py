@@ -109,11 +109,6 @@ class HyperVQModel(VQTokenizerPreTrainedModel):
     def build_optimizer(self, learning_rate: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
         """AdamW with the hyperplanes (a, r) in a group of their own: learning rate x
         `quantizer_lr_multiplier`, no weight decay."""
-        chosen = list(self.quantizer.parameters())
-        ids = {id(p) for p in chosen}
-        others = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        groups = [
-            {"params": others, "weight_decay": weight_decay},
-            {"params": chosen, "lr": learning_rate * self.config.quantizer_lr_multiplier, "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(groups, lr=learning_rate)
+        return self.adamw_with_own_group(
+            learning_rate, weight_decay, list(self.quantizer.parameters()), self.config.quantizer_lr_multiplier
+        )

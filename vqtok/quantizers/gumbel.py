@@ -7,11 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import broadcast_
 from ..options import NON_NEGATIVE
 from .base import Quantizer, QuantizerOutput
-from .functional import code_histogram, nearest_code, perplexity_from_counts, usage_stats
-from .kmeans import KMEANS_OPTIONS, shared_kmeans_codebook
+from .functional import code_histogram, perplexity_from_counts, usage_stats
+from .kmeans import KMEANS_OPTIONS, shared_kmeans_posterior
 from .schedules import TEMPERATURE_OPTIONS, TemperatureSchedule, check_temperature_order
 
 
@@ -36,6 +35,42 @@ def soft_gumbel_softmax(
     with g ~ Gumbel(0, 1) and k = argmax(logits + g), the code the sample weights most."""
     perturbed = logits.float() - torch.empty_like(logits, dtype=torch.float32).exponential_(generator=generator).log()
     return torch.softmax(perturbed / tau, dim=-1), perturbed.argmax(dim=-1)
+
+
+def gumbel_codebook_output(
+    logits: torch.Tensor,
+    codebook: torch.Tensor,
+    temperature: TemperatureSchedule,
+    diversity_weight: float,
+    training: bool,
+) -> QuantizerOutput:
+    """The output of a quantizer that picks codes of `codebook` `[K, D]` by `logits` `[N, K]`.
+
+    Eval: the logits' argmax, no noise. Training: a hard straight-through Gumbel-softmax sample y at
+    the schedule's temperature (which then advances one step); z_q = C[k] + (y - sg y) C, exactly
+    C[k] in value with the soft sample's gradient; diversity_loss = diversity_weight *
+    (K - perplexity(mean_n softmax(logits_n))) / K when the weight is positive. Stats: usage, and in
+    training `prob_perplexity` and `temperature`.
+    """
+    codebook_size = codebook.shape[0]
+    if not training:
+        indices = logits.argmax(dim=1)
+        stats = usage_stats(code_histogram(indices, codebook_size))
+        return QuantizerOutput(codebook[indices], indices, {}, stats)
+
+    tau = temperature.value()
+    temperature.advance()
+    one_hot, indices = hard_gumbel_softmax(logits, tau)
+    quantized = codebook[indices] + (one_hot - one_hot.detach()) @ codebook
+    losses = {}
+    with torch.set_grad_enabled(torch.is_grad_enabled() and diversity_weight > 0):
+        prob_perplexity = perplexity_from_counts(torch.softmax(logits, dim=1).mean(dim=0))
+    if diversity_weight > 0:
+        losses["diversity_loss"] = diversity_weight * (codebook_size - prob_perplexity) / codebook_size
+    stats = usage_stats(code_histogram(indices, codebook_size))
+    stats["prob_perplexity"] = prob_perplexity.detach()
+    stats["temperature"] = torch.tensor(tau, device=logits.device)
+    return QuantizerOutput(quantized, indices, losses, stats)
 
 
 class GumbelQuantizer(Quantizer):
@@ -118,37 +153,15 @@ class GumbelQuantizer(Quantizer):
     def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
         if self.training and self.kmeans_init and int(self.temperature.step) == 0:
             self._initialize(rows.detach())
-        logits = self.logits(rows)
-        codebook = self.embedding.float()
-        if not self.training:
-            indices = logits.argmax(dim=1)
-            stats = usage_stats(code_histogram(indices, self.codebook_size))
-            return QuantizerOutput(codebook[indices], indices, {}, stats)
-
-        tau = self.temperature.value()
-        self.temperature.advance()
-        one_hot, indices = hard_gumbel_softmax(logits, tau)
-        quantized = codebook[indices] + (one_hot - one_hot.detach()) @ codebook
-        mean_probs = torch.softmax(logits, dim=1).mean(dim=0)
-        prob_perplexity = perplexity_from_counts(mean_probs)
-        losses = {}
-        if self.diversity_weight > 0:
-            k = self.codebook_size
-            losses["diversity_loss"] = self.diversity_weight * (k - prob_perplexity) / k
-        stats = usage_stats(code_histogram(indices, self.codebook_size))
-        stats["prob_perplexity"] = prob_perplexity.detach()
-        stats["temperature"] = torch.tensor(tau, device=rows.device)
-        return QuantizerOutput(quantized, indices, losses, stats)
+        return gumbel_codebook_output(
+            self.logits(rows), self.embedding.float(), self.temperature, self.diversity_weight, self.training
+        )
 
     @torch.no_grad()
     def _initialize(self, rows: torch.Tensor) -> None:
         """k-means centres of the first training batch as the code table, and the logit layer of the
         Gaussian posterior around them (see the class docstring); rank 0's values on every process."""
-        rows = rows.float()
-        centres = shared_kmeans_codebook(rows, self.codebook_size, self.kmeans_iters)
-        distortion = (rows - centres[nearest_code(rows, centres)]).pow(2).sum(dim=1).mean()
-        floor = (1e-6 * rows.pow(2).sum(dim=1).mean()).clamp_min(1e-12)  # rows all (nearly) on centres
-        variance = broadcast_(torch.maximum(distortion, floor).reshape(1)).squeeze(0)
+        centres, variance = shared_kmeans_posterior(rows, self.codebook_size, self.kmeans_iters)
         self.embedding.data.copy_(centres)
         self.to_logits.weight.data.copy_(2 * centres / variance)
         self.to_logits.bias.data.copy_(-centres.pow(2).sum(dim=1) / variance)

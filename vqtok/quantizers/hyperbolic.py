@@ -13,12 +13,10 @@ import torch
 from geoopt.manifolds.stereographic import math as poincare
 from torch import nn
 
-from ..distributed import broadcast_
 from ..options import NON_NEGATIVE, POSITIVE
 from .base import Quantizer, QuantizerOutput
-from .functional import code_histogram, nearest_code, perplexity_from_counts, usage_stats
-from .gumbel import hard_gumbel_softmax
-from .kmeans import KMEANS_OPTIONS, shared_kmeans_codebook
+from .gumbel import gumbel_codebook_output
+from .kmeans import KMEANS_OPTIONS, shared_kmeans_posterior
 from .schedules import TEMPERATURE_OPTIONS, TemperatureSchedule, check_temperature_order
 
 # Floors of ||a_k|| and of the conformal term 1 - c||z_h||^2 (which geoopt's projection already keeps
@@ -159,10 +157,7 @@ class HyperbolicQuantizer(Quantizer):
         """
         k = self._curvature_tensor(rows)
         tangent = poincare.logmap0(self.to_ball(rows), k=k)
-        centres = shared_kmeans_codebook(tangent, self.codebook_size, self.kmeans_iters)
-        distortion = (tangent - centres[nearest_code(tangent, centres)]).pow(2).sum(dim=1).mean()
-        floor = (1e-6 * tangent.pow(2).sum(dim=1).mean()).clamp_min(1e-12)  # rows (nearly) on the centres
-        variance = broadcast_(torch.maximum(distortion, floor).reshape(1)).squeeze(0)
+        centres, variance = shared_kmeans_posterior(tangent, self.codebook_size, self.kmeans_iters)
         self.normals.copy_(centres / (2 * variance))
         self.offsets.copy_(centres.norm(dim=1) / 2)
         self.initialized.fill_(True)
@@ -174,27 +169,9 @@ class HyperbolicQuantizer(Quantizer):
     def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
         if self.training and self.kmeans_init and not bool(self.initialized):
             self.initialize_hyperplanes(rows.detach())
-        logits = self.logits(rows)
-        codebook = self.codebook
-        if not self.training:
-            indices = logits.argmax(dim=1)
-            stats = usage_stats(code_histogram(indices, self.codebook_size))
-            return QuantizerOutput(codebook[indices], indices, {}, stats)
-
-        tau = self.temperature.value()
-        self.temperature.advance()
-        one_hot, indices = hard_gumbel_softmax(logits, tau)
-        quantized = codebook[indices] + (one_hot - one_hot.detach()) @ codebook
-        losses = {}
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.diversity_weight > 0):
-            prob_perplexity = perplexity_from_counts(torch.softmax(logits, dim=1).mean(dim=0))
-        if self.diversity_weight > 0:
-            k = self.codebook_size
-            losses["diversity_loss"] = self.diversity_weight * (k - prob_perplexity) / k
-        stats = usage_stats(code_histogram(indices, self.codebook_size))
-        stats["prob_perplexity"] = prob_perplexity.detach()
-        stats["temperature"] = torch.tensor(tau, device=rows.device)
-        return QuantizerOutput(quantized, indices, losses, stats)
+        return gumbel_codebook_output(
+            self.logits(rows), self.codebook, self.temperature, self.diversity_weight, self.training
+        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, curvature={self.curvature}"

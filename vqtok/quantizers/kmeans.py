@@ -65,6 +65,20 @@ def shared_kmeans_codebook(rows: torch.Tensor, num_clusters: int, iters: int = 1
 
 
 @torch.no_grad()
+def shared_kmeans_posterior(rows: torch.Tensor, num_clusters: int, iters: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means centres c_k `[K, D]` of `rows` and their spread s (a scalar): the rows' mean squared
+    distance to their nearest centre, floored at 1e-6 of their mean squared norm (for rows all but
+    on the centres). exp(-||z - c_k||^2 / s) is then the Gaussian posterior around the centres that
+    a logit-based quantizer starts from. Rank 0's values on every process."""
+    rows = rows.float()
+    centres = shared_kmeans_codebook(rows, num_clusters, iters)
+    distortion = (rows - centres[nearest_code(rows, centres)]).pow(2).sum(dim=1).mean()
+    floor = (1e-6 * rows.pow(2).sum(dim=1).mean()).clamp_min(1e-12)
+    spread = broadcast_(torch.maximum(distortion, floor).reshape(1)).squeeze(0)
+    return centres, spread
+
+
+@torch.no_grad()
 def global_cluster_sizes(rows: torch.Tensor, codebook: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
     """Nearest-code counts of `rows` summed over all processes, at least 1 per code: the initial EMA
     cluster sizes, at the scale every later EMA update works at."""
