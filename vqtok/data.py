@@ -12,7 +12,7 @@ into `train` and `test`.
 
 Unreadable images (truncated or corrupt files) are found before training by `check_images`:
 `on_bad_image="fail"` raises one error listing them all, `"skip"` drops them with a warning.
-`read_image` and `BAD_IMAGE_CHOICES` are shared with `vqtok.tokenization`.
+`read_image` and `check_on_bad_image` are shared with `vqtok.tokenization`.
 """
 
 from __future__ import annotations
@@ -177,6 +177,12 @@ def read_image(value) -> PILImage.Image:
     raise TypeError(f"expected an image, its bytes or its path, got {type(value).__name__}")
 
 
+def check_on_bad_image(on_bad_image) -> None:
+    """ValueError unless `on_bad_image` is one of `BAD_IMAGE_CHOICES`."""
+    if on_bad_image not in BAD_IMAGE_CHOICES:
+        raise ValueError(f"on_bad_image must be one of {list(BAD_IMAGE_CHOICES)}, got {on_bad_image!r}")
+
+
 def check_images(dataset: Dataset, on_bad_image: str = "fail", image_column: str = "image",
                  warn: bool = True) -> tuple[Dataset, list[str]]:
     """Read (fully decode) every image of `dataset` and deal with those that cannot be read.
@@ -189,8 +195,7 @@ def check_images(dataset: Dataset, on_bad_image: str = "fail", image_column: str
         `(dataset, bad)`: the dataset (unchanged when every image reads) and the descriptions of the
         images dropped.
     """
-    if on_bad_image not in BAD_IMAGE_CHOICES:
-        raise ValueError(f"on_bad_image must be one of {list(BAD_IMAGE_CHOICES)}, got {on_bad_image!r}")
+    check_on_bad_image(on_bad_image)
     if image_column not in dataset.column_names:
         raise ValueError(f"dataset has no column {image_column!r}; columns: {dataset.column_names}")
     cells = dataset.select_columns([image_column])

@@ -28,7 +28,7 @@ from datasets import Image as ImageFeature
 from datasets.table import InMemoryTable
 
 from .auto import VQTokenizer
-from .data import BAD_IMAGE_CHOICES, read_image
+from .data import check_on_bad_image, read_image
 from .launch import accelerator_options, check_launch
 from .processing import VQImageProcessor
 from .tokens import TokenLayout
@@ -192,8 +192,7 @@ def _check_arguments(dataset, image_column: str, on_bad_image: str) -> None:
         raise ValueError(f"dataset has no column {image_column!r} (image_column); columns: {dataset.column_names}")
     if "input_ids" in dataset.column_names:
         raise ValueError("dataset already has an `input_ids` column; rename or remove it first")
-    if on_bad_image not in BAD_IMAGE_CHOICES:
-        raise ValueError(f"on_bad_image must be one of {list(BAD_IMAGE_CHOICES)}, got {on_bad_image!r}")
+    check_on_bad_image(on_bad_image)
 
 
 def _map_shard(shard: Dataset, function: BatchTokenizer, image_column: str, keep_image_column: bool, **map_kwargs):

@@ -70,7 +70,7 @@ class TokenPrior(SafeHubMixin, PreTrainedModel):
         under the softmax over the K codes (positions labelled -100 are ignored)."""
         output = self.lm(input_ids=input_ids, **kwargs)
         if labels is not None:
-            logits = output.logits[:, :-1, : self.config.codebook_size].float()
+            logits = self._next_code_logits(output.logits)
             output.loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
         return output
 
@@ -78,16 +78,19 @@ class TokenPrior(SafeHubMixin, PreTrainedModel):
     def negative_log_likelihood(self, codes: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """-log p(codes) in nats, one value per image, for codes `[B, h, w]` or `[B, h*w]`."""
         sequences = self.layout.to_sequences(codes)
-        was_training = self.training
-        self.eval()
         totals = []
-        for chunk in sequences.split(batch_size):
-            chunk = chunk.to(self.device)
-            logits = self.lm(input_ids=chunk).logits[:, :-1, : self.config.codebook_size].float()
-            log_probs = logits.log_softmax(-1).gather(-1, chunk[:, 1:, None]).squeeze(-1)
-            totals.append(-log_probs.sum(-1).cpu())
-        self.train(was_training)
+        with _eval_mode(self):
+            for chunk in sequences.split(batch_size):
+                chunk = chunk.to(self.device)
+                logits = self._next_code_logits(self.lm(input_ids=chunk).logits)
+                log_probs = logits.log_softmax(-1).gather(-1, chunk[:, 1:, None]).squeeze(-1)
+                totals.append(-log_probs.sum(-1).cpu())
         return torch.cat(totals) if totals else torch.empty(0)
+
+    def _next_code_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits `[B, n, K]` (fp32) of the code after each position but the last: the language
+        model's logits restricted to the K codes (BOS is never a code)."""
+        return logits[:, :-1, : self.config.codebook_size].float()
 
     def bits_per_token(self, codes: torch.Tensor, batch_size: int = 256) -> float:
         """The mean code length in bits per token of `codes` under the prior."""
@@ -121,18 +124,26 @@ class TokenPrior(SafeHubMixin, PreTrainedModel):
             bos_token_id=self.config.bos_token_id, pad_token_id=self.config.bos_token_id, eos_token_id=None,
             suppress_tokens=[self.config.bos_token_id],
         )
-        was_training = self.training
-        self.eval()
         samples = []
-        with _seeded(seed, self.device):
+        with _eval_mode(self), _seeded(seed, self.device):
             for start in range(0, num_samples, batch_size):
                 count = min(batch_size, num_samples - start)
                 prompt = torch.full((count, 1), self.config.bos_token_id, dtype=torch.long, device=self.device)
                 output = self.lm.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=settings)
                 samples.append(output[:, 1:].cpu())
-        self.train(was_training)
         codes = torch.cat(samples).reshape(num_samples, *self.layout.grid)
         return check_codes(codes, self.config.codebook_size, self.layout.grid, what="generated codes")
+
+
+@contextmanager
+def _eval_mode(module: torch.nn.Module):
+    """Run the block with `module` in eval mode (no dropout), then put its former mode back."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from ..quantizers.functional import entropy_from_counts
 from ..tokens import check_codes
 
 SCHEMES = ("uniform", "histogram", "prior")
@@ -46,8 +47,7 @@ def histogram_bits_per_token(train_codes: torch.Tensor, eval_codes: torch.Tensor
     `eval_codes` under the training histogram (add-1/2 smoothed, so that an unseen code costs a
     finite length; NaN without `eval_codes`)."""
     counts = code_counts(train_codes, codebook_size).double()
-    probs = counts[counts > 0] / counts.sum()
-    entropy = float(-(probs * probs.log2()).sum())
+    entropy = float(entropy_from_counts(counts)) / math.log(2)
     smoothed = (counts + 0.5) / (counts.sum() + 0.5 * codebook_size)
     held_out = float(-smoothed[eval_codes.reshape(-1)].log2().mean()) if eval_codes is not None else math.nan
     return {"histogram_entropy_bits": entropy, "histogram_held_out_bits": held_out}

@@ -261,8 +261,10 @@ def _prune(args: TrainingArguments) -> None:
         if match and match.group(2):
             shutil.rmtree(os.path.join(root, name))
     limit = args.checkpoints_total_limit
+    if not limit:
+        return  # nothing to prune: no need to verify every checkpoint kept
     complete = list_checkpoints(args.output_dir)
-    if limit and len(complete) > limit:
+    if len(complete) > limit:
         oldest_kept = int(_FOLDER.fullmatch(os.path.basename(complete[-limit])).group(1))
         for step, _, folder in _candidates(args.output_dir):
             if step < oldest_kept:
