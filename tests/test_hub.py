@@ -375,6 +375,11 @@ def test_mismatch_can_be_accepted_on_purpose(saved):
     model, info = VQModel.from_pretrained(saved, ignore_mismatched_sizes=True, output_loading_info=True)
     assert model.quantizer.embedding.shape == (32, 4)
     assert {key for key, *_ in info["mismatched_keys"]} >= {"quantizer.embedding"}
+    # The re-created tensors start as a freshly built model's, not as uninitialised memory.
+    fresh = VQModel(model.config)
+    assert all(torch.isfinite(tensor).all() for tensor in model.state_dict().values())
+    torch.testing.assert_close(model.quantizer.code_usage, fresh.quantizer.code_usage, rtol=0, atol=0)
+    torch.testing.assert_close(model.quantizer.ema_cluster_size, fresh.quantizer.ema_cluster_size, rtol=0, atol=0)
 
 
 def test_other_refusals_and_a_clean_load(saved):

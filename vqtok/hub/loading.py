@@ -116,6 +116,23 @@ def _pickle_checkpoints(source: str, download: dict) -> list[str]:
     return sorted(name for name in names if name.endswith(PICKLE_CHECKPOINT_SUFFIXES))
 
 
+def reinitialise_mismatched(model: torch.nn.Module, info: dict) -> None:
+    """Give every tensor that `ignore_mismatched_sizes=True` let through with another shape than the
+    checkpoint's (`info["mismatched_keys"]`) the value of a freshly built model of the same config.
+
+    transformers re-creates such tensors empty and leaves their initialisation to `_init_weights`,
+    which vqtok's models keep as a no-op (each quantizer initialises its own state when built), so
+    without this they would hold whatever the memory held, NaN included."""
+    names = [key for key, *_ in info.get("mismatched_keys") or ()]
+    if not names:
+        return
+    fresh = type(model)(model.config).state_dict()
+    state = model.state_dict()
+    with torch.no_grad():
+        for name in names:
+            state[name].copy_(fresh[name])
+
+
 def check_loading_info(source: str, info: dict, allow_mismatch: bool) -> None:
     """ValueError naming every tensor whose shape differs from the config, or that is missing or unexpected."""
     problems = []

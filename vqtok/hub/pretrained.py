@@ -25,6 +25,7 @@ from .loading import (
     check_finite_weights,
     check_loading_info,
     check_safetensors_weights,
+    reinitialise_mismatched,
 )
 from .model_card import DEFAULT_LICENSE, render_model_card
 
@@ -81,6 +82,7 @@ class SafeHubMixin:
                 f"could not read the safetensors weights of {source}: the file is corrupt or truncated ({error})"
             ) from error
         check_loading_info(source, info, allow_mismatch)
+        reinitialise_mismatched(model, info)
         check_finite_weights(model, source, weights_path)
         return (model, info) if return_info else model
 
