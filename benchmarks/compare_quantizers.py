@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Every tokenizer type side by side: reconstruction, codebook use, speed and a linear probe.
 
-Trains one row per registered tokenizer type (`vqtok.registry.TOKENIZER_REGISTRY`) with the class
+Trains one row per registered tokenizer type (`vqtok.auto.TOKENIZER_REGISTRY`) with the class
 defaults of its config, plus the known variants of some types (`VARIANTS`: VQ with EMA and with a
 straight-through-learnt codebook; SQ-VAE with variance parametrisations I-IV, once registered), all
 on the quickstart's backbone (training/configs/quickstart.yaml: K = 512, D = 64) with its training
@@ -49,8 +49,8 @@ from accelerate.tracking import GeneralTracker
 
 from vqtok import VQTokenizer
 from vqtok.data import load_image_dataset, pixel_dataset, stack_pixel_values
-from vqtok.metrics import evaluate_tokenizer
-from vqtok.registry import TOKENIZER_REGISTRY
+from vqtok.evaluation.metrics import evaluate_tokenizer
+from vqtok.auto import TOKENIZER_REGISTRY
 from vqtok.training.run_config import RunConfig, load_run_config
 from vqtok.training.trainer import THROUGHPUT_SKIP_STEPS, make_accelerator, train_tokenizer
 

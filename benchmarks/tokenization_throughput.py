@@ -28,7 +28,7 @@ import torch
 
 from vqtok import tokenize_dataset
 from vqtok.data import load_sample_dataset
-from vqtok.tokenization import load_tokenizer_and_processor
+from vqtok.tokens.tokenization import load_tokenizer_and_processor
 
 
 def parse_args(argv=None) -> argparse.Namespace:

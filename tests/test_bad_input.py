@@ -28,7 +28,7 @@ from vqtok.configuration import SHARED_OPTIONS
 from vqtok.hub import render_model_card
 from vqtok.hub.card_fields import HUB_LICENSES
 from vqtok.quantizers import TemperatureSchedule
-from vqtok.registry import registered_config_class, registered_model_class
+from vqtok.auto import registered_config_class, registered_model_class
 
 try:
     from hub_server import patch_hf_environment, reset_cached_clients

@@ -22,7 +22,7 @@ from tiny_data import run_interrupted_after, tiny_images
 
 from vqtok import VQTokenizer
 from vqtok.data import pixel_dataset
-from vqtok.registry import TOKENIZER_REGISTRY, registered_config_class
+from vqtok.auto import TOKENIZER_REGISTRY, registered_config_class
 from vqtok.training import TrainingArguments, load_run_config, train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from vqtok import VQConfig, VQModel, VQTokenizer
 from vqtok.hub import render_model_card, save_model_card
 from vqtok.hub.model_card import card_reference
-from vqtok.registry import TOKENIZER_REGISTRY
+from vqtok.auto import TOKENIZER_REGISTRY
 
 try:
     from hub_server import FAKE_TOKEN, USER, set_hf_offline

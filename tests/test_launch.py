@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vqtok import launch
+from vqtok.parallel import launch
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
@@ -113,7 +113,7 @@ def test_lone_processes_launched_as_a_group_fail_loudly(tmp_path):
     script.write_text(textwrap.dedent(f'''
         import os
         from accelerate import PartialState
-        from vqtok.tokenization import process_state
+        from vqtok.tokens.tokenization import process_state
         from vqtok.training import TrainingArguments, make_accelerator
 
         PartialState()

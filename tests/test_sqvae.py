@@ -10,7 +10,7 @@ import torch
 from scipy import special
 
 from vqtok import SQVAEConfig, VMFSQVAEConfig, VQTokenizer
-from vqtok.likelihoods import arelbo_loss, gaussian_nll, log_bessel_iv, vmf_categorical_nll, vmf_log_normalizer
+from vqtok.losses.likelihoods import arelbo_loss, gaussian_nll, log_bessel_iv, vmf_categorical_nll, vmf_log_normalizer
 from vqtok.quantizers import GaussianSQQuantizer, VMFSQQuantizer, soft_gumbel_softmax
 
 TINY = dict(image_size=8, base_channels=8, latent_dim=4, codebook_size=8, downsampling_factor=2, norm_groups=4)

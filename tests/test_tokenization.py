@@ -17,7 +17,7 @@ from processes import run_processes
 from tiny_data import tiny_images, tiny_tokenizer
 
 from vqtok import TokenLayout, VQImageProcessor, VQTokenizer, codes_from_dataset, load_tokenized, tokenize_dataset
-from vqtok.tokenization import BatchTokenizer, process_state
+from vqtok.tokens.tokenization import BatchTokenizer, process_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 WORLD_SIZE = 2

@@ -1,4 +1,4 @@
-"""Differentiable persistent homology (vqtok.topology) on hand-checkable clouds, and the HC-VQ
+"""Differentiable persistent homology (vqtok.regularizers.persistence) on hand-checkable clouds, and the HC-VQ
 topology regulariser: eta's schedule, derived targets, gradients, state, precision, bad clouds."""
 
 import math
@@ -11,7 +11,7 @@ from vqtok.quantizers import QuantizerOutput
 from vqtok.quantizers.functional import entropy_from_counts
 from vqtok.regularizers import RegularizerInputs, TopologyRegularizer
 from vqtok.regularizers.topology import distinct_rows
-from vqtok.topology import (
+from vqtok.regularizers.persistence import (
     edge_lengths,
     pairwise_distances,
     persistence_bars,
@@ -264,7 +264,7 @@ def square_codebook_model() -> VQTokenizer:
 
 def test_codebook_topology_metric_and_the_model_card_show_the_signature():
     from vqtok import render_model_card
-    from vqtok.metrics import codebook_topology
+    from vqtok.evaluation.metrics import codebook_topology
 
     model = square_codebook_model()
     signature = codebook_topology(model)

@@ -30,7 +30,7 @@ from vqtok import (
     sample_uniform,
 )
 from vqtok.prior import SCHEMES
-from vqtok.visualize import save_image_grid
+from vqtok.evaluation.visualize import save_image_grid
 
 DEFAULT_PRIOR = "outputs/quickstart/prior"
 DEFAULT_TOKENIZER = "outputs/quickstart/tokenizer"

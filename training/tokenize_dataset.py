@@ -25,7 +25,7 @@ from datasets import DatasetDict
 
 from vqtok import TokenLayout, save_tokenized, tokenize_dataset
 from vqtok.data import load_image_dataset
-from vqtok.tokenization import load_tokenizer_and_processor, process_state
+from vqtok.tokens.tokenization import load_tokenizer_and_processor, process_state
 
 DEFAULT_TOKENIZER = "outputs/quickstart/tokenizer"
 DEFAULT_OUTPUT = "outputs/quickstart/tokens"

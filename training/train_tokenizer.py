@@ -31,7 +31,7 @@ from vqtok import VQImageProcessor, VQTokenizer, save_model_card
 from vqtok.data import SAMPLE_SOURCE, check_images, load_image_dataset, pixel_dataset, stack_pixel_values
 from vqtok.training.run_config import command_line, load_run_config, overrides_of
 from vqtok.training.trainer import make_accelerator, train_tokenizer
-from vqtok.visualize import save_reconstruction_grid
+from vqtok.evaluation.visualize import save_reconstruction_grid
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -30,9 +30,8 @@ from .prior import (
     sample_uniform,
 )
 from .processing import VQImageProcessor
-from .registry import register_tokenizer
-from .tokenization import codes_from_dataset, load_tokenized, save_tokenized, tokenize_dataset
-from .tokens import TokenLayout
+from .auto import register_tokenizer
+from .tokens import TokenLayout, codes_from_dataset, load_tokenized, save_tokenized, tokenize_dataset
 
 __version__ = "0.1.0"
 

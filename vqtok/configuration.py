@@ -17,7 +17,7 @@ from transformers import PreTrainedConfig
 
 from .options import CODEBOOK_SIZE, NON_NEGATIVE, POSITIVE_INT, Option, check_options
 from .quantizers import Quantizer
-from .references import QuantizerReference
+from .hub.references import QuantizerReference
 from .regularizers import check_regularizer_settings
 
 # Keys that transformers itself passes through `__post_init__` when it builds or loads a config.

@@ -12,7 +12,7 @@ into `train` and `test`.
 
 Unreadable images (truncated or corrupt files) are found before training by `check_images`:
 `on_bad_image="fail"` raises one error listing them all, `"skip"` drops them with a warning.
-`read_image` and `check_on_bad_image` are shared with `vqtok.tokenization`.
+`read_image` and `check_on_bad_image` are shared with `vqtok.tokens.tokenization`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .backbone import Decoder, Encoder
+from .backbones.conv import Decoder, Encoder
 from .configuration import VQTokenizerConfig
 from .hub import SafeHubMixin
 from .quantizers import Quantizer, QuantizerOutput

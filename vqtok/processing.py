@@ -113,11 +113,17 @@ class VQImageProcessor(PilBackend):
     @staticmethod
     def postprocess(pixel_values: torch.Tensor) -> list[Image.Image]:
         """`[B, C, H, W]` in [-1, 1] -> list of PIL images (mode `L` or `RGB`)."""
-        from .visualize import to_uint8_images
-
         arrays = to_uint8_images(pixel_values)
         mode = "L" if pixel_values.shape[1] == 1 else "RGB"
         return [Image.fromarray(a[..., 0] if mode == "L" else a, mode=mode) for a in arrays]
+
+
+def to_uint8_images(pixel_values: torch.Tensor) -> np.ndarray:
+    """`[B, C, H, W]` in [-1, 1] -> `[B, H, W, 3]` uint8 (grey images repeated to RGB)."""
+    images = ((pixel_values.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
+    if images.shape[1] == 1:
+        images = images.repeat(1, 3, 1, 1)
+    return images.permute(0, 2, 3, 1).numpy()
 
 
 def _already_rescaled(image: np.ndarray) -> bool:

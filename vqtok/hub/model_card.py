@@ -21,7 +21,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard
 from transformers import PreTrainedConfig
 
-from ..references import QuantizerReference, generic_reference
+from .references import QuantizerReference, generic_reference
 from .card_fields import DEFAULT_LICENSE, CardKind, card_fields, card_template, table_cell
 
 TEMPLATE_PATH = card_template("tokenizer_card.md")
@@ -127,7 +127,7 @@ def _topology_rows(model) -> list[tuple[str, str]] | None:
     """(name, value) rows of the codebook's persistent-homology signature, for a model (not a config)."""
     if not hasattr(model, "quantizer"):
         return None
-    from ..metrics import codebook_topology  # the metrics import the data pipeline, which the Hub code does not need
+    from ..evaluation.metrics import codebook_topology  # the metrics import the data pipeline, which the Hub code does not need
 
     return [(name, f"{value:.4g}") for name, value in codebook_topology(model).items()]
 

@@ -5,11 +5,11 @@ Registering a type makes it loadable by `VQTokenizer`, `transformers.AutoConfig`
 `AutoImageProcessor`, and lets the training scripts and the contract tests find it by `model_type`.
 """
 
-from ..registry import register_tokenizer
+from ..auto import register_tokenizer
 from .gumbel import GumbelVQConfig, GumbelVQModel
 from .hypervq import HyperVQConfig, HyperVQModel
 from .nsvq import NSVQConfig, NSVQModel
-from .soft_vq import SoftVQConfig, SoftVQModel
+from .softvq import SoftVQConfig, SoftVQModel
 from .sqvae import SQVAEConfig, SQVAEModel
 from .vmf_sqvae import VMFSQVAEConfig, VMFSQVAEModel
 from .vq import VQConfig, VQModel

@@ -9,7 +9,7 @@ from ..configuration import VQTokenizerConfig
 from ..modeling import VQTokenizerPreTrainedModel
 from ..options import POSITIVE
 from ..quantizers import GumbelQuantizer
-from ..references import ICLR, Paper, QuantizerReference
+from ..hub.references import ICLR, Paper, QuantizerReference
 
 VQ_WAV2VEC_PAPER = Paper(
     "baevski2020vqwav2vec", "vq-wav2vec: Self-Supervised Learning of Discrete Speech Representations",

@@ -9,7 +9,7 @@ from ..configuration import VQTokenizerConfig
 from ..modeling import VQTokenizerPreTrainedModel
 from ..options import POSITIVE
 from ..quantizers import HyperbolicQuantizer
-from ..references import ARXIV, ICLR, Paper, QuantizerReference
+from ..hub.references import ARXIV, ICLR, Paper, QuantizerReference
 
 HYPERVQ_PAPER = Paper(
     "goswami2024hypervq", "HyperVQ: MLR-based Vector Quantization in Hyperbolic Space",

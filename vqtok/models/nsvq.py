@@ -8,7 +8,7 @@ from ..configuration import VQTokenizerConfig
 from ..modeling import VQTokenizerPreTrainedModel
 from ..options import POSITIVE
 from ..quantizers import NSVQuantizer
-from ..references import Paper, QuantizerReference
+from ..hub.references import Paper, QuantizerReference
 
 NSVQ_PAPER = Paper(
     "vali2022nsvq", "NSVQ: Noise Substitution in Vector Quantization for Machine Learning",

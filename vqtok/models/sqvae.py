@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from ..configuration import VQTokenizerConfig
-from ..likelihoods import arelbo_loss, gaussian_nll
+from ..losses.likelihoods import arelbo_loss, gaussian_nll
 from ..modeling import VQTokenizerPreTrainedModel
 from ..options import POSITIVE, Option
 from ..quantizers import GaussianSQQuantizer
-from ..references import ICML, Paper, QuantizerReference
+from ..hub.references import ICML, Paper, QuantizerReference
 
 SQVAE_PAPER = Paper(
     "takida2022sqvae", "SQ-VAE: Variational Bayes on Discrete Representation with Self-annealed Stochastic Quantization",

@@ -8,12 +8,12 @@ import math
 import torch
 from torch import nn
 
-from ..backbone import Decoder
+from ..backbones.conv import Decoder
 from ..configuration import VQTokenizerConfig
-from ..likelihoods import vmf_categorical_nll
+from ..losses.likelihoods import vmf_categorical_nll
 from ..options import POSITIVE, Option
 from ..quantizers import VMFSQQuantizer
-from ..references import QuantizerReference
+from ..hub.references import QuantizerReference
 from .sqvae import RECONSTRUCTION_OBJECTIVES, SQVAE_PAPER, SQVAEModel
 
 # log kappa_x of the categorical vMF likelihood at initialisation (the reference's kappa = 100).

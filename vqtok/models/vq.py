@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..configuration import VQTokenizerConfig
 from ..modeling import VQTokenizerPreTrainedModel
 from ..quantizers import VectorQuantizer
-from ..references import NEURIPS, Paper, QuantizerReference
+from ..hub.references import NEURIPS, Paper, QuantizerReference
 
 VQ_VAE_PAPER = Paper(
     "vandenoord2017neural", "Neural Discrete Representation Learning",

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..hub import SafeHubMixin
-from ..tokens import TokenLayout, check_codes
+from ..tokens.layout import TokenLayout, check_codes
 from .card import render_prior_card
 from .configuration import PriorConfig
 from .sampling import check_num_samples

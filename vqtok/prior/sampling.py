@@ -16,7 +16,7 @@ import math
 import torch
 
 from ..quantizers.functional import entropy_from_counts
-from ..tokens import check_codes
+from ..tokens.layout import check_codes
 
 SCHEMES = ("uniform", "histogram", "prior")
 

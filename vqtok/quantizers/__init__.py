@@ -16,10 +16,10 @@ from .functional import (
     usage_stats,
 )
 from .gumbel import GumbelQuantizer, hard_gumbel_softmax, soft_gumbel_softmax
-from .hyperbolic import HyperbolicQuantizer
+from .hypervq import HyperbolicQuantizer
 from .nsvq import NSVQuantizer
 from .schedules import TemperatureSchedule
-from .soft_em import SoftEMQuantizer
+from .softvq import SoftEMQuantizer
 from .sqvae import GaussianSQQuantizer, StochasticQuantizer, VMFSQQuantizer
 from .vq import VectorQuantizer
 

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..distributed import finite_on_every_process
+from ..parallel.collectives import finite_on_every_process
 from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, check_options
 from .functional import fp32_no_autocast
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..distributed import all_reduce_sum_, broadcast_
+from ..parallel.collectives import all_reduce_sum_, broadcast_
 from ..options import FLAG, NON_NEGATIVE_INT
 from .functional import code_histogram, nearest_code
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..distributed import all_reduce_sum_, broadcast_
+from ..parallel.collectives import all_reduce_sum_, broadcast_
 from ..options import NON_NEGATIVE_INT, POSITIVE, UNIT_INTERVAL
 from .base import Quantizer, QuantizerOutput
 from .functional import CHUNK_OPTIONS, code_histogram, nearest_code, uniform_codebook, usage_stats

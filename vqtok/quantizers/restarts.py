@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..distributed import broadcast_
+from ..parallel.collectives import broadcast_
 from ..options import NON_NEGATIVE
 from .kmeans import sample_rows
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import all_reduce_sum_
+from ..parallel.collectives import all_reduce_sum_
 from ..options import POSITIVE, Option
 from .base import Quantizer, QuantizerOutput
 from .functional import code_histogram, fp32_no_autocast, squared_distances, usage_stats

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..distributed import all_reduce_sum_
+from ..parallel.collectives import all_reduce_sum_
 from ..options import FLAG, NON_NEGATIVE
 from .base import QuantizerOutput
 from .codebook import EMA_OPTIONS, CodebookQuantizer

@@ -15,7 +15,7 @@ a point cloud (the codebook by default, or the batch's distinct quantized vector
 
   topology_loss = weight * eta * [(beta1 - beta1*)^2 + epsilon_weight * (eps0 - eps0*)^2]
 
-(see `vqtok.topology` for beta1 and eps0). Targets left at None are taken from the cloud's own
+(see `vqtok.regularizers.persistence` for beta1 and eps0). Targets left at None are taken from the cloud's own
 signature at the first computation after the warm-up, times `target_scale` for eps0: the term then
 holds the codebook a little more spread (1.2x by default) than it was early in training instead of
 dragging it to a constant chosen for another data set (the reference's 100 loops and eps0 = 0.5 at
@@ -37,10 +37,10 @@ import warnings
 import torch
 from torch import nn
 
-from ..distributed import all_reduce_mean_, all_reduce_sum_
+from ..parallel.collectives import all_reduce_mean_, all_reduce_sum_
 from ..options import FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, NUMBER, POSITIVE, POSITIVE_INT, Option
 from ..quantizers.functional import code_histogram, entropy_from_counts
-from ..topology import codebook_cloud, persistence_bars, persistence_signature, save_persistence_diagram
+from .persistence import codebook_cloud, persistence_bars, persistence_signature, save_persistence_diagram
 from .base import Regularizer, RegularizerInputs, RegularizerOutput
 
 PIXEL_BINS = 256

@@ -17,7 +17,7 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import ProjectConfiguration
 from transformers import get_scheduler
 
-from ..launch import accelerator_options, check_launch
+from ..parallel.launch import accelerator_options, check_launch
 from .arguments import TrainingArguments
 from .checkpoints import resolve_checkpoint
 
@@ -62,8 +62,8 @@ def make_accelerator(args: TrainingArguments) -> Accelerator:
     instead (that flag also keeps DDP from syncing them when it wraps the model).
 
     Processes started by a launcher (`torchrun --nproc_per_node N`, `accelerate launch --multi_gpu`)
-    on a machine without a GPU are joined over gloo (`vqtok.launch.accelerator_options`: Accelerate
-    would otherwise leave each alone); `vqtok.launch.check_launch` raises `RuntimeError` when the
+    on a machine without a GPU are joined over gloo (`vqtok.parallel.launch.accelerator_options`: Accelerate
+    would otherwise leave each alone); `vqtok.parallel.launch.check_launch` raises `RuntimeError` when the
     Accelerator still sees fewer processes than were launched (lone processes sharing `output_dir`).
     """
     accelerator = Accelerator(

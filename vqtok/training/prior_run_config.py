@@ -21,7 +21,7 @@ from typing import ClassVar
 from ..options import Option, check_options
 from ..prior import PriorConfig
 from ..prior.configuration import LM_SIZE_OPTIONS
-from ..tokens import TokenLayout
+from ..tokens.layout import TokenLayout
 from .arguments import TokenDataArguments, TrainingArguments, arguments_from_dict
 from .run_config import SECTIONS, read_run_config, run_metadata
 

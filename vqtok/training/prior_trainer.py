@@ -17,7 +17,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from ..tokens import check_codes
+from ..tokens.layout import check_codes
 from .arguments import TrainingArguments
 from .checkpoints import save_checkpoint
 from .loop import (

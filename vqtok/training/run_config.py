@@ -21,7 +21,7 @@ import yaml
 
 from ..configuration import SHARED_OPTIONS, VQTokenizerConfig
 from ..options import Option
-from ..registry import registered_config_class
+from ..auto import registered_config_class
 from .arguments import DataArguments, TrainingArguments, arguments_from_dict, parse_options
 
 SECTIONS = ("model", "data", "training")

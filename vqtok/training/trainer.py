@@ -31,9 +31,9 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from ..data import stack_pixel_values
-from ..distributed import broadcast_
-from ..metrics import evaluate_tokenizer
-from ..visualize import save_reconstruction_grid
+from ..parallel.collectives import broadcast_
+from ..evaluation.metrics import evaluate_tokenizer
+from ..evaluation.visualize import save_reconstruction_grid
 from .arguments import TrainingArguments
 from .checkpoints import save_checkpoint
 from .loop import (

@@ -9,13 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-
-def to_uint8_images(pixel_values: torch.Tensor) -> np.ndarray:
-    """`[B, C, H, W]` in [-1, 1] -> `[B, H, W, 3]` uint8 (grey images repeated to RGB)."""
-    images = ((pixel_values.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
-    if images.shape[1] == 1:
-        images = images.repeat(1, 3, 1, 1)
-    return images.permute(0, 2, 3, 1).numpy()
+from ..processing import to_uint8_images
 
 
 def save_reconstruction_grid(

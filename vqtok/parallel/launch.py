@@ -68,7 +68,7 @@ def check_launch(state, output_dir: str | os.PathLike | None = None) -> None:
             f"the launcher started {launched} processes (WORLD_SIZE={launched}) but Accelerate sees "
             f"{state.num_processes} ({state.distributed_type}): each process would train alone{where}. "
             "Without a GPU, Accelerate joins the processes only when told to use the CPU: make its first "
-            "state with `vqtok.launch.accelerator_options()` (e.g. `PartialState(**accelerator_options())`; "
+            "state with `vqtok.parallel.launch.accelerator_options()` (e.g. `PartialState(**accelerator_options())`; "
             "a `PartialState()` made earlier in the process fixes it for good) or set ACCELERATE_USE_CPU=1; "
             f"{CPU_LAUNCH_HINT}"
         )

@@ -32,7 +32,7 @@ import gph
 import numpy as np
 import torch
 
-from .quantizers.functional import entropy_from_counts
+from ..quantizers.functional import entropy_from_counts
 
 # Squared distances below this are treated as 0: the gradient of sqrt is unbounded there.
 _MIN_SQUARED_DISTANCE = 1e-12

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .options import CODEBOOK_SIZE, NON_NEGATIVE_INT, POSITIVE_INT, Option, check_options
+from ..options import CODEBOOK_SIZE, NON_NEGATIVE_INT, POSITIVE_INT, Option, check_options
 
 LAYOUT_FILE = "vqtok_tokens.json"
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vqtok.quantizers.functional as functional
-import vqtok.quantizers.soft_em as soft_em_module
+import vqtok.quantizers.softvq as soft_em_module
 from vqtok import SoftVQConfig, SoftVQModel, VQTokenizer
 from vqtok.quantizers import SoftEMQuantizer, sample_codes, squared_distances
 

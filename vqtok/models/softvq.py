@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..configuration import VQTokenizerConfig
 from ..modeling import VQTokenizerPreTrainedModel
 from ..quantizers import SoftEMQuantizer
-from ..references import ARXIV, Paper, QuantizerReference
+from ..hub.references import ARXIV, Paper, QuantizerReference
 
 SOFT_EM_PAPER = Paper(
     "roy2018theory", "Theory and Experiments on Vector Quantized Autoencoders",

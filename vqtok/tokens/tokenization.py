@@ -27,11 +27,11 @@ from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_da
 from datasets import Image as ImageFeature
 from datasets.table import InMemoryTable
 
-from .auto import VQTokenizer
-from .data import check_on_bad_image, read_image
-from .launch import accelerator_options, check_launch
-from .processing import VQImageProcessor
-from .tokens import TokenLayout
+from ..auto import VQTokenizer
+from ..data import check_on_bad_image, read_image
+from ..parallel.launch import accelerator_options, check_launch
+from ..processing import VQImageProcessor
+from .layout import TokenLayout
 
 # Temporary column carrying, per row, why its image could not be tokenized (null when it could).
 _ERROR_COLUMN = "__vqtok_image_error__"
@@ -218,8 +218,8 @@ def _map_shard(shard: Dataset, function: BatchTokenizer, image_column: str, keep
 
 def process_state() -> PartialState:
     """Accelerate's process state, on the CPU when `ACCELERATE_USE_CPU` says so or when a launcher
-    started several processes on a machine without a GPU (`vqtok.launch.accelerator_options`), so
-    that several CPU processes are seen as such. Raises `RuntimeError` (`vqtok.launch.check_launch`)
+    started several processes on a machine without a GPU (`vqtok.parallel.launch.accelerator_options`), so
+    that several CPU processes are seen as such. Raises `RuntimeError` (`vqtok.parallel.launch.check_launch`)
     when the state sees fewer processes than were launched: each would tokenize everything alone."""
     state = PartialState(**accelerator_options())
     check_launch(state)

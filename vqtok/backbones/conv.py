@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from .configuration import VQTokenizerConfig
+from ..configuration import VQTokenizerConfig
 
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:

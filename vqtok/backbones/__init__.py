@@ -1,0 +1,1 @@
+"""Backbones: the encoder and decoder around the quantizer."""

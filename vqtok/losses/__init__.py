@@ -1,0 +1,1 @@
+"""Training objectives: the decoder likelihoods a tokenizer type trains with (`likelihoods`)."""
