@@ -24,7 +24,7 @@ from test_contract import TINY, TYPES, images, tiny_tokenizer
 from transformers import AutoModel
 
 from vqtok import VQImageProcessor, VQModel, VQTokenizer
-from vqtok.configuration import SHARED_OPTIONS
+from vqtok.backbones import ConvBackboneConfig
 from vqtok.hub import render_model_card
 from vqtok.hub.card_fields import HUB_LICENSES
 from vqtok.quantizers import TemperatureSchedule
@@ -48,8 +48,13 @@ NAMED_FIELDS = {
 
 def numeric_fields(config_class) -> list[str]:
     """Every int or float field of a config type."""
-    options = {**SHARED_OPTIONS, **config_class.quantizer_class.options, **config_class.model_options}
+    options = config_class.declared_options()
     return [f.name for f in dataclasses.fields(config_class) if f.name in options and options[f.name].kind in (int, float)]
+
+
+def numeric_backbone_fields() -> list[str]:
+    """Every int or float field of the conv backbone."""
+    return [name for name, option in ConvBackboneConfig.options.items() if option.kind in (int, float)]
 
 
 def saved(model, folder):
@@ -79,11 +84,16 @@ def test_every_numeric_config_field_rejects_nan_and_infinities_naming_the_field(
     config_class = registered_config_class(model_type)
     fields = numeric_fields(config_class)
     assert NAMED_FIELDS.get(model_type, set()) <= set(fields)
-    assert {"downsampling_factor", "codebook_size", "reconstruction_loss_weight"} <= set(fields)
+    assert {"codebook_size", "reconstruction_loss_weight"} <= set(fields)
     for name in fields:
         for bad in NON_FINITE:
             with pytest.raises((TypeError, ValueError), match=f"config field `{re.escape(name)}` must be"):
                 config_class(**{**TINY, name: bad})
+    assert {"downsampling_factor", "base_channels"} <= set(numeric_backbone_fields())
+    for name in numeric_backbone_fields():
+        for bad in NON_FINITE:
+            with pytest.raises((TypeError, ValueError), match=f"backbone_config field `{re.escape(name)}` must be"):
+                config_class(**{**TINY, "backbone_config": {**TINY["backbone_config"], name: bad}})
 
 
 @pytest.mark.parametrize("model_type", TYPES)
@@ -105,8 +115,8 @@ def test_from_pretrained_rejects_a_config_json_holding_nan_or_infinity(model_typ
     assert "Infinity" in (folder / "config.json").read_text()
     with pytest.raises(ValueError, match="`reconstruction_loss_weight` must be a finite number"):
         VQTokenizer.from_pretrained(folder)
-    rewrite_config(folder, reconstruction_loss_weight=1.0, downsampling_factor=math.nan)
-    with pytest.raises(TypeError, match="config field `downsampling_factor` must be int, got float"):
+    rewrite_config(folder, reconstruction_loss_weight=1.0, backbone_config={"downsampling_factor": math.nan})
+    with pytest.raises(TypeError, match="backbone_config field `downsampling_factor` must be int, got float"):
         registered_model_class(model_type).from_pretrained(folder)
 
 

@@ -27,7 +27,7 @@ from vqtok.training import TrainingArguments, load_run_config, train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TYPES = sorted(TOKENIZER_REGISTRY)
-TINY = dict(image_size=8, base_channels=8, latent_dim=4, codebook_size=8, downsampling_factor=2, norm_groups=4)
+TINY = dict(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2, norm_groups=4), latent_dim=4, codebook_size=8)
 
 
 

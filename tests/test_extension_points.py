@@ -12,7 +12,7 @@ from vqtok.options import NON_NEGATIVE
 from vqtok.regularizers import REGULARIZERS, Regularizer, RegularizerOutput, register_regularizer
 from vqtok.training import TrainingArguments, make_accelerator, train_tokenizer
 
-TINY = dict(image_size=8, base_channels=8, latent_dim=4, codebook_size=8, downsampling_factor=2, norm_groups=4)
+TINY = dict(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2, norm_groups=4), latent_dim=4, codebook_size=8)
 
 
 def images(batch: int = 4, seed: int = 0) -> torch.Tensor:
@@ -135,7 +135,7 @@ def test_a_type_replaces_the_reconstruction_objective():
 def test_the_trainer_uses_the_types_optimizer_and_logs_every_term_by_name(regularizers, tmp_path):
     torch.manual_seed(0)
     model = LikelihoodVQModel(VQConfig(**TINY, regularizers={"codebook_norm": {"weight": 0.1}}))
-    encoder_before = model.encoder.layers[0].weight.detach().clone()
+    encoder_before = model.encoder.conv_in.weight.detach().clone()
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, batch_size=4, learning_rate=0.05,
                              weight_decay=0.01, warmup_steps=0, log_every=1, report_to="none")
     accelerator = make_accelerator(args)
@@ -144,7 +144,7 @@ def test_the_trainer_uses_the_types_optimizer_and_logs_every_term_by_name(regula
     train_tokenizer(model, pixel_dataset(tiny_images(8, width=8, height=8), 8), None, args, accelerator)
 
     assert LikelihoodVQModel.optimizer_requests[-1] == (0.05, 0.01)
-    assert not torch.equal(model.encoder.layers[0].weight, encoder_before)
+    assert not torch.equal(model.encoder.conv_in.weight, encoder_before)
     assert len(records) == 2
     for name in ("loss", "nll_loss", "commitment_loss", "codebook_norm_loss", "perplexity", "usage",
                  "restarted_codes", "codebook_norm_calls", "lr"):

@@ -77,7 +77,7 @@ def _train_child(output_dir: str, init_seed: int, resume: str | None, kill_at_st
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             set_seed(init_seed)
-            config = VQConfig(image_size=16, base_channels=8, latent_dim=8, codebook_size=16, downsampling_factor=4,
+            config = VQConfig(image_size=16, backbone_config=dict(base_channels=8, downsampling_factor=4), latent_dim=8, codebook_size=16,
                               dead_code_threshold=5.0)
             model = VQTokenizer.from_config(config)
             train_tokenizer(model, pixel_dataset(tiny_images(), 16, 3, augment=True), None, args)
@@ -323,7 +323,7 @@ def test_training_script_with_bad_images(image_folder, tmp_path, capsys):
     script = load_script()
     command = [
         f"data.source={image_folder}", "data.eval_split=null", "training.max_steps=2", "training.batch_size=2",
-        "training.warmup_steps=0", "training.report_to=none", "model.image_size=16", "model.base_channels=8",
+        "training.warmup_steps=0", "training.report_to=none", "model.image_size=16", "model.backbone_config.base_channels=8",
         "model.latent_dim=8", "model.codebook_size=16",
     ]
     with pytest.raises(ValueError, match="garbage.png .*truncated.png"):

@@ -91,7 +91,7 @@ def test_tau_follows_the_schedule_per_training_forward_and_resumes():
 
 
 def test_tokenizer_resumes_the_schedule_from_a_saved_model(tmp_path):
-    config = GumbelVQConfig(image_size=8, base_channels=8, downsampling_factor=2, latent_dim=4, codebook_size=16,
+    config = GumbelVQConfig(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2), latent_dim=4, codebook_size=16,
                             tau_decay=0.5, tau_min=0.1)
     model = VQTokenizer.from_config(config).train()
     pixels = torch.rand(2, 3, 8, 8) * 2 - 1
@@ -166,7 +166,7 @@ def test_class_defaults_and_paper_preset():
 
 
 def test_optimizer_gives_the_quantizer_its_own_learning_rate():
-    config = GumbelVQConfig(image_size=8, base_channels=8, downsampling_factor=2, latent_dim=4, codebook_size=16,
+    config = GumbelVQConfig(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2), latent_dim=4, codebook_size=16,
                             quantizer_lr_multiplier=3.0)
     model = VQTokenizer.from_config(config)
     others, quantizer = model.build_optimizer(learning_rate=1e-3, weight_decay=0.1).param_groups

@@ -23,7 +23,7 @@ except ImportError:  # if tests/ ever becomes a package
     from tests.hub_server import FAKE_TOKEN, USER, set_hf_offline
 
 REPO = f"{USER}/tiny-vq"
-TINY = dict(base_channels=8, image_size=8, codebook_size=16, latent_dim=4)
+TINY = dict(backbone_config=dict(base_channels=8), image_size=8, codebook_size=16, latent_dim=4)
 METRICS = {"PSNR (dB)": 27.5, "codebook usage": 0.9375, "rFID": 12}
 
 

@@ -141,8 +141,7 @@ def test_tau_follows_the_schedule_per_training_forward_and_resumes():
 
 
 def test_tokenizer_saves_and_restores_the_schedule_step(tmp_path):
-    config = HyperVQConfig(image_size=8, base_channels=8, downsampling_factor=2, latent_dim=4, codebook_size=16,
-                           norm_groups=4, tau_decay=0.5, tau_min=0.1)
+    config = HyperVQConfig(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2, norm_groups=4), latent_dim=4, codebook_size=16, tau_decay=0.5, tau_min=0.1)
     model = VQTokenizer.from_config(config).train()
     pixels = torch.rand(2, 3, 8, 8) * 2 - 1
     for _ in range(3):
@@ -252,8 +251,7 @@ def test_diversity_loss_hand_cases():
 
 
 def test_optimizer_gives_the_hyperplanes_their_own_learning_rate():
-    config = HyperVQConfig(image_size=8, base_channels=8, latent_dim=4, codebook_size=8, downsampling_factor=2,
-                           norm_groups=4, quantizer_lr_multiplier=5.0)
+    config = HyperVQConfig(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2, norm_groups=4), latent_dim=4, codebook_size=8, quantizer_lr_multiplier=5.0)
     model = VQTokenizer.from_config(config)
     optimizer = model.build_optimizer(learning_rate=1e-3, weight_decay=0.1)
     backbone, hyperplanes = optimizer.param_groups
@@ -267,8 +265,7 @@ def test_optimizer_gives_the_hyperplanes_their_own_learning_rate():
 
 def test_config_defaults_match_the_quantizer_and_the_paper_preset():
     config = HyperVQConfig()
-    quantizer = VQTokenizer.from_config(HyperVQConfig(image_size=8, base_channels=8, latent_dim=4, codebook_size=8,
-                                                      downsampling_factor=2, norm_groups=4)).quantizer
+    quantizer = VQTokenizer.from_config(HyperVQConfig(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2, norm_groups=4), latent_dim=4, codebook_size=8)).quantizer
     reference = HyperbolicQuantizer(8, 4)
     assert isinstance(quantizer, HyperbolicQuantizer)
     for name in ("curvature", "init_radius_std", "diversity_weight", "kmeans_init", "kmeans_iters"):

@@ -61,7 +61,7 @@ RANK_RECORDER = textwrap.dedent('''
 
 TINY_RUN = [
     "--config", str(REPO / "training" / "configs" / "vq.yaml"),
-    "model.image_size=16", "model.base_channels=8", "model.latent_dim=8", "model.codebook_size=16",
+    "model.image_size=16", "model.backbone_config.base_channels=8", "model.latent_dim=8", "model.codebook_size=16",
     "training.max_steps=3", "training.batch_size=4", "training.warmup_steps=1", "training.log_every=1",
     "training.report_to=none", "data.eval_split=null",
 ]

@@ -1,10 +1,19 @@
-"""Tokenizers saved by vqtok 0.1.0 (before the package was reorganised into one module per type)
-still load, with the same weights, and tokenize and decode exactly as they did.
+"""Tokenizers saved by earlier versions still load, with the same weights, and tokenize and decode
+exactly as they did; saved again, they are written in today's format and load the same.
 
-`tests/fixtures/legacy_0_1_0/` holds one tiny trained tokenizer per type, written by vqtok 0.1.0,
-and `expected.safetensors` the pixel values it was given with the ids and images it returned.
+- `tests/fixtures/legacy_0_1_0/`: one tiny trained tokenizer per type of vqtok 0.1.0 as first
+  released (before the package was reorganised into one module per type);
+- `tests/fixtures/flat_backbone_0_1_0/`: one per type of the last vqtok 0.1 (every type, with a
+  topology regulariser, SQ-VAE IV with a learned decoder variance and a categorical vMF SQ-VAE):
+  conv backbone fields at the top level of `config.json`, each backbone half one `nn.Sequential`,
+  quantizer state without a `Codebook` module.
+
+Each folder's `expected.safetensors` holds the pixel values the tokenizers were given, with the ids
+and images they returned.
 """
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,32 +22,80 @@ from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModel
 
 from vqtok import VQImageProcessor, VQTokenizer
+from vqtok.auto import TOKENIZER_REGISTRY
+from vqtok.hub.legacy import FLAT_BACKBONE_KEYS, legacy_key_mapping
 
-LEGACY = Path(__file__).parent / "fixtures" / "legacy_0_1_0"
-EXPECTED = load_file(LEGACY / "expected.safetensors")
-TYPES = sorted(path.name for path in LEGACY.iterdir() if path.is_dir())
-
-
-def test_every_type_of_0_1_0_has_a_fixture():
-    assert TYPES == ["vqtok-gumbel", "vqtok-nsvq", "vqtok-softvq", "vqtok-vq"]
+FIXTURES = Path(__file__).parent / "fixtures"
+FOLDERS = ("legacy_0_1_0", "flat_backbone_0_1_0")
+CASES = [(folder, path.name) for folder in FOLDERS for path in sorted((FIXTURES / folder).iterdir()) if path.is_dir()]
 
 
-@pytest.mark.parametrize("model_type", TYPES)
-def test_legacy_tokenizer_loads_with_its_weights_and_tokenizes_as_before(model_type):
-    folder = LEGACY / model_type
-    tokenizer = VQTokenizer.from_pretrained(folder).eval()
+def todays_name(name: str, mapping: dict[str, str]) -> str:
+    """A vqtok 0.1 tensor name renamed the way `from_pretrained(key_mapping=...)` renames it."""
+    for pattern, replacement in mapping.items():
+        match = re.search(pattern, name)
+        if match:
+            name = name.replace(match.group(0), replacement, 1)
+    return name
+
+
+def expected_outputs(folder: str, tokenizer):
+    expected = load_file(FIXTURES / folder / "expected.safetensors")
+    pixels = expected["categorical_pixel_values"] if tokenizer.config.in_channels == 1 else expected["pixel_values"]
+    model_type = tokenizer.config.model_type
+    return pixels, expected[f"{model_type}/input_ids"], expected[f"{model_type}/decoded"]
+
+
+def test_every_type_has_a_fixture_of_the_last_flat_format():
+    assert sorted(name for folder, name in CASES if folder == "flat_backbone_0_1_0") == sorted(TOKENIZER_REGISTRY)
+    assert sorted(name for folder, name in CASES if folder == "legacy_0_1_0") == [
+        "vqtok-gumbel", "vqtok-nsvq", "vqtok-softvq", "vqtok-vq"]
+
+
+@pytest.mark.parametrize("folder,model_type", CASES)
+def test_legacy_tokenizer_loads_with_its_weights_and_tokenizes_as_before(folder, model_type, tmp_path):
+    path = FIXTURES / folder / model_type
+    saved_config = json.loads((path / "config.json").read_text())
+    assert set(FLAT_BACKBONE_KEYS) & set(saved_config) and "backbone_config" not in saved_config
+    tokenizer = VQTokenizer.from_pretrained(path).eval()
     assert tokenizer.config.model_type == model_type
-    saved = load_file(folder / "model.safetensors")
+    assert tokenizer.config.backbone_config.base_channels == saved_config["base_channels"]
+
+    saved = load_file(path / "model.safetensors")
+    mapping = legacy_key_mapping(tokenizer.config)
+    renamed = {todays_name(name, mapping): tensor for name, tensor in saved.items()}
     state = tokenizer.state_dict()
-    assert set(saved) == set(state)
-    assert all(torch.equal(saved[name], state[name]) for name in saved)
-    ids = tokenizer.encode(EXPECTED["pixel_values"])
-    assert torch.equal(ids, EXPECTED[f"{model_type}/input_ids"])
-    assert torch.allclose(tokenizer.decode(ids), EXPECTED[f"{model_type}/decoded"], atol=1e-6)
-    assert type(AutoModel.from_pretrained(folder)) is type(tokenizer)
+    assert set(renamed) == set(state)
+    assert all(torch.equal(renamed[name], state[name]) for name in renamed)
+
+    pixels, ids_before, images_before = expected_outputs(folder, tokenizer)
+    ids = tokenizer.encode(pixels)
+    assert torch.equal(ids, ids_before)
+    assert torch.allclose(tokenizer.decode(ids), images_before, atol=1e-6)
+    assert type(AutoModel.from_pretrained(path)) is type(tokenizer)
+
+    tokenizer.save_pretrained(tmp_path)
+    resaved = json.loads((tmp_path / "config.json").read_text())
+    assert "backbone_config" in resaved and not set(FLAT_BACKBONE_KEYS) & set(resaved)
+    assert set(load_file(tmp_path / "model.safetensors")) == set(state)
+    assert torch.equal(VQTokenizer.from_pretrained(tmp_path).encode(pixels), ids_before)
 
 
 def test_legacy_processor_loads_through_the_auto_class():
-    processor = AutoImageProcessor.from_pretrained(LEGACY / "vqtok-vq")
+    processor = AutoImageProcessor.from_pretrained(FIXTURES / "legacy_0_1_0" / "vqtok-vq")
     assert isinstance(processor, VQImageProcessor)
     assert processor.crop_size["height"] == 8 and processor.num_channels == 3
+
+
+def test_a_config_with_both_the_flat_fields_and_backbone_config_is_refused(tmp_path):
+    tokenizer = VQTokenizer.from_pretrained(FIXTURES / "legacy_0_1_0" / "vqtok-vq")
+    tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "base_channels": 8}))
+    with pytest.raises(ValueError, match=r"both `backbone_config` and the top-level backbone field\(s\) \['base_channels'\]"):
+        VQTokenizer.from_pretrained(tmp_path)
+
+
+def test_flat_backbone_fields_in_python_name_their_new_place():
+    with pytest.raises(ValueError, match=r"\['base_channels'\] belong to the backbone.*backbone_config=\{'base_channels': 8\}"):
+        TOKENIZER_REGISTRY["vqtok-vq"][0](base_channels=8)

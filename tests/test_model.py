@@ -11,7 +11,7 @@ from vqtok import VQConfig, VQModel, VQTokenizer
 
 
 def tiny_config(**overrides):
-    values = dict(image_size=16, base_channels=8, latent_dim=4, codebook_size=16, downsampling_factor=4)
+    values = dict(image_size=16, backbone_config=dict(base_channels=8, downsampling_factor=4), latent_dim=4, codebook_size=16)
     values.update(overrides)
     return VQConfig(**values)
 
@@ -40,7 +40,7 @@ def trained_model():
     "channels,size,factor", [(1, 28, 4), (3, 32, 4), (3, 64, 8), (1, 32, 16), (3, 32, 2)]
 )
 def test_encode_decode_shapes_for_supported_sizes(channels, size, factor):
-    model = VQModel(tiny_config(in_channels=channels, image_size=size, downsampling_factor=factor)).eval()
+    model = VQModel(tiny_config(in_channels=channels, image_size=size, backbone_config=dict(downsampling_factor=factor))).eval()
     x = images(2, channels, size)
     ids = model.encode(x)
     assert ids.dtype == torch.long and ids.shape == (2, size // factor, size // factor)
@@ -70,7 +70,7 @@ def test_forward_returns_named_losses_and_stats():
 def test_straight_through_gradient_reaches_the_encoder():
     model = VQModel(tiny_config(use_ema=True))
     model(images()).losses["reconstruction_loss"].backward()
-    first_conv = model.encoder.layers[0]
+    first_conv = model.encoder.conv_in
     assert first_conv.weight.grad is not None
     assert first_conv.weight.grad.abs().sum() > 0
 
@@ -161,14 +161,14 @@ def test_bad_token_ids_are_rejected(model, input_ids, error, message):
     "overrides,error,message",
     [
         (dict(colour_mode="rgb"), ValueError, r"unknown config key\(s\) \['colour_mode'\]"),
-        (dict(downsampling_factor=3), ValueError, "downsampling_factor"),
+        (dict(backbone_config=dict(downsampling_factor=3)), ValueError, "downsampling_factor"),
         (dict(in_channels=4), ValueError, "in_channels"),
         (dict(codebook_size=1), ValueError, "codebook_size"),
         (dict(codebook_size=16.0), TypeError, "codebook_size"),
         (dict(ema_decay=1.0), ValueError, "ema_decay"),
         (dict(use_ema="yes"), TypeError, "use_ema"),
-        (dict(image_size=18), ValueError, "multiple of `downsampling_factor`"),
-        (dict(channel_multipliers=[1, 2, 4]), ValueError, "one entry per downsampling level"),
+        (dict(image_size=18), ValueError, "multiple of the backbone.s `downsampling_factor`"),
+        (dict(backbone_config=dict(channel_multipliers=[1, 2, 4])), ValueError, "one entry per downsampling level"),
         (dict(commitment_cost=-0.1), ValueError, "commitment_cost"),
     ],
 )

@@ -9,7 +9,7 @@ import vqtok.quantizers.nsvq as nsvq_module
 from vqtok import GumbelVQConfig, NSVQConfig, NSVQModel, SoftVQConfig, VQTokenizer
 from vqtok.quantizers import NSVQuantizer
 
-TINY = dict(image_size=8, base_channels=8, downsampling_factor=2, latent_dim=4, codebook_size=16)
+TINY = dict(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2), latent_dim=4, codebook_size=16)
 
 
 def as_map(rows):

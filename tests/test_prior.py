@@ -45,7 +45,7 @@ def tiny_args(output_dir, **overrides) -> TrainingArguments:
 
 
 def test_config_is_tied_to_the_tokenizer():
-    tokenizer_config = VQConfig(image_size=16, codebook_size=K, downsampling_factor=4)
+    tokenizer_config = VQConfig(image_size=16, codebook_size=K, backbone_config=dict(downsampling_factor=4))
     config = PriorConfig.for_tokenizer(tokenizer_config, hidden_size=32, num_layers=2, num_heads=2, tokenizer_name="me/tok")
     assert (config.codebook_size, config.token_grid, config.tokenizer, config.bos_token_id) == (K, GRID, "me/tok", K)
     lm = config.lm_config
@@ -140,11 +140,11 @@ def test_bad_training_input_raises_clear_errors(tmp_path):
 
 def test_a_prior_whose_k_differs_from_the_tokenizer_is_refused(tmp_path):
     prior = tiny_prior()
-    prior.check_tokenizer(VQConfig(image_size=16, codebook_size=K, downsampling_factor=4))
+    prior.check_tokenizer(VQConfig(image_size=16, codebook_size=K, backbone_config=dict(downsampling_factor=4)))
     with pytest.raises(ValueError, match=r"the prior has K=16 codes on a 4x4 grid, but the tokenizer has K=32 on a 4x4"):
         prior.check_tokenizer(tiny_tokenizer(tmp_path, codebook_size=32))
     with pytest.raises(ValueError, match=r"but the tokenizer has K=16 on a 8x8 grid"):
-        prior.check_tokenizer(VQConfig(image_size=32, codebook_size=K, downsampling_factor=4))
+        prior.check_tokenizer(VQConfig(image_size=32, codebook_size=K, backbone_config=dict(downsampling_factor=4)))
 
 
 def test_prior_run_config_reads_yaml_and_overrides():

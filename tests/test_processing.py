@@ -32,7 +32,7 @@ def test_greyscale_output_uses_luma_on_the_uint8_pixels():
 
 
 def test_numpy_input_and_round_trip_through_a_tokenizer(tmp_path):
-    config = VQConfig(image_size=16, base_channels=8, latent_dim=4, codebook_size=16)
+    config = VQConfig(image_size=16, backbone_config=dict(base_channels=8), latent_dim=4, codebook_size=16)
     processor = VQImageProcessor.for_tokenizer(config)
     processor.save_pretrained(tmp_path)
     reloaded = VQImageProcessor.from_pretrained(tmp_path)
@@ -79,7 +79,7 @@ def test_random_crops_are_windows_of_the_processors_resized_image():
 
 
 def test_auto_image_processor_loads_the_processor_saved_with_a_tokenizer(tmp_path):
-    config = VQConfig(image_size=16, in_channels=1, base_channels=8, latent_dim=4, codebook_size=16)
+    config = VQConfig(image_size=16, in_channels=1, backbone_config=dict(base_channels=8), latent_dim=4, codebook_size=16)
     VQModel(config).save_pretrained(tmp_path)
     VQImageProcessor.for_tokenizer(config).save_pretrained(tmp_path)
     processor = AutoImageProcessor.from_pretrained(tmp_path)

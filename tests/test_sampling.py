@@ -61,7 +61,7 @@ def test_uniform_sampling_is_uniform_over_the_k_codes():
 
 
 def test_prior_samples_are_in_range_never_bos_and_decode():
-    tokenizer = VQModel(VQConfig(image_size=16, base_channels=8, latent_dim=8, codebook_size=K)).eval()
+    tokenizer = VQModel(VQConfig(image_size=16, backbone_config=dict(base_channels=8), latent_dim=8, codebook_size=K)).eval()
     prior = tiny_prior(lm_options={"tie_word_embeddings": False}).eval()
     prior.check_tokenizer(tokenizer)
     # Make BOS by far the most likely next id at every position: without suppression `generate`
@@ -101,7 +101,7 @@ def test_temperature_top_k_top_p_and_seed():
 
 def test_bad_sampling_input_raises_clear_errors():
     prior = tiny_prior().eval()
-    tokenizer = VQModel(VQConfig(image_size=16, base_channels=8, latent_dim=8, codebook_size=K)).eval()
+    tokenizer = VQModel(VQConfig(image_size=16, backbone_config=dict(base_channels=8), latent_dim=8, codebook_size=K)).eval()
     with pytest.raises(ValueError, match="num_samples must be a positive int, got 0"):
         prior.generate_codes(0)
     with pytest.raises(ValueError, match="temperature must be a positive number"):

@@ -13,7 +13,7 @@ from vqtok import SQVAEConfig, VMFSQVAEConfig, VQTokenizer
 from vqtok.losses.likelihoods import arelbo_loss, gaussian_nll, log_bessel_iv, vmf_categorical_nll, vmf_log_normalizer
 from vqtok.quantizers import GaussianSQQuantizer, VMFSQQuantizer, soft_gumbel_softmax
 
-TINY = dict(image_size=8, base_channels=8, latent_dim=4, codebook_size=8, downsampling_factor=2, norm_groups=4)
+TINY = dict(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2, norm_groups=4), latent_dim=4, codebook_size=8)
 
 
 def gaussian(*args, **kwargs):

@@ -180,7 +180,7 @@ def topology_model(seed: int = 0, **options) -> VQTokenizer:
     torch.manual_seed(seed)
     settings = {"warmup_steps": 0, "compute_every": 1, "entropy_period": 1, "epsilon_target": 10.0, **options}
     config = VQConfig(
-        image_size=16, base_channels=8, latent_dim=4, codebook_size=16, downsampling_factor=4, use_ema=False,
+        image_size=16, backbone_config=dict(base_channels=8, downsampling_factor=4), latent_dim=4, codebook_size=16, use_ema=False,
         kmeans_init=False, regularizers={"topology": settings},
     )
     return VQTokenizer.from_config(config).train()
@@ -255,7 +255,7 @@ def test_options_are_checked_with_their_names():
 
 # --- diagnosis: metrics, model card, training evaluations ---------------------------------------
 def square_codebook_model() -> VQTokenizer:
-    config = VQConfig(image_size=16, base_channels=8, latent_dim=2, codebook_size=4, downsampling_factor=4)
+    config = VQConfig(image_size=16, backbone_config=dict(base_channels=8, downsampling_factor=4), latent_dim=2, codebook_size=4)
     model = VQTokenizer.from_config(config)
     with torch.no_grad():
         model.quantizer.embedding.copy_(UNIT_SQUARE)

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(**overrides) -> VQConfig:
-    values = dict(image_size=16, base_channels=8, latent_dim=8, codebook_size=16, downsampling_factor=4)
+    values = dict(image_size=16, backbone_config=dict(base_channels=8, downsampling_factor=4), latent_dim=8, codebook_size=16)
     return VQConfig(**{**values, **overrides})
 
 
@@ -112,7 +112,7 @@ def test_command_line_end_to_end(tmp_path, capsys):
         f"training.output_dir={out}", "training.max_steps=4", "training.batch_size=8", "training.warmup_steps=1",
         "training.checkpoint_every=2", "training.checkpoints_total_limit=1", "training.eval_every=2",
         "training.log_every=1", "training.eval_batch_size=64",
-        "model.image_size=16", "model.base_channels=8", "model.latent_dim=8", "model.codebook_size=16",
+        "model.image_size=16", "model.backbone_config.base_channels=8", "model.latent_dim=8", "model.codebook_size=16",
     ])
     assert "starting from step 0" in capsys.readouterr().out
     assert [Path(p).name for p in list_checkpoints(out)] == ["step_4"]

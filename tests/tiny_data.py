@@ -30,7 +30,7 @@ def tiny_tokenizer(folder, seed: int = 0, **overrides):
     from vqtok import VQConfig, VQImageProcessor, VQModel
 
     torch.manual_seed(seed)
-    values = dict(image_size=16, base_channels=8, latent_dim=8, codebook_size=16, downsampling_factor=4)
+    values = dict(image_size=16, backbone_config=dict(base_channels=8, downsampling_factor=4), latent_dim=8, codebook_size=16)
     model = VQModel(VQConfig(**{**values, **overrides})).eval()
     model.save_pretrained(folder)
     VQImageProcessor.for_tokenizer(model.config).save_pretrained(folder)

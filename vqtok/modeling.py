@@ -1,10 +1,11 @@
 """The base of every tokenizer model: encoder -> quantizer -> decoder, and the training loss.
 
 Each tokenizer type (under `vqtok/models/`) subclasses `VQTokenizerPreTrainedModel` and sets
-`config_class`; the quantizer is built from the config's own fields. A type may override the hooks
-`build_quantizer`, `reconstruction_losses` (SQ-VAE trains with its own likelihood, not MSE),
-`build_decoder` with `images_from_decoder_output` (a likelihood over categories decodes one channel
-per category) and `build_optimizer` (parameters that need another optimizer or parameter groups).
+`config_class`; the encoder and decoder come from the config's backbone (`backbone_config`), the
+quantizer from the config's own fields. A type may override the hooks `build_quantizer`,
+`reconstruction_losses` (SQ-VAE trains with its own likelihood, not MSE), `build_decoder` with
+`images_from_decoder_output` (a likelihood over categories decodes one channel per category) and
+`build_optimizer` (parameters that need another optimizer or parameter groups).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .backbones.conv import Decoder, Encoder
 from .configuration import VQTokenizerConfig
 from .hub import SafeHubMixin
+from .hub.legacy import legacy_key_mapping
 from .quantizers import Quantizer, QuantizerOutput
 from .regularizers import RegularizerInputs, build_regularizers
 from .validation import check_pixel_values, check_token_grid
@@ -72,13 +73,17 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
 
     def __init__(self, config: VQTokenizerConfig):
         super().__init__(config)
-        self.encoder = Encoder(config)
+        self.encoder = self.build_encoder(config)
         self.quantizer: Quantizer = self.build_quantizer(config)
         self.decoder = self.build_decoder(config)
         self.regularizers = build_regularizers(config.regularizers)
         self.post_init()
 
     # --- hooks a type may override ------------------------------------------------------------
+    def build_encoder(self, config: VQTokenizerConfig) -> nn.Module:
+        """The backbone's encoder, images `[B, C, H, W]` -> latents `[B, D, H/f, W/f]`."""
+        return config.backbone_config.build_encoder(config.in_channels, config.latent_dim)
+
     def build_quantizer(self, config: VQTokenizerConfig) -> Quantizer:
         """`config.quantizer_class` with the codebook size, the latent dimension and every option
         the config declares for it."""
@@ -88,9 +93,9 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         return config.quantizer_class(codebook_size=config.codebook_size, dim=config.latent_dim, **options)
 
     def build_decoder(self, config: VQTokenizerConfig) -> nn.Module:
-        """The decoder, latents `[B, D, h, w]` -> `[B, C, H, W]`; its output is what
+        """The backbone's decoder, latents `[B, D, h, w]` -> `[B, C, H, W]`; its output is what
         `reconstruction_losses` scores and `images_from_decoder_output` turns into images."""
-        return Decoder(config)
+        return config.backbone_config.build_decoder(config.latent_dim, config.in_channels)
 
     def images_from_decoder_output(self, output: torch.Tensor) -> torch.Tensor:
         """The images `decode` returns, in [-1, 1], from the decoder's output (clamped by default)."""
@@ -123,6 +128,11 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
             {"params": list(group), "lr": learning_rate * lr_multiplier, "weight_decay": 0.0},
         ]
         return torch.optim.AdamW(groups, lr=learning_rate)
+
+    @classmethod
+    def checkpoint_key_mapping(cls, config: VQTokenizerConfig) -> dict[str, str]:
+        """The renaming of vqtok 0.1's tensor names (`vqtok.hub.legacy`), applied to every load."""
+        return legacy_key_mapping(config)
 
     def _init_weights(self, module):
         # PyTorch's default initialisation is kept; quantizers initialise their own codebooks.

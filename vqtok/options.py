@@ -1,8 +1,9 @@
 """Typed, range-checked options, declared once.
 
-A quantizer (or regulariser, or the shared backbone) declares each of its options as an `Option`;
-the same declaration checks the keyword argument when the module is built on its own and the
-config field when a tokenizer config is built, so a type and a range are written in one place.
+A quantizer (or regulariser, backbone or training objective) declares each of its options as an
+`Option`; the same declaration checks the keyword argument when the module is built on its own and
+the config field when a tokenizer config is built, and documents the option (`doc`), so a type, a
+range and a meaning are written in one place.
 
 Errors name the option and say what was expected and what was received: a wrong type raises
 `TypeError`, a value out of range (NaN and infinities included) raises `ValueError`.
@@ -11,8 +12,9 @@ Errors name the option and say what was expected and what was received: a wrong 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 # An option declared `float` accepts ints too (`0` for `0.0`), never bools.
@@ -29,6 +31,8 @@ class Option:
         low_open / high_open: exclude the bound itself.
         choices: the only values allowed.
         optional: None is allowed too.
+        doc: what the option does, written once here; config and module docstrings list it from
+            here (`document_options`).
     """
 
     kind: type
@@ -38,6 +42,11 @@ class Option:
     high_open: bool = False
     choices: tuple | None = None
     optional: bool = False
+    doc: str = ""
+
+    def documented(self, doc: str) -> Option:
+        """The same option with its meaning `doc`."""
+        return replace(self, doc=doc)
 
     def check(self, name: str, value: Any, where: str = "option") -> None:
         """Raise `TypeError`/`ValueError` naming `where` `name` unless `value` is acceptable."""
@@ -84,6 +93,26 @@ def check_options(specs: Mapping[str, Option], values: Mapping[str, Any], where:
             raise ValueError(f"unknown {where} `{name}`; known: {sorted(specs)}")
         specs[name].check(name, value, where)
 
+
+def document_options(
+    specs: Mapping[str, Option], defaults: Mapping[str, Any] | None = None, notes: Mapping[str, str] | None = None
+) -> str:
+    """An `Args:` section in the Hugging Face docstring format, one entry per option of `specs`:
+    its kind, its default (from `defaults`, where there is one), its `doc` and the `notes` a class
+    adds about it."""
+    defaults, notes = defaults or {}, notes or {}
+    lines = ["Args:"]
+    for name, option in specs.items():
+        kind = "float" if option.kind is float else option.kind.__name__
+        default = defaults.get(name, _NO_DEFAULT)
+        shown = "*optional*" if default is None else (f"defaults to {default!r}" if default is not _NO_DEFAULT else "")
+        lines.append(f"    {name} (`{kind}`{', ' + shown if shown else ''}):")
+        text = " ".join(part for part in (option.doc, notes.get(name, "")) if part) or "(undocumented)"
+        lines += textwrap.wrap(text, width=100, initial_indent=" " * 8, subsequent_indent=" " * 8)
+    return "\n".join(lines)
+
+
+_NO_DEFAULT = object()
 
 # Options shared by several modules.
 CODEBOOK_SIZE = Option(int, low=2)

@@ -70,10 +70,11 @@ class SafeHubMixin:
         weights_path = check_safetensors_weights(source, download, kwargs.get("variant"))
         return_info = kwargs.pop("output_loading_info", False)
         allow_mismatch = kwargs.pop("ignore_mismatched_sizes", False)
+        key_mapping = cls.checkpoint_key_mapping(kwargs.get("config") or cls.config_class.from_pretrained(source, **download))
         try:
             # transformers 5 only logs missing/unexpected tensors; they are checked below.
             model, info = super().from_pretrained(
-                source, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+                source, *args, output_loading_info=True, ignore_mismatched_sizes=True, key_mapping=key_mapping, **kwargs
             )
         except (SafetensorError, RuntimeError) as error:
             if "safetensor" not in f"{type(error).__name__} {error}".lower() and not isinstance(error, SafetensorError):
@@ -81,10 +82,18 @@ class SafeHubMixin:
             raise OSError(
                 f"could not read the safetensors weights of {source}: the file is corrupt or truncated ({error})"
             ) from error
+        # transformers would undo the renaming when saving; vqtok always saves today's names.
+        model.__dict__.pop("_weight_conversions", None)
         check_loading_info(source, info, allow_mismatch)
         reinitialise_mismatched(model, info)
         check_finite_weights(model, source, weights_path)
         return (model, info) if return_info else model
+
+    @classmethod
+    def checkpoint_key_mapping(cls, config) -> dict[str, str] | None:
+        """Renames (regex -> name) of the tensors in checkpoints written for `config` by earlier
+        versions (see `from_pretrained`'s `key_mapping`); none by default."""
+        return None
 
     def render_card(self, **card_kwargs):
         """The model card `push_to_hub` uploads (keywords as in `vqtok.hub.render_model_card`); a model

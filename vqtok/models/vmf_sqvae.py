@@ -8,7 +8,6 @@ import math
 import torch
 from torch import nn
 
-from ..backbones.conv import Decoder
 from ..configuration import VQTokenizerConfig
 from ..losses.likelihoods import vmf_categorical_nll
 from ..options import POSITIVE, Option
@@ -129,7 +128,7 @@ class VMFSQVAEModel(SQVAEModel):
     def build_decoder(self, config):
         """One output channel per category for categorical images, the image channels otherwise."""
         if config.reconstruction_objective == "vmf":
-            return Decoder(config, out_channels=config.num_categories)
+            return config.backbone_config.build_decoder(config.latent_dim, config.num_categories)
         return super().build_decoder(config)
 
     def images_from_decoder_output(self, output):

@@ -86,6 +86,30 @@ class Quantizer(nn.Module):
         """Raise `TypeError`/`ValueError` naming the first option in `values` that `options` rejects."""
         check_options(cls.options, values, where or f"{cls.__name__} argument")
 
+    @classmethod
+    def derived_codebook_size(cls, options: Mapping[str, Any]) -> int | None:
+        """K as it follows from the quantizer's other options (FSQ: the product of its levels), or
+        None when K is free (a table of any size); the tokenizer config fills `codebook_size` from it."""
+        return None
+
+    @classmethod
+    def derived_codes_per_position(cls, options: Mapping[str, Any]) -> int:
+        """R, the codes picked per position for these options (a residual quantizer's depth; 1 here)."""
+        return 1
+
+    @classmethod
+    def check_codebook_size(cls, codebook_size: Any, options: Mapping[str, Any], where: str | None = None) -> None:
+        """Raise `TypeError`/`ValueError` unless `codebook_size` is a valid K for these options: an int
+        >= 2, equal to the derived K where the options fix one."""
+        where = where or f"{cls.__name__} argument"
+        CODEBOOK_SIZE.check("codebook_size", codebook_size, where)
+        derived = cls.derived_codebook_size(options)
+        if derived is not None and codebook_size != derived:
+            raise ValueError(
+                f"{where} `codebook_size` ({codebook_size}) must equal the {derived} codes that {cls.__name__}'s "
+                "options give (leave it out to have it filled in)"
+            )
+
     def _set_options(self, **values) -> None:
         """Check `values` (see `check_options`) and keep each as an attribute (numbers as floats)."""
         self.check_options(values)

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 
 import yaml
 
-from ..configuration import SHARED_OPTIONS, VQTokenizerConfig
-from ..options import Option
+from ..backbones import DEFAULT_BACKBONE, backbone_class
+from ..configuration import VQTokenizerConfig
 from ..auto import registered_config_class
 from .arguments import DataArguments, TrainingArguments, arguments_from_dict, parse_options
 
@@ -88,22 +88,25 @@ def run_metadata(training: TrainingArguments, num_processes: int) -> dict:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply `section.key=value` strings to a raw config dict. Values are parsed as YAML scalars,
-    except that only true/false are booleans (`training.mixed_precision=no` stays the string `no`;
-    a boolean option takes yes/no/on/off too, see `parse_option`)."""
+    """Apply `section.key=value` strings to a raw config dict; a nested key names its path
+    (`model.backbone_config.base_channels=16`). Values are parsed as YAML scalars, except that only
+    true/false are booleans (`training.mixed_precision=no` stays the string `no`; a boolean option
+    takes yes/no/on/off too, see `parse_option`)."""
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ValueError(f"override {item!r} must look like section.key=value, e.g. training.max_steps=200")
         path, value = item.split("=", 1)
-        section, key = path.split(".", 1)
+        section, *keys = path.split(".")
         if section not in SECTIONS:
             raise ValueError(f"override {item!r}: unknown section {section!r}; sections: {list(SECTIONS)}")
-        if raw.get(section) is None:
-            raw[section] = {}
-        if not isinstance(raw[section], dict):
-            raise ValueError(f"section `{section}` of the run config must be a mapping of keys to values, "
-                             f"got {raw[section]!r}")
-        raw[section][key] = _override_value(value)
+        table, where = raw, "the run config"
+        for key in [section, *keys[:-1]]:
+            if table.get(key) is None:
+                table[key] = {}
+            if not isinstance(table[key], dict):
+                raise ValueError(f"`{key}` of {where} must be a mapping of keys to values, got {table[key]!r}")
+            table, where = table[key], f"`{key}`"
+        table[keys[-1]] = _override_value(value)
     return raw
 
 
@@ -114,11 +117,18 @@ def _override_value(text: str):
     return value
 
 
-def model_options(config_class: type[VQTokenizerConfig]) -> dict[str, Option]:
-    """The declared options of a tokenizer config class's fields: the shared ones, its quantizer's
-    and its model's."""
-    quantizer = getattr(config_class.quantizer_class, "options", {})
-    return {**quantizer, **config_class.model_options, **SHARED_OPTIONS}
+def parse_model_section(config_class: type[VQTokenizerConfig], values: dict) -> dict:
+    """The `model` section's values parsed to their declared types, the backbone's fields with the
+    options of their `backbone_type`."""
+    values = parse_options(config_class.declared_options(), values, "model")
+    backbone = values.get("backbone_config")
+    if isinstance(backbone, dict):
+        backbone = dict(backbone)
+        backbone_type = backbone.pop("backbone_type", DEFAULT_BACKBONE)
+        options = backbone_class(backbone_type).options if isinstance(backbone_type, str) else {}
+        values["backbone_config"] = {"backbone_type": backbone_type,
+                                     **parse_options(options, backbone, "model.backbone_config")}
+    return values
 
 
 def build_run_config(raw: dict) -> RunConfig:
@@ -136,7 +146,7 @@ def build_run_config(raw: dict) -> RunConfig:
     except (TypeError, ValueError) as error:
         raise ValueError(f"model.model_type: {error}") from None
     return RunConfig(
-        model=config_class(**parse_options(model_options(config_class), model_values, "model")),
+        model=config_class(**parse_model_section(config_class, model_values)),
         data=arguments_from_dict(DataArguments, raw.get("data") or {}, "data"),
         training=arguments_from_dict(TrainingArguments, raw.get("training") or {}, "training"),
     )
