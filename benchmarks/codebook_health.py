@@ -39,9 +39,8 @@ class VectorQuantizePytorch(Quantizer):
 
         self.inner = VectorQuantize(dim=dim, codebook_size=codebook_size)
 
-    @property
-    def codebook(self) -> torch.Tensor:
-        return self.inner.codebook
+    def code_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.inner.codebook[ids].float()
 
     def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
         quantized, indices, commitment = self.inner(rows[None])

@@ -41,7 +41,7 @@ def make_method(name: str, codebook_size: int):
         from vqtok.quantizers import VectorQuantizer
 
         quantizer = VectorQuantizer(codebook_size, D).eval()
-        quantizer.embedding.data.copy_(codebook)
+        quantizer.codebook.weight.data.copy_(codebook)
         feature_map = rows.reshape(16, 32, 32, D).permute(0, 3, 1, 2).contiguous()  # [B, D, h, w]
         return quantizer.select, feature_map
     if name == "vq-pytorch":

@@ -134,13 +134,13 @@ def test_from_pretrained_names_the_nan_field_of_a_vq_config(tmp_path):
 @pytest.mark.parametrize("bad", NON_FINITE)
 def test_loading_non_finite_weights_names_each_tensor_and_the_file(bad, tmp_path):
     folder = saved(tiny_tokenizer("vqtok-vq"), tmp_path)
-    corrupt_weights(folder, {"quantizer.embedding": 3, "quantizer.ema_cluster_size": 1}, bad)
+    corrupt_weights(folder, {"quantizer.codebook.weight": 3, "quantizer.codebook.ema_cluster_size": 1}, bad)
     for load in (VQTokenizer.from_pretrained, VQModel.from_pretrained, AutoModel.from_pretrained):
         with pytest.raises(ValueError, match="hold NaN or infinite values") as caught:
             load(folder)
         message = str(caught.value)
-        assert "quantizer.embedding (3 non-finite values)" in message
-        assert "quantizer.ema_cluster_size (1 non-finite value)" in message
+        assert "quantizer.codebook.weight (3 non-finite values)" in message
+        assert "quantizer.codebook.ema_cluster_size (1 non-finite value)" in message
         assert str(folder / "model.safetensors") in message
 
 

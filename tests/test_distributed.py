@@ -16,7 +16,7 @@ import torch
 from processes import run_processes
 from safetensors.torch import load_file, save_file
 
-from vqtok.quantizers import GaussianSQQuantizer, VectorQuantizer
+from vqtok.quantizers import SQVAEQuantizer, VectorQuantizer
 
 WORLD_SIZE = 2
 
@@ -70,7 +70,7 @@ def _run_rank(rank: int, port: int, out: Path) -> None:
     save_file({**vq.state_dict(), "restarted": torch.tensor(restarted)}, out / f"maintenance_rank{rank}.safetensors")
 
     # 1b. The same for SQ-VAE's gradient-learnt codebook (k-means init and restarts, no optimizer step).
-    sq = GaussianSQQuantizer(16, 4, latent_scale=1.0, kmeans_init=True, dead_code_threshold=6.0).train()
+    sq = SQVAEQuantizer(16, 4, latent_scale=1.0, kmeans_init=True, dead_code_threshold=6.0).train()
     data = torch.Generator().manual_seed(0)
     restarted = 0.0
     for step in range(6):
@@ -170,7 +170,7 @@ def _assert_identical(first: dict, second: dict) -> None:
 def test_codebook_and_buffers_identical_on_both_ranks(two_ranks, quantizer):
     rank0, rank1 = _both(two_ranks, quantizer)
     assert float(rank0["restarted"]) > 0, "no dead-code restart happened: the test would not cover them"
-    assert bool(rank0["initialized"])
+    assert bool(rank0["codebook.initialized"])
     _assert_identical(rank0, rank1)
 
 
@@ -180,8 +180,8 @@ def test_two_half_batch_ema_step_equals_one_process_on_the_global_batch(two_rank
     single = ema_quantizer()
     single(ema_batch())
     expected = single.state_dict()
-    assert torch.equal(rank0["ema_cluster_size"], expected["ema_cluster_size"])  # integer counts: exact
-    for name in ("ema_embed_sum", "embedding", "code_usage"):
+    assert torch.equal(rank0["codebook.ema_cluster_size"], expected["codebook.ema_cluster_size"])  # integer counts: exact
+    for name in ("codebook.ema_embed_sum", "codebook.weight", "codebook.usage"):
         torch.testing.assert_close(rank0[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
 
 

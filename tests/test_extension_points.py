@@ -20,7 +20,7 @@ def images(batch: int = 4, seed: int = 0) -> torch.Tensor:
 
 
 class CodebookNormPenalty(Regularizer):
-    """weight x mean(codebook^2); counts its training forwards in a buffer."""
+    """weight x mean(code vectors^2); counts its training forwards in a buffer."""
 
     name = "codebook_norm"
     options = {"weight": NON_NEGATIVE}
@@ -34,7 +34,7 @@ class CodebookNormPenalty(Regularizer):
     def forward(self, inputs):
         if self.training:
             self.calls.add_(1)
-        loss = self.weight * inputs.codebook.float().pow(2).mean()
+        loss = self.weight * inputs.quantizer.code_sample(None).pow(2).mean()
         return RegularizerOutput({"codebook_norm_loss": loss}, {"codebook_norm_calls": self.calls.float()})
 
 
@@ -42,7 +42,7 @@ class ClashingRegularizer(Regularizer):
     name = "clashing"
 
     def forward(self, inputs):
-        return RegularizerOutput({"commitment_loss": inputs.codebook.sum()})
+        return RegularizerOutput({"commitment_loss": inputs.latents.sum()})
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_a_regulariser_switched_on_in_the_config_adds_its_named_term_and_gradien
     model = VQModel(VQConfig(**TINY, use_ema=False, regularizers={"codebook_norm": {"weight": 0.5}})).train()
     out = model(images())
     assert set(out.losses) == {"reconstruction_loss", "commitment_loss", "codebook_loss", "codebook_norm_loss"}
-    codebook = model.quantizer.embedding
+    codebook = model.quantizer.codebook.weight
     assert out.losses["codebook_norm_loss"].item() == pytest.approx(0.5 * codebook.detach().pow(2).mean().item())
     assert torch.allclose(out.loss, sum(out.losses.values()))
     assert out.stats["codebook_norm_calls"].item() == 1

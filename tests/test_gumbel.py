@@ -41,12 +41,12 @@ def test_training_forward_hands_the_decoder_exact_code_vectors_and_learns_both_t
     out = quantizer(as_map(rows))
     ids = out.indices.flatten()
     quantized_rows = out.quantized.reshape(3, -1).t()
-    assert torch.equal(quantized_rows, quantizer.embedding.detach()[ids])
+    assert torch.equal(quantized_rows, quantizer.codebook.weight.detach()[ids])
     quantized_rows.pow(2).sum().backward()
     assert quantizer.to_logits.weight.grad.abs().sum() > 0 and rows.grad.abs().sum() > 0
     unused = torch.ones(8, dtype=torch.bool)
     unused[ids] = False
-    assert (quantizer.embedding.grad[unused] == 0).all() and (quantizer.embedding.grad[ids] != 0).any()
+    assert (quantizer.codebook.weight.grad[unused] == 0).all() and (quantizer.codebook.weight.grad[ids] != 0).any()
 
 
 def test_encode_is_the_argmax_of_the_logits_without_noise():
@@ -58,7 +58,7 @@ def test_encode_is_the_argmax_of_the_logits_without_noise():
     assert quantizer.select(as_map(rows)).flatten().tolist() == [0, 1, 2]
     out = quantizer.eval()(as_map(rows))
     assert out.indices.flatten().tolist() == [0, 1, 2]
-    assert torch.equal(out.quantized.reshape(2, 3).t(), quantizer.embedding.detach()[[0, 1, 2]])
+    assert torch.equal(out.quantized.reshape(2, 3).t(), quantizer.codebook.weight.detach()[[0, 1, 2]])
 
 
 def test_temperature_schedule_values():
@@ -129,7 +129,7 @@ def test_kmeans_init_puts_codes_on_the_first_batch_with_a_nearest_centre_posteri
     rows = centres.repeat_interleave(30, dim=0) + 0.5 * torch.randn(90, 2)
     quantizer = GumbelQuantizer(3, 2).train()
     quantizer(as_map(rows))
-    table = quantizer.embedding.detach()
+    table = quantizer.codebook.weight.detach()
     assert torch.cdist(table, rows).min(dim=1).values.max().item() < 6  # codes are means of the batch's rows
     # logits_k = (||z||^2 - ||z - c_k||^2) / s, s = mean squared distance to the nearest centre.
     distances = torch.cdist(rows, table) ** 2
@@ -139,10 +139,10 @@ def test_kmeans_init_puts_codes_on_the_first_batch_with_a_nearest_centre_posteri
     assert torch.equal(quantizer.select(as_map(rows)).flatten(), distances.argmin(dim=1))
     # Only at step 0: later forwards (and a resumed run) keep the trained tables.
     with torch.no_grad():
-        quantizer.embedding.add_(1.0)
-    before = quantizer.embedding.detach().clone()
+        quantizer.codebook.weight.add_(1.0)
+    before = quantizer.codebook.weight.detach().clone()
     quantizer(as_map(rows))
-    assert torch.equal(quantizer.embedding.detach(), before)
+    assert torch.equal(quantizer.codebook.weight.detach(), before)
 
 
 def test_without_kmeans_init_the_first_forward_keeps_the_random_tables():

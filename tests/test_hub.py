@@ -33,11 +33,11 @@ def tiny_model(seed: int = 0) -> VQModel:
     model = VQModel(VQConfig(**TINY))
     quantizer = model.quantizer
     with torch.no_grad():
-        quantizer.embedding.copy_(torch.randn_like(quantizer.embedding))
-        quantizer.initialized.fill_(True)
-        quantizer.ema_cluster_size.copy_(torch.arange(1.0, 17.0))
-        quantizer.ema_embed_sum.copy_(torch.randn_like(quantizer.ema_embed_sum))
-        quantizer.code_usage.copy_(torch.rand_like(quantizer.code_usage))
+        quantizer.codebook.weight.copy_(torch.randn_like(quantizer.codebook.weight))
+        quantizer.codebook.initialized.fill_(True)
+        quantizer.codebook.ema_cluster_size.copy_(torch.arange(1.0, 17.0))
+        quantizer.codebook.ema_embed_sum.copy_(torch.randn_like(quantizer.codebook.ema_embed_sum))
+        quantizer.codebook.usage.copy_(torch.rand_like(quantizer.codebook.usage))
     return model.eval()
 
 
@@ -52,7 +52,7 @@ def assert_same_model(expected, actual) -> None:
     for name in want:
         assert want[name].dtype == got[name].dtype, name
         assert torch.equal(want[name], got[name]), name
-    assert bool(actual.quantizer.initialized)
+    assert bool(actual.quantizer.codebook.initialized)
     assert torch.equal(expected.encode(pixels()), actual.encode(pixels()))
 
 
@@ -312,7 +312,7 @@ def _set_config(folder: Path, **changes) -> None:
 
 def _drop_and_add_tensor(folder: Path) -> None:
     tensors = load_file(folder / "model.safetensors")
-    del tensors["quantizer.embedding"]
+    del tensors["quantizer.codebook.weight"]
     tensors["quantizer.extra"] = torch.zeros(3)
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
 
@@ -332,13 +332,13 @@ BAD_CHECKPOINTS = {
     "codebook_size changed": (
         lambda f: _set_config(f, codebook_size=32),
         ValueError,
-        r"tensor shapes differ: .*quantizer\.embedding \(checkpoint \[16, 4\], config \[32, 4\]\)",
+        r"tensor shapes differ: .*quantizer\.codebook\.weight \(checkpoint \[16, 4\], config \[32, 4\]\)",
     ),
-    "latent_dim changed": (lambda f: _set_config(f, latent_dim=8), ValueError, r"quantizer\.ema_embed_sum"),
+    "latent_dim changed": (lambda f: _set_config(f, latent_dim=8), ValueError, r"quantizer\.codebook\.ema_embed_sum"),
     "tensors missing and unexpected": (
         _drop_and_add_tensor,
         ValueError,
-        r"missing from the checkpoint: quantizer\.embedding; not part of the model: quantizer\.extra",
+        r"missing from the checkpoint: quantizer\.codebook\.weight; not part of the model: quantizer\.extra",
     ),
     "unknown key": (lambda f: _set_config(f, bogus=1), ValueError, r"unknown config key\(s\) \['bogus'\]"),
     "truncated safetensors": (_truncate, OSError, "corrupt or truncated"),
@@ -373,13 +373,13 @@ def test_model_class_of_another_type_points_to_vqtokenizer(saved):
 def test_mismatch_can_be_accepted_on_purpose(saved):
     _set_config(saved, codebook_size=32)
     model, info = VQModel.from_pretrained(saved, ignore_mismatched_sizes=True, output_loading_info=True)
-    assert model.quantizer.embedding.shape == (32, 4)
-    assert {key for key, *_ in info["mismatched_keys"]} >= {"quantizer.embedding"}
+    assert model.quantizer.codebook.weight.shape == (32, 4)
+    assert {key for key, *_ in info["mismatched_keys"]} >= {"quantizer.codebook.weight"}
     # The re-created tensors start as a freshly built model's, not as uninitialised memory.
     fresh = VQModel(model.config)
     assert all(torch.isfinite(tensor).all() for tensor in model.state_dict().values())
-    torch.testing.assert_close(model.quantizer.code_usage, fresh.quantizer.code_usage, rtol=0, atol=0)
-    torch.testing.assert_close(model.quantizer.ema_cluster_size, fresh.quantizer.ema_cluster_size, rtol=0, atol=0)
+    torch.testing.assert_close(model.quantizer.codebook.usage, fresh.quantizer.codebook.usage, rtol=0, atol=0)
+    torch.testing.assert_close(model.quantizer.codebook.ema_cluster_size, fresh.quantizer.codebook.ema_cluster_size, rtol=0, atol=0)
 
 
 def test_other_refusals_and_a_clean_load(saved):

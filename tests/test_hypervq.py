@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vqtok import HyperVQConfig, HyperVQModel, VQTokenizer
-from vqtok.quantizers import HyperbolicQuantizer
+from vqtok.quantizers import HyperVQQuantizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,7 +26,7 @@ def from_map(tensor):
 @pytest.mark.parametrize("curvature", [0.05, 1.0, 4.0])
 def test_points_stay_strictly_inside_the_ball_even_for_inputs_of_norm_1e4(curvature):
     torch.manual_seed(0)
-    quantizer = HyperbolicQuantizer(8, 16, curvature=curvature)
+    quantizer = HyperVQQuantizer(8, 16, curvature=curvature)
     directions = torch.randn(32, 16)
     rows = torch.cat([directions / directions.norm(dim=1, keepdim=True) * 1e4, directions * 1e-6, torch.zeros(1, 16)])
     points = quantizer.to_ball(rows)
@@ -38,7 +38,7 @@ def test_points_stay_strictly_inside_the_ball_even_for_inputs_of_norm_1e4(curvat
 @pytest.mark.parametrize("curvature", [1.0, 0.3, 2.0])
 def test_logits_are_twice_geoopts_signed_scaled_distance_to_each_code_hyperplane(curvature):
     torch.manual_seed(1)
-    quantizer = HyperbolicQuantizer(6, 5, curvature=curvature, init_radius_std=0.4)
+    quantizer = HyperVQQuantizer(6, 5, curvature=curvature, init_radius_std=0.4)
     rows = torch.randn(20, 5) / curvature**0.5
     logits = quantizer.logits(rows).double()
 
@@ -62,7 +62,7 @@ def test_logits_are_twice_geoopts_signed_scaled_distance_to_each_code_hyperplane
 
 def test_logits_at_the_origin_by_hand():
     # z_h = 0: v_k = (2 ||a_k|| / sqrt(c)) asinh(-sinh(2 sqrt(c) r_k)) = -4 ||a_k|| r_k.
-    quantizer = HyperbolicQuantizer(3, 2, curvature=0.5)
+    quantizer = HyperVQQuantizer(3, 2, curvature=0.5)
     with torch.no_grad():
         quantizer.normals.copy_(torch.tensor([[3.0, 4.0], [0.0, -2.0], [1.0, 0.0]]))
         quantizer.offsets.copy_(torch.tensor([0.25, -1.0, 0.0]))
@@ -72,18 +72,18 @@ def test_logits_at_the_origin_by_hand():
 
 def test_codebook_vectors_are_offsets_along_unit_normals():
     torch.manual_seed(2)
-    quantizer = HyperbolicQuantizer(5, 3)
+    quantizer = HyperVQQuantizer(5, 3)
     normals, offsets = quantizer.normals.detach(), quantizer.offsets.detach()
     expected = offsets[:, None] * normals / normals.norm(dim=1, keepdim=True)
-    assert torch.allclose(quantizer.codebook, expected, atol=1e-7)
-    assert torch.allclose(quantizer.codebook.norm(dim=1), offsets.abs(), atol=1e-6)
+    assert torch.allclose(quantizer.code_vectors(), expected, atol=1e-7)
+    assert torch.allclose(quantizer.code_vectors().norm(dim=1), offsets.abs(), atol=1e-6)
     ids = torch.tensor([[4, 0], [2, 2]])
-    assert torch.equal(quantizer.embed(ids), quantizer.codebook.detach()[ids].movedim(-1, 1))
+    assert torch.equal(quantizer.embed(ids), quantizer.code_vectors().detach()[ids].movedim(-1, 1))
 
 
 def test_init_is_not_degenerate():
     torch.manual_seed(3)
-    codebook = HyperbolicQuantizer(512, 64).codebook.detach()
+    codebook = HyperVQQuantizer(512, 64).code_vectors().detach()
     assert (codebook.norm(dim=1) > 0).all()
     gaps = torch.cdist(codebook, codebook) + torch.eye(512) * 1e9
     assert gaps.min() > 1e-4
@@ -91,12 +91,12 @@ def test_init_is_not_degenerate():
 
 def test_training_forward_hands_the_decoder_exact_code_vectors_with_gradients_to_a_r_and_input():
     torch.manual_seed(4)
-    quantizer = HyperbolicQuantizer(8, 3, init_radius_std=0.5, diversity_weight=0.0).train()
+    quantizer = HyperVQQuantizer(8, 3, init_radius_std=0.5, diversity_weight=0.0).train()
     rows = torch.randn(40, 3, requires_grad=True)
     out = quantizer(as_map(rows))
     ids = out.indices.flatten()
     quantized_rows = from_map(out.quantized)
-    assert torch.equal(quantized_rows, quantizer.codebook.detach()[ids])
+    assert torch.equal(quantized_rows, quantizer.code_vectors().detach()[ids])
     assert out.losses == {} and out.loss.item() == 0.0
     (quantized_rows * torch.randn_like(quantized_rows)).sum().backward()
     for name, grad in [("a", quantizer.normals.grad), ("r", quantizer.offsets.grad), ("z", rows.grad)]:
@@ -105,7 +105,7 @@ def test_training_forward_hands_the_decoder_exact_code_vectors_with_gradients_to
 
 
 def test_encode_is_the_noiseless_argmax_of_the_logits_and_deterministic():
-    quantizer = HyperbolicQuantizer(3, 2)
+    quantizer = HyperVQQuantizer(3, 2)
     with torch.no_grad():
         quantizer.normals.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
         quantizer.offsets.zero_()
@@ -114,7 +114,7 @@ def test_encode_is_the_noiseless_argmax_of_the_logits_and_deterministic():
     assert quantizer.select(as_map(rows)).flatten().tolist() == [0, 1, 2]
 
     torch.manual_seed(5)
-    quantizer = HyperbolicQuantizer(16, 4, init_radius_std=0.3)
+    quantizer = HyperVQQuantizer(16, 4, init_radius_std=0.3)
     z = torch.randn(2, 4, 3, 3)
     expected = quantizer.logits(z.movedim(1, -1).reshape(-1, 4)).argmax(dim=1).reshape(2, 3, 3)
     for mode in (True, False):
@@ -127,7 +127,7 @@ def test_encode_is_the_noiseless_argmax_of_the_logits_and_deterministic():
 
 def test_tau_follows_the_schedule_per_training_forward_and_resumes():
     torch.manual_seed(6)
-    quantizer = HyperbolicQuantizer(8, 3, tau_max=2.0, tau_min=0.5, tau_decay=0.9).train()
+    quantizer = HyperVQQuantizer(8, 3, tau_max=2.0, tau_min=0.5, tau_decay=0.9).train()
     z = as_map(torch.randn(10, 3))
     taus = [quantizer(z).stats["temperature"].item() for _ in range(5)]
     assert taus == pytest.approx([max(2.0 * 0.9**j, 0.5) for j in range(5)])
@@ -135,7 +135,7 @@ def test_tau_follows_the_schedule_per_training_forward_and_resumes():
     quantizer.select(z)
     assert int(quantizer.temperature.step) == 5
 
-    resumed = HyperbolicQuantizer(8, 3, tau_max=2.0, tau_min=0.5, tau_decay=0.9)
+    resumed = HyperVQQuantizer(8, 3, tau_max=2.0, tau_min=0.5, tau_decay=0.9)
     resumed.load_state_dict(quantizer.state_dict())
     assert resumed.train()(z).stats["temperature"].item() == pytest.approx(2.0 * 0.9**5)
 
@@ -154,7 +154,7 @@ def test_tokenizer_saves_and_restores_the_schedule_step(tmp_path):
 
 def test_finite_outputs_and_gradients_under_bf16_autocast_with_latents_of_norm_1e4():
     torch.manual_seed(7)
-    quantizer = HyperbolicQuantizer(16, 8).train()
+    quantizer = HyperVQQuantizer(16, 8).train()
     directions = torch.randn(2, 8, 3, 3)
     z = (directions / directions.norm(dim=1, keepdim=True) * 1e4).bfloat16().requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -171,9 +171,9 @@ def test_finite_outputs_and_gradients_under_bf16_autocast_with_latents_of_norm_1
 
 def test_hyperbolic_maths_runs_in_fp32_for_a_bf16_quantizer():
     torch.manual_seed(8)
-    quantizer = HyperbolicQuantizer(16, 4).to(torch.bfloat16)
+    quantizer = HyperVQQuantizer(16, 4).to(torch.bfloat16)
     rows = torch.randn(10, 4)
-    assert quantizer.logits(rows).dtype == torch.float32 and quantizer.codebook.dtype == torch.float32
+    assert quantizer.logits(rows).dtype == torch.float32 and quantizer.code_vectors().dtype == torch.float32
     assert quantizer.select(as_map(rows).bfloat16()).dtype == torch.long
 
 
@@ -197,7 +197,7 @@ def test_bad_options_raise_errors_naming_them(kwargs, error, field):
     with pytest.raises(error, match=field):
         HyperVQConfig(**kwargs)
     with pytest.raises(error, match=field):
-        HyperbolicQuantizer(8, 4, **kwargs)
+        HyperVQQuantizer(8, 4, **kwargs)
 
 
 def test_kmeans_init_puts_the_bisector_hyperplanes_on_the_first_batch():
@@ -206,10 +206,10 @@ def test_kmeans_init_puts_the_bisector_hyperplanes_on_the_first_batch():
     torch.manual_seed(9)
     centres = torch.tensor([[3.0, 0.0], [0.0, 3.0], [-3.0, 0.0], [0.0, -3.0]])
     rows = centres.repeat_interleave(25, dim=0) + 0.05 * torch.randn(100, 2)
-    quantizer = HyperbolicQuantizer(4, 2, curvature=1e-4).train()
+    quantizer = HyperVQQuantizer(4, 2, curvature=1e-4).train()
     quantizer(as_map(centres))
     assert bool(quantizer.initialized)
-    found = quantizer.codebook.detach() * 2  # C_k = u_k / 2
+    found = quantizer.code_vectors().detach() * 2  # C_k = u_k / 2
     order = torch.cdist(centres, found).argmin(dim=1)
     assert sorted(order.tolist()) == [0, 1, 2, 3]
     assert torch.allclose(found[order], centres, atol=1e-3)
@@ -226,14 +226,14 @@ def test_kmeans_init_puts_the_bisector_hyperplanes_on_the_first_batch():
     quantizer.train()(as_map(rows * 2))
     assert torch.equal(quantizer.normals.detach(), before)
 
-    untouched = HyperbolicQuantizer(4, 2, kmeans_init=False).train()
+    untouched = HyperVQQuantizer(4, 2, kmeans_init=False).train()
     random_init = untouched.normals.detach().clone()
     untouched(as_map(rows))
     assert torch.equal(untouched.normals.detach(), random_init) and not bool(untouched.initialized)
 
 
 def test_diversity_loss_hand_cases():
-    quantizer = HyperbolicQuantizer(4, 2, diversity_weight=0.1, kmeans_init=False).train()
+    quantizer = HyperVQQuantizer(4, 2, diversity_weight=0.1, kmeans_init=False).train()
     rows = torch.randn(16, 2)
     with torch.no_grad():
         quantizer.offsets.zero_()
@@ -247,7 +247,7 @@ def test_diversity_loss_hand_cases():
     assert out.losses["diversity_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
     out.losses["diversity_loss"].backward()
     assert quantizer.normals.grad.abs().sum() > 0
-    assert "diversity_loss" not in HyperbolicQuantizer(4, 2, diversity_weight=0.0).train()(as_map(rows)).losses
+    assert "diversity_loss" not in HyperVQQuantizer(4, 2, diversity_weight=0.0).train()(as_map(rows)).losses
 
 
 def test_optimizer_gives_the_hyperplanes_their_own_learning_rate():
@@ -266,8 +266,8 @@ def test_optimizer_gives_the_hyperplanes_their_own_learning_rate():
 def test_config_defaults_match_the_quantizer_and_the_paper_preset():
     config = HyperVQConfig()
     quantizer = VQTokenizer.from_config(HyperVQConfig(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2, norm_groups=4), latent_dim=4, codebook_size=8)).quantizer
-    reference = HyperbolicQuantizer(8, 4)
-    assert isinstance(quantizer, HyperbolicQuantizer)
+    reference = HyperVQQuantizer(8, 4)
+    assert isinstance(quantizer, HyperVQQuantizer)
     for name in ("curvature", "init_radius_std", "diversity_weight", "kmeans_init", "kmeans_iters"):
         assert getattr(quantizer, name) == getattr(config, name) == getattr(reference, name), name
     for name in ("tau_max", "tau_min", "tau_decay"):

@@ -97,11 +97,11 @@ def test_torchrun_trains_one_job_over_two_cpu_processes(tmp_path):
     assert meta["global_batch_size"] == 2 * 4 * meta["gradient_accumulation_steps"]
 
     first, second = (load_file(records / f"rank{rank}.safetensors") for rank in range(2))
-    assert first.keys() == second.keys() and "quantizer.embedding" in first
+    assert first.keys() == second.keys() and "quantizer.codebook.weight" in first
     different = [name for name in first if not torch.equal(first[name], second[name])]
     assert not different, f"ranks ended with different tensors: {different}"
     saved = load_file(out / "tokenizer" / "model.safetensors")
-    assert torch.equal(saved["quantizer.embedding"], first["quantizer.embedding"])
+    assert torch.equal(saved["quantizer.codebook.weight"], first["quantizer.codebook.weight"])
 
 
 def test_lone_processes_launched_as_a_group_fail_loudly(tmp_path):

@@ -89,9 +89,9 @@ def test_save_load_gives_identical_ids_and_buffers(trained_model, tmp_path):
     assert type(loaded) is VQModel and not loaded.training
     x = images(seed=7)
     assert torch.equal(loaded.encode(x), trained_model.encode(x))
-    for name in ("ema_cluster_size", "ema_embed_sum", "code_usage", "initialized"):
-        assert torch.equal(getattr(loaded.quantizer, name), getattr(trained_model.quantizer, name)), name
-    assert bool(loaded.quantizer.initialized)
+    for name in ("ema_cluster_size", "ema_embed_sum", "usage", "initialized"):
+        assert torch.equal(getattr(loaded.quantizer.codebook, name), getattr(trained_model.quantizer.codebook, name)), name
+    assert bool(loaded.quantizer.codebook.initialized)
     for key, value in trained_model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
 

@@ -26,7 +26,7 @@ def make_nsvq(codebook, **kwargs):
     kwargs.setdefault("kmeans_init", False)
     quantizer = NSVQuantizer(codebook.shape[0], codebook.shape[1], **kwargs)
     with torch.no_grad():
-        quantizer.embedding.copy_(codebook)
+        quantizer.codebook.weight.copy_(codebook)
     return quantizer
 
 
@@ -79,7 +79,7 @@ def test_codebook_gradient_flows_through_the_error_length_hand_case():
     code_0 = [2 * (0 - 1) + 2 * (0 + 1), 2 * (0 - 1) + 2 * (0 - 2)]  # rows 0 and 1
     code_1 = [2 * (4 - 5), 2 * (0 + 2)]  # row 2
     expected = torch.tensor([code_0, code_1, [0.0, 0.0]])
-    assert torch.allclose(quantizer.embedding.grad, expected, atol=1e-4)
+    assert torch.allclose(quantizer.codebook.weight.grad, expected, atol=1e-4)
 
 
 def test_encoder_side_gets_a_gradient_without_straight_through():
@@ -87,7 +87,7 @@ def test_encoder_side_gets_a_gradient_without_straight_through():
     quantizer = make_nsvq(torch.randn(8, 3)).train()
     rows = torch.randn(20, 3, requires_grad=True)
     as_rows(quantizer(as_map(rows)).quantized).sum().backward()
-    assert rows.grad.abs().sum() > 0 and quantizer.embedding.grad.abs().sum() > 0
+    assert rows.grad.abs().sum() > 0 and quantizer.codebook.weight.grad.abs().sum() > 0
 
 
 # --- codebook replacement -----------------------------------------------------------------------
@@ -102,7 +102,7 @@ def test_replacement_revives_codes_that_were_never_chosen():
 
     out = quantizer(as_map(rows))  # the third forward starts with a replacement
     assert out.stats["replaced_codes"].item() == 6
-    moved = quantizer.embedding.detach()[2:]
+    moved = quantizer.codebook.weight.detach()[2:]
     distance_to_live = torch.cdist(moved, codebook[:2]).min(dim=1).values
     assert (distance_to_live > 0).all() and (distance_to_live < 0.5).all()
     # The jitter breaks the ties: copies take part of their source's vectors at once.
@@ -114,10 +114,10 @@ def test_replacement_does_not_touch_codes_used_often_enough():
     rows, codebook = two_clusters()
     quantizer = make_nsvq(codebook, replace_every=1, replace_fraction=1.0).train()
     quantizer(as_map(rows))
-    before = quantizer.embedding.detach().clone()
+    before = quantizer.codebook.weight.detach().clone()
     out = quantizer(as_map(rows))
     assert out.stats["replaced_codes"].item() == 6
-    assert torch.equal(quantizer.embedding.detach()[:2], before[:2])
+    assert torch.equal(quantizer.codebook.weight.detach()[:2], before[:2])
 
 
 def test_replacement_stops_after_the_configured_batch():
@@ -126,7 +126,7 @@ def test_replacement_stops_after_the_configured_batch():
     replaced = []
     for _ in range(5):
         with torch.no_grad():  # keep far codes unused in every window
-            quantizer.embedding[2:] = codebook[2:]
+            quantizer.codebook.weight[2:] = codebook[2:]
         replaced.append(quantizer(as_map(rows)).stats["replaced_codes"].item())
     assert replaced == [0, 0, 6, 0, 0]  # the replacement due after batch 4 is past the stop
 
@@ -146,15 +146,15 @@ def test_usage_counts_are_summed_over_processes_and_replacements_broadcast(monke
     quantizer = make_nsvq(codebook, replace_every=1, replace_fraction=0.5).train()
     quantizer(as_map(rows))
     quantizer(as_map(rows))
-    assert (quantizer.embedding.detach()[2:] == 7.0).all()
+    assert (quantizer.codebook.weight.detach()[2:] == 7.0).all()
 
 
 def test_kmeans_init_puts_codes_on_the_first_batch():
     rows, _ = two_clusters()
     quantizer = NSVQuantizer(4, 2, kmeans_init=True).train()
     quantizer(as_map(rows))
-    assert bool(quantizer.initialized)
-    nearest_row = torch.cdist(quantizer.embedding.detach(), rows).min(dim=1).values
+    assert bool(quantizer.codebook.initialized)
+    nearest_row = torch.cdist(quantizer.codebook.weight.detach(), rows).min(dim=1).values
     assert (nearest_row < 3).all()
 
 
@@ -174,7 +174,7 @@ def test_optimizer_gives_the_codebook_its_own_learning_rate():
     model = VQTokenizer.from_config(NSVQConfig(**TINY, codebook_lr_multiplier=4.0))
     optimizer = model.build_optimizer(learning_rate=1e-3, weight_decay=0.1)
     others, codebook = optimizer.param_groups
-    assert codebook["params"] == [model.quantizer.embedding]
+    assert codebook["params"] == [model.quantizer.codebook.weight]
     assert codebook["lr"] == pytest.approx(4e-3) and codebook["weight_decay"] == 0.0
     assert others["lr"] == pytest.approx(1e-3) and others["weight_decay"] == 0.1
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -8,7 +8,7 @@ import torch
 import vqtok.quantizers.functional as functional
 import vqtok.quantizers.softvq as soft_em_module
 from vqtok import SoftVQConfig, SoftVQModel, VQTokenizer
-from vqtok.quantizers import SoftEMQuantizer, sample_codes, squared_distances
+from vqtok.quantizers import SoftVQQuantizer, sample_codes, squared_distances
 
 
 def as_map(rows):
@@ -17,15 +17,15 @@ def as_map(rows):
 
 
 def make_soft(codebook, cluster_size=None, **kwargs):
-    """A SoftEMQuantizer with the given codebook and EMA statistics N (default 1 each), M = N e."""
+    """A SoftVQQuantizer with the given codebook and EMA statistics N (default 1 each), M = N e."""
     kwargs.setdefault("kmeans_init", False)
-    quantizer = SoftEMQuantizer(codebook.shape[0], codebook.shape[1], **kwargs)
+    quantizer = SoftVQQuantizer(codebook.shape[0], codebook.shape[1], **kwargs)
     cluster_size = torch.ones(codebook.shape[0]) if cluster_size is None else cluster_size
     with torch.no_grad():
-        quantizer.embedding.copy_(codebook)
-        quantizer.ema_cluster_size.copy_(cluster_size)
-        quantizer.ema_embed_sum.copy_(codebook * cluster_size[:, None])
-        quantizer.initialized.fill_(True)
+        quantizer.codebook.weight.copy_(codebook)
+        quantizer.codebook.ema_cluster_size.copy_(cluster_size)
+        quantizer.codebook.ema_embed_sum.copy_(codebook * cluster_size[:, None])
+        quantizer.codebook.initialized.fill_(True)
     return quantizer
 
 
@@ -94,10 +94,10 @@ def test_soft_m_step_hand_case():
     quantizer = make_soft(torch.tensor([[0.0], [2.0]]), ema_decay=0.5, ema_epsilon=0.1)
     counts = quantizer._m_step(torch.tensor([[1.0], [3.0]]), torch.tensor([[0, 1], [1, 1]]))
     assert torch.allclose(counts, torch.tensor([0.5, 1.5]))
-    assert torch.allclose(quantizer.ema_cluster_size, torch.tensor([0.75, 1.25]))
-    assert torch.allclose(quantizer.ema_embed_sum, torch.tensor([[0.25], [2.75]]))
+    assert torch.allclose(quantizer.codebook.ema_cluster_size, torch.tensor([0.75, 1.25]))
+    assert torch.allclose(quantizer.codebook.ema_embed_sum, torch.tensor([[0.25], [2.75]]))
     smoothed = torch.tensor([0.85, 1.35]) / 2.2 * 2
-    assert torch.allclose(quantizer.embedding.detach(), torch.tensor([[0.25], [2.75]]) / smoothed[:, None])
+    assert torch.allclose(quantizer.codebook.weight.detach(), torch.tensor([[0.25], [2.75]]) / smoothed[:, None])
 
 
 def test_training_forward_hand_case_with_a_certain_posterior():
@@ -116,8 +116,8 @@ def test_training_forward_hand_case_with_a_certain_posterior():
     (quantized_rows * weights).sum().backward()
     assert torch.allclose(rows.grad, weights)
     # M-step with g = 0.5: N = [1, 2, 0.5], M_1 = 0.5 * [20, 0] + 0.5 * [40, 0].
-    assert torch.allclose(quantizer.ema_cluster_size, torch.tensor([1.0, 1.5, 0.5]))
-    assert torch.allclose(quantizer.ema_embed_sum[1], torch.tensor([30.0, 0.0]))
+    assert torch.allclose(quantizer.codebook.ema_cluster_size, torch.tensor([1.0, 1.5, 0.5]))
+    assert torch.allclose(quantizer.codebook.ema_embed_sum[1], torch.tensor([30.0, 0.0]))
 
 
 def test_statistics_are_summed_over_processes(monkeypatch):
@@ -125,8 +125,8 @@ def test_statistics_are_summed_over_processes(monkeypatch):
     monkeypatch.setattr(soft_em_module, "all_reduce_sum_", lambda t: t.mul_(2.0))
     quantizer = make_soft(torch.tensor([[0.0], [2.0]]), ema_decay=0.5, ema_epsilon=0.1)
     quantizer._m_step(torch.tensor([[1.0], [3.0]]), torch.tensor([[0, 1], [1, 1]]))
-    assert torch.allclose(quantizer.ema_cluster_size, torch.tensor([1.0, 2.0]))
-    assert torch.allclose(quantizer.ema_embed_sum, torch.tensor([[0.5], [4.5]]))
+    assert torch.allclose(quantizer.codebook.ema_cluster_size, torch.tensor([1.0, 2.0]))
+    assert torch.allclose(quantizer.codebook.ema_embed_sum, torch.tensor([[0.5], [4.5]]))
 
 
 def test_eval_forward_is_nearest_code_and_changes_nothing():
@@ -152,11 +152,11 @@ def test_soft_assignments_raise_the_perplexity_of_used_codes():
 def test_kmeans_init_sets_codes_and_matching_statistics():
     torch.manual_seed(0)
     rows = torch.cat([torch.randn(50, 2), torch.randn(50, 2) + 10])
-    quantizer = SoftEMQuantizer(2, 2, kmeans_init=True, ema_decay=0.999)
-    quantizer.train().initialize_codebook(rows)
-    codes = quantizer.embedding.detach()
+    quantizer = SoftVQQuantizer(2, 2, kmeans_init=True, ema_decay=0.999)
+    quantizer.train().initialize(rows)
+    codes = quantizer.codebook.weight.detach()
     assert sorted(codes[:, 0].round().tolist()) == [0.0, 10.0]
-    assert torch.allclose(quantizer.ema_embed_sum / quantizer.ema_cluster_size[:, None], codes)
+    assert torch.allclose(quantizer.codebook.ema_embed_sum / quantizer.codebook.ema_cluster_size[:, None], codes)
 
 
 def test_codes_whose_soft_count_falls_below_the_threshold_restart_on_batch_rows():
@@ -167,18 +167,18 @@ def test_codes_whose_soft_count_falls_below_the_threshold_restart_on_batch_rows(
     quantizer = make_soft(codebook, ema_decay=0.5, dead_code_threshold=1.0).train()
     out = quantizer(as_map(rows))
     assert out.stats["restarted_codes"].item() == 1
-    moved = quantizer.embedding.detach()[2]
+    moved = quantizer.codebook.weight.detach()[2]
     assert torch.cdist(moved[None], rows).min().item() < 1e-5  # on one of the batch's rows
     # Statistics that keep it there: after the M-step N = 0.5 * 1 + 0.5 * [20, 20, 0] = [10.5, 10.5, 0.5],
     # so N_2 = max(sum N / K, threshold) = 21.5 / 3 and M_2 = N_2 e_2.
-    assert quantizer.ema_cluster_size.tolist() == pytest.approx([10.5, 10.5, 21.5 / 3])
-    assert torch.allclose(quantizer.ema_embed_sum[2], moved * 21.5 / 3)
+    assert quantizer.codebook.ema_cluster_size.tolist() == pytest.approx([10.5, 10.5, 21.5 / 3])
+    assert torch.allclose(quantizer.codebook.ema_embed_sum[2], moved * 21.5 / 3)
     # The live codes keep their M-step values (near their clusters).
-    assert torch.cdist(quantizer.embedding.detach()[:2], codebook[:2]).diagonal().max().item() < 0.5
+    assert torch.cdist(quantizer.codebook.weight.detach()[:2], codebook[:2]).diagonal().max().item() < 0.5
     # Threshold 0 never restarts.
     quiet = make_soft(codebook, ema_decay=0.5, dead_code_threshold=0.0).train()
     assert quiet(as_map(rows)).stats["restarted_codes"].item() == 0
-    assert torch.allclose(quiet.embedding.detach()[2], codebook[2], atol=0.01)  # moved only by Laplace smoothing
+    assert torch.allclose(quiet.codebook.weight.detach()[2], codebook[2], atol=0.01)  # moved only by Laplace smoothing
 
 
 def test_class_defaults_and_paper_preset():

@@ -11,14 +11,14 @@ from scipy import special
 
 from vqtok import SQVAEConfig, VMFSQVAEConfig, VQTokenizer
 from vqtok.losses.likelihoods import arelbo_loss, gaussian_nll, log_bessel_iv, vmf_categorical_nll, vmf_log_normalizer
-from vqtok.quantizers import GaussianSQQuantizer, VMFSQQuantizer, soft_gumbel_softmax
+from vqtok.quantizers import SQVAEQuantizer, VMFSQVAEQuantizer, soft_gumbel_softmax
 
 TINY = dict(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2, norm_groups=4), latent_dim=4, codebook_size=8)
 
 
 def gaussian(*args, **kwargs):
     """A Gaussian SQ quantizer on the latents' own scale (the class default scales them by 4)."""
-    return GaussianSQQuantizer(*args, **{"latent_scale": 1.0, **kwargs})
+    return SQVAEQuantizer(*args, **{"latent_scale": 1.0, **kwargs})
 
 
 def as_map(rows, batch=1):
@@ -61,7 +61,7 @@ def test_entropy_and_distortion_terms_on_a_hand_case():
     # K = 2 codes b = (0, 1) in D = 1, sigma^2 = exp(0) + 1 = 2, one latent z = 0.25.
     quantizer = gaussian(2, 1, variance_init=1.0).eval()
     with torch.no_grad():
-        quantizer.embedding.copy_(torch.tensor([[0.0], [1.0]]))
+        quantizer.codebook.weight.copy_(torch.tensor([[0.0], [1.0]]))
     out = quantizer(as_map(torch.tensor([[0.25]])))
     logits = torch.tensor([-(0.25**2) / 4, -(0.75**2) / 4])
     p = torch.softmax(logits, dim=0)
@@ -82,7 +82,7 @@ def test_variant_four_logits_use_the_per_element_variance():
     rows = torch.randn(5, 3)
     _, logits, context = quantizer._posterior(rows, batch_size=5)
     sigma2 = quantizer.posterior_variance(rows, 5)
-    expected = -((rows[:, None, :] - quantizer.embedding[None]) ** 2 / (2 * sigma2[:, None, :])).sum(-1)
+    expected = -((rows[:, None, :] - quantizer.codebook.weight[None]) ** 2 / (2 * sigma2[:, None, :])).sum(-1)
     assert torch.allclose(logits, expected.detach(), atol=1e-5)
     assert torch.equal(quantizer.select(as_map(rows)).flatten(), expected.argmax(dim=1))
 
@@ -103,7 +103,7 @@ def test_training_mixture_approaches_the_one_hot_argmax_as_tau_goes_to_zero():
     quantizer = gaussian(7, 2, tau_max=1e-4, tau_min=1e-4).train()
     out = quantizer(as_map(torch.randn(30, 2)))
     rows = out.quantized.reshape(2, -1).t()
-    assert torch.allclose(rows, quantizer.embedding.detach()[out.indices.flatten()], atol=1e-5)
+    assert torch.allclose(rows, quantizer.codebook.weight.detach()[out.indices.flatten()], atol=1e-5)
 
 
 def test_encode_is_the_posterior_argmax_and_the_schedule_moves_only_in_training():
@@ -126,7 +126,7 @@ def test_gradients_reach_codebook_variance_head_and_latents():
     z = torch.randn(2, 3, 4, 4, requires_grad=True)
     out = quantizer(z)
     (out.quantized.pow(2).sum() + out.loss).backward()
-    for name, grad in [("codebook", quantizer.embedding.grad), ("s", quantizer.log_variance_scale.grad),
+    for name, grad in [("codebook", quantizer.codebook.weight.grad), ("s", quantizer.log_variance_scale.grad),
                        ("head", quantizer.log_variance_head.weight.grad), ("z", z.grad)]:
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
@@ -173,13 +173,13 @@ def test_vmf_kappa_rises_on_a_small_fit():
 
 def test_vmf_latents_and_codes_have_unit_norm():
     torch.manual_seed(0)
-    quantizer = VMFSQQuantizer(6, 4, kappa_init=3.0)
+    quantizer = VMFSQVAEQuantizer(6, 4, kappa_init=3.0)
     rows = torch.randn(10, 4) * 7
     latents, logits, _ = quantizer._posterior(rows, 1)
     assert torch.allclose(latents.norm(dim=1), torch.ones(10), atol=1e-6)
-    assert torch.allclose(quantizer.codebook.norm(dim=1), torch.ones(6), atol=1e-6)
+    assert torch.allclose(quantizer.code_vectors().norm(dim=1), torch.ones(6), atol=1e-6)
     assert quantizer.kappa.item() == pytest.approx(3.0)
-    assert torch.allclose(logits, 3.0 * latents @ quantizer.codebook.t(), atol=1e-5)
+    assert torch.allclose(logits, 3.0 * latents @ quantizer.code_vectors().t(), atol=1e-5)
     eval_rows = quantizer.eval()(as_map(rows)).quantized.reshape(4, -1).t()
     assert torch.allclose(eval_rows.norm(dim=1), torch.ones(10), atol=1e-6)
     train_rows = quantizer.train()(as_map(rows)).quantized.reshape(4, -1).t()
@@ -188,12 +188,12 @@ def test_vmf_latents_and_codes_have_unit_norm():
 
 def test_vmf_distortion_on_a_hand_case():
     # kappa = 2, latent e_1, eval picks the code e_1 itself: R = 0; with the only code e_2, R = 2 * (1 - 0).
-    quantizer = VMFSQQuantizer(2, 2, kappa_init=2.0).eval()
+    quantizer = VMFSQVAEQuantizer(2, 2, kappa_init=2.0).eval()
     with torch.no_grad():
-        quantizer.embedding.copy_(torch.tensor([[1.0, 0.0], [0.0, 3.0]]))
+        quantizer.codebook.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 3.0]]))
     assert quantizer(as_map(torch.tensor([[5.0, 0.0]]))).losses["distortion_loss"].item() == pytest.approx(0.0)
     with torch.no_grad():
-        quantizer.embedding.copy_(torch.tensor([[0.0, 1.0], [0.0, 3.0]]))
+        quantizer.codebook.weight.copy_(torch.tensor([[0.0, 1.0], [0.0, 3.0]]))
     assert quantizer(as_map(torch.tensor([[5.0, 0.0]]))).losses["distortion_loss"].item() == pytest.approx(2.0)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vqtok import VQConfig, VQTokenizer
-from vqtok.quantizers import QuantizerOutput
+from vqtok.quantizers import QuantizerOutput, VectorQuantizer
 from vqtok.quantizers.functional import entropy_from_counts
 from vqtok.regularizers import RegularizerInputs, TopologyRegularizer
 from vqtok.regularizers.topology import distinct_rows
@@ -118,10 +118,18 @@ def test_persistence_diagram_plot_is_written(tmp_path):
 
 
 # --- the regulariser ------------------------------------------------------------------------
+def table_quantizer(codebook: torch.Tensor) -> VectorQuantizer:
+    """A quantizer whose code table is `codebook` (learnt by gradient when it requires one)."""
+    quantizer = VectorQuantizer(codebook.shape[0], codebook.shape[1], use_ema=not codebook.requires_grad)
+    with torch.no_grad():
+        quantizer.codebook.weight.copy_(codebook)
+    return quantizer
+
+
 def regularizer_inputs(codebook: torch.Tensor, ids: torch.Tensor, pixels: torch.Tensor) -> RegularizerInputs:
     quantized = codebook[ids].movedim(-1, 1)
     output = QuantizerOutput(quantized=quantized, indices=ids)
-    return RegularizerInputs(pixels, quantized, output, pixels, codebook)
+    return RegularizerInputs(pixels, quantized, output, pixels, table_quantizer(codebook))
 
 
 def test_eta_starts_at_zero_and_refreshes_exactly_every_period_from_the_recorded_entropies():
@@ -195,7 +203,7 @@ def test_gradient_reaches_the_codebook_when_on_and_nothing_changes_when_off():
     model(images(0))  # first forward: eta refreshes from this batch (period 1)
     output = model(images(1))
     assert float(output.losses["topology_loss"].detach()) > 0
-    (gradient,) = torch.autograd.grad(output.losses["topology_loss"], model.quantizer.embedding)
+    (gradient,) = torch.autograd.grad(output.losses["topology_loss"], model.quantizer.codebook.weight)
     assert float(gradient.abs().sum()) > 0 and torch.isfinite(gradient).all()
 
     switched_off = topology_model(enabled=False)
@@ -228,18 +236,18 @@ def test_term_runs_in_fp32_under_bf16_autocast_and_stays_finite():
     loss = output.losses["topology_loss"]
     assert loss.dtype == torch.float32 and torch.isfinite(loss) and float(loss.detach()) > 0
     output.loss.backward()
-    assert torch.isfinite(model.quantizer.embedding.grad).all()
+    assert torch.isfinite(model.quantizer.codebook.weight.grad).all()
 
 
 def test_a_collapsed_codebook_gives_a_finite_zero_term():
     model = topology_model(epsilon_target=0.0)
     with torch.no_grad():
-        model.quantizer.embedding.zero_()  # every code the same point: no finite bar at all
+        model.quantizer.codebook.weight.zero_()  # every code the same point: no finite bar at all
     model(images(0))
     output = model(images(1))
     assert float(output.losses["topology_loss"].detach()) == 0.0
     output.loss.backward()
-    assert torch.isfinite(model.quantizer.embedding.grad).all()
+    assert torch.isfinite(model.quantizer.codebook.weight.grad).all()
 
 
 def test_options_are_checked_with_their_names():
@@ -258,7 +266,7 @@ def square_codebook_model() -> VQTokenizer:
     config = VQConfig(image_size=16, backbone_config=dict(base_channels=8, downsampling_factor=4), latent_dim=2, codebook_size=4)
     model = VQTokenizer.from_config(config)
     with torch.no_grad():
-        model.quantizer.embedding.copy_(UNIT_SQUARE)
+        model.quantizer.codebook.weight.copy_(UNIT_SQUARE)
     return model
 
 

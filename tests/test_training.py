@@ -60,7 +60,7 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, mon
 
     expected, got = reference.state_dict(), resumed.state_dict()
     assert expected.keys() == got.keys()
-    assert {"quantizer.ema_cluster_size", "quantizer.ema_embed_sum", "quantizer.code_usage"} <= set(got)
+    assert {"quantizer.codebook.ema_cluster_size", "quantizer.codebook.ema_embed_sum", "quantizer.codebook.usage"} <= set(got)
     different = [name for name in expected if not torch.equal(expected[name], got[name])]
     assert not different, f"tensors differ after resume: {different}"
 

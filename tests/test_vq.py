@@ -16,16 +16,18 @@ def as_map(rows):
 
 
 def make_vq(codebook, **kwargs):
-    """A VectorQuantizer whose codebook (and EMA statistics, count 1 each) are set to `codebook`."""
+    """A VectorQuantizer whose codebook (and EMA statistics where it keeps them, count 1 each) are set to
+    `codebook`."""
     kwargs.setdefault("kmeans_init", False)
     kwargs.setdefault("dead_code_threshold", 0.0)
     vq = VectorQuantizer(codebook.shape[0], codebook.shape[1], **kwargs)
     with torch.no_grad():
-        vq.embedding.copy_(codebook)
-        vq.ema_cluster_size.fill_(1.0)
-        vq.ema_embed_sum.copy_(codebook)
-        vq.code_usage.fill_(10.0)
-        vq.initialized.fill_(True)
+        vq.codebook.weight.copy_(codebook)
+        if vq.codebook.has_ema:
+            vq.codebook.ema_cluster_size.fill_(1.0)
+            vq.codebook.ema_embed_sum.copy_(codebook)
+        vq.codebook.usage.fill_(10.0)
+        vq.codebook.initialized.fill_(True)
     return vq
 
 
@@ -78,21 +80,21 @@ def test_codebook_loss_moves_used_codes_towards_their_vectors():
     codebook = torch.tensor([[0.0, 0.0], [10.0, 0.0], [50.0, 50.0]])
     vq = make_vq(codebook, use_ema=False)
     rows = torch.tensor([[1.0, 1.0], [8.0, 0.0]])
-    optimizer = torch.optim.SGD([vq.embedding], lr=0.5)
+    optimizer = torch.optim.SGD([vq.codebook.weight], lr=0.5)
     vq(as_map(rows)).losses["codebook_loss"].backward()
     # d/de_k mean((e_k - z)^2) over N*D = 4 elements = 2 (e_k - z) / 4
     expected_grad = torch.tensor([[0.5 * (0 - 1), 0.5 * (0 - 1)], [0.5 * (10 - 8), 0.0], [0.0, 0.0]])
-    assert torch.allclose(vq.embedding.grad, expected_grad)
+    assert torch.allclose(vq.codebook.weight.grad, expected_grad)
     optimizer.step()
-    assert torch.allclose(vq.embedding.data, codebook - 0.5 * expected_grad)
-    assert torch.equal(vq.embedding.data[2], codebook[2])
+    assert torch.allclose(vq.codebook.weight.data, codebook - 0.5 * expected_grad)
+    assert torch.equal(vq.codebook.weight.data[2], codebook[2])
 
 
 def test_ema_codebook_has_no_gradient_and_no_codebook_loss():
     vq = make_vq(torch.randn(4, 3), use_ema=True)
     out = vq(as_map(torch.randn(10, 3)))
     assert "codebook_loss" not in out.losses
-    assert not vq.embedding.requires_grad
+    assert not vq.codebook.weight.requires_grad
 
 
 def test_ema_update_matches_hand_computation():
@@ -106,13 +108,13 @@ def test_ema_update_matches_hand_computation():
     # counts n = [2, 1], sums = [[4, 0], [0, 2]]; N = 0.5*1 + 0.5*n; M = 0.5*e + 0.5*sums
     expected_n = torch.tensor([1.5, 1.0])
     expected_m = torch.tensor([[3.0, 0.0], [0.0, 1.5]])
-    assert torch.allclose(vq.ema_cluster_size, expected_n)
-    assert torch.allclose(vq.ema_embed_sum, expected_m)
+    assert torch.allclose(vq.codebook.ema_cluster_size, expected_n)
+    assert torch.allclose(vq.codebook.ema_embed_sum, expected_m)
     total = 2.5
     smoothed = (expected_n + eps) / (total + 2 * eps) * total
-    assert torch.allclose(vq.embedding.data, expected_m / smoothed[:, None])
+    assert torch.allclose(vq.codebook.weight.data, expected_m / smoothed[:, None])
     # e.g. code 0: 3 / ((1.5 + 0.01) / 2.52 * 2.5)
-    assert vq.embedding.data[0, 0].item() == pytest.approx(3 / (1.51 / 2.52 * 2.5))
+    assert vq.codebook.weight.data[0, 0].item() == pytest.approx(3 / (1.51 / 2.52 * 2.5))
 
 
 def test_eval_mode_does_not_touch_state():
@@ -129,12 +131,12 @@ def test_dead_code_restart_moves_dead_codes_and_survives_next_ema_step():
     codebook = torch.tensor([[0.0, 0.0], [10.0, 0.0], [100.0, 100.0], [100.0, 100.0]])
     vq = make_vq(codebook, use_ema=True, ema_decay=0.9, dead_code_threshold=1.0)
     with torch.no_grad():
-        vq.code_usage.copy_(torch.tensor([10.0, 10.0, 0.0, 0.0]))
+        vq.codebook.usage.copy_(torch.tensor([10.0, 10.0, 0.0, 0.0]))
     batch = torch.tensor([[0.0, 0.1], [0.1, 0.0], [10.0, 0.1], [9.9, 0.0]])
     vq.train()
     out = vq(as_map(batch))
     assert out.stats["restarted_codes"].item() == 2
-    restarted = vq.embedding.data[2:].clone()
+    restarted = vq.codebook.weight.data[2:].clone()
     for code in restarted:  # each dead code now sits on a vector of the batch
         assert torch.isclose(torch.cdist(code[None], batch), torch.tensor(0.0), atol=1e-5).any()
 
@@ -143,16 +145,16 @@ def test_dead_code_restart_moves_dead_codes_and_survives_next_ema_step():
     vq.dead_code_threshold = 0.0
     out = vq(as_map(torch.tensor([[-5.0, -5.0], [15.0, 0.0]])))
     assert set(out.indices.flatten().tolist()) == {0, 1}
-    assert torch.allclose(vq.embedding.data[2:], restarted, atol=1e-3)
+    assert torch.allclose(vq.codebook.weight.data[2:], restarted, atol=1e-3)
 
 
 def test_live_codes_are_not_restarted():
     vq = make_vq(torch.tensor([[0.0, 0.0], [10.0, 0.0]]), use_ema=True, dead_code_threshold=1.0)
     vq.train()
-    before = vq.embedding.data.clone()
+    before = vq.codebook.weight.data.clone()
     out = vq(as_map(torch.tensor([[0.0, 0.0], [10.0, 0.0]] * 8)))
     assert out.stats["restarted_codes"].item() == 0
-    assert torch.allclose(vq.embedding.data, before, atol=1e-3)
+    assert torch.allclose(vq.codebook.weight.data, before, atol=1e-3)
 
 
 def test_kmeans_finds_separated_clusters():
@@ -169,23 +171,23 @@ def test_kmeans_init_places_codes_on_the_data():
     torch.manual_seed(0)
     rows = 5.0 + torch.randn(256, 4)
     vq = VectorQuantizer(16, 4, kmeans_init=True, dead_code_threshold=0.0)
-    assert not bool(vq.initialized)
+    assert not bool(vq.codebook.initialized)
     vq.train()
     vq(as_map(rows))
-    assert bool(vq.initialized)
+    assert bool(vq.codebook.initialized)
     # Uniform init lies in [-1/16, 1/16]; after k-means every code is near the data cloud.
-    nearest_row_distance = torch.cdist(vq.embedding.data, rows).min(dim=1).values
+    nearest_row_distance = torch.cdist(vq.codebook.weight.data, rows).min(dim=1).values
     assert (nearest_row_distance < 2.0).all()
-    assert (vq.embedding.data.mean(dim=1) > 3.0).all()
+    assert (vq.codebook.weight.data.mean(dim=1) > 3.0).all()
 
 
 def test_cosine_mode_selects_largest_cosine_similarity():
     torch.manual_seed(0)
     vq = VectorQuantizer(8, 5, use_cosine=True, kmeans_init=False)
     rows = torch.randn(40, 5) * 7
-    expected = (torch.nn.functional.normalize(rows, dim=1) @ vq.embedding.data.t()).argmax(dim=1)
+    expected = (torch.nn.functional.normalize(rows, dim=1) @ vq.codebook.weight.data.t()).argmax(dim=1)
     assert torch.equal(vq.select(as_map(rows)).flatten(), expected)
-    assert torch.allclose(vq.embedding.data.norm(dim=1), torch.ones(8))
+    assert torch.allclose(vq.codebook.weight.data.norm(dim=1), torch.ones(8))
 
 
 def test_distances_stay_fp32_under_bf16_autocast():

@@ -20,7 +20,7 @@ from transformers.utils import ModelOutput
 
 from .configuration import VQTokenizerConfig
 from .hub import SafeHubMixin
-from .hub.legacy import legacy_key_mapping
+from .hub.legacy import complete_legacy_state, legacy_key_mapping
 from .quantizers import Quantizer, QuantizerOutput
 from .regularizers import RegularizerInputs, build_regularizers
 from .validation import check_pixel_values, check_token_grid
@@ -134,6 +134,10 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         """The renaming of vqtok 0.1's tensor names (`vqtok.hub.legacy`), applied to every load."""
         return legacy_key_mapping(config)
 
+    def complete_renamed_checkpoint(self, info: dict) -> dict:
+        """A vqtok 0.1 checkpoint: see `vqtok.hub.legacy.complete_legacy_state`."""
+        return complete_legacy_state(self, info)
+
     def _init_weights(self, module):
         # PyTorch's default initialisation is kept; quantizers initialise their own codebooks.
         pass
@@ -169,7 +173,7 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         merge_named_terms(losses, quantized.losses, type(self.quantizer).__name__)
         stats = dict(quantized.stats)
         if len(self.regularizers) and not quantized.skipped_update:
-            inputs = RegularizerInputs(pixel_values, latents, quantized, reconstruction, self.quantizer.codebook)
+            inputs = RegularizerInputs(pixel_values, latents, quantized, reconstruction, self.quantizer)
             for name, regularizer in self.regularizers.items():
                 terms = regularizer(inputs)
                 merge_named_terms(losses, terms.losses, f"regulariser {name!r}")

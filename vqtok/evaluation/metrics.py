@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ..data import collate_pixel_values
 from ..quantizers import code_histogram, perplexity_from_counts
-from ..regularizers.persistence import codebook_cloud, persistence_bars, persistence_signature
+from ..regularizers.persistence import persistence_bars, persistence_signature
 
 
 def per_image_mse(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
@@ -64,9 +64,9 @@ def evaluate_tokenizer(model, dataset: Dataset, batch_size: int = 128, progress:
 
 @torch.no_grad()
 def codebook_topology(model, max_points: int | None = 512, width: float = 1e-3) -> dict[str, float]:
-    """The persistent-homology signature of a tokenizer's codebook (`model.quantizer.codebook`,
-    a seeded subsample of `max_points` codes above that): `epsilon0` (mean H0 death: how far
+    """The persistent-homology signature of a tokenizer's codes (`model.quantizer.code_sample`: all
+    of them, or a seeded sample of `max_points` codes): `epsilon0` (mean H0 death: how far
     apart the codes' clusters lie), `betti1` (soft count of H1 bars: loops), and the persistent
     entropies of the H0 and H1 bars. Works for every tokenizer type; see `vqtok.regularizers.persistence`."""
-    cloud = codebook_cloud(model.quantizer.codebook.detach(), max_points, seed=0)
+    cloud = model.quantizer.code_sample(max_points, seed=0)
     return persistence_signature(persistence_bars(cloud), width).as_floats()

@@ -5,7 +5,9 @@ vqtok 0.1 wrote the conv backbone's fields at the top level of `config.json` (to
 `conv_in`, `down.0.blocks.0`, ..., `conv_out`) and let each quantizer own its code table and its
 statistics (today a `Codebook` module holds them). `upgrade_config_dict` moves the fields, and
 `legacy_key_mapping` gives `from_pretrained` the renaming of every tensor; both leave today's files
-untouched, so they are applied to every load. A re-saved tokenizer is written in today's format.
+untouched, so they are applied to every load. `complete_legacy_state` then accepts, for a checkpoint
+that needed renaming, the tensors a quantizer no longer keeps and sets those it keeps since (from the
+loaded state). A re-saved tokenizer is written in today's format.
 """
 
 from __future__ import annotations
@@ -46,3 +48,19 @@ def legacy_key_mapping(config) -> dict[str, str]:
     for old, new in getattr(config.quantizer_class, "legacy_state_names", {}).items():
         mapping[f"^quantizer\\.{re.escape(old)}$"] = f"quantizer.{new}"
     return mapping
+
+
+def complete_legacy_state(model, info: dict) -> dict:
+    """`info` (transformers' loading info) of a vqtok 0.1 checkpoint loaded into `model`, less the
+    quantizer tensors that the quantizer no longer keeps (`legacy_retired_state`) and those it set
+    from the loaded state (`restore_legacy_state`)."""
+    prefix = "quantizer."
+    quantizer = model.quantizer
+    missing = {key[len(prefix):] for key in info.get("missing_keys") or () if key.startswith(prefix)}
+    settled = {prefix + name for name in quantizer.restore_legacy_state(missing)}
+    settled |= {prefix + name for name in quantizer.legacy_retired_state}
+    return {
+        **info,
+        "missing_keys": {key for key in info.get("missing_keys") or () if key not in settled},
+        "unexpected_keys": {key for key in info.get("unexpected_keys") or () if key not in settled},
+    }

@@ -83,7 +83,8 @@ class SafeHubMixin:
                 f"could not read the safetensors weights of {source}: the file is corrupt or truncated ({error})"
             ) from error
         # transformers would undo the renaming when saving; vqtok always saves today's names.
-        model.__dict__.pop("_weight_conversions", None)
+        if model.__dict__.pop("_weight_conversions", None):
+            info = model.complete_renamed_checkpoint(info)
         check_loading_info(source, info, allow_mismatch)
         reinitialise_mismatched(model, info)
         check_finite_weights(model, source, weights_path)
@@ -94,6 +95,12 @@ class SafeHubMixin:
         """Renames (regex -> name) of the tensors in checkpoints written for `config` by earlier
         versions (see `from_pretrained`'s `key_mapping`); none by default."""
         return None
+
+    def complete_renamed_checkpoint(self, info: dict) -> dict:
+        """The loading `info` of a checkpoint whose tensors `checkpoint_key_mapping` renamed, less what
+        that older format lacked or held beyond today's state and the model has settled; as it is by
+        default."""
+        return info
 
     def render_card(self, **card_kwargs):
         """The model card `push_to_hub` uploads (keywords as in `vqtok.hub.render_model_card`); a model

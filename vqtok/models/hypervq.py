@@ -8,7 +8,7 @@ import torch
 from ..configuration import VQTokenizerConfig
 from ..modeling import VQTokenizerPreTrainedModel
 from ..options import POSITIVE
-from ..quantizers import HyperbolicQuantizer
+from ..quantizers import HyperVQQuantizer
 from ..hub.references import ARXIV, ICLR, Paper, QuantizerReference
 
 HYPERVQ_PAPER = Paper(
@@ -76,7 +76,7 @@ class HyperVQConfig(VQTokenizerConfig):
     """
 
     model_type = "vqtok-hypervq"
-    quantizer_class = HyperbolicQuantizer
+    quantizer_class = HyperVQQuantizer
     model_options = {"quantizer_lr_multiplier": POSITIVE}
     paper_settings = dict(
         codebook_size=512, latent_dim=64, curvature=1.0, tau_max=2.0, tau_min=0.5, tau_decay=0.999995,

@@ -82,5 +82,5 @@ class NSVQModel(VQTokenizerPreTrainedModel):
         """AdamW with the codebook in a group of its own: learning rate x `codebook_lr_multiplier`,
         no weight decay."""
         return self.adamw_with_own_group(
-            learning_rate, weight_decay, [self.quantizer.embedding], self.config.codebook_lr_multiplier
+            learning_rate, weight_decay, [self.quantizer.codebook.weight], self.config.codebook_lr_multiplier
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..configuration import VQTokenizerConfig
 from ..modeling import VQTokenizerPreTrainedModel
-from ..quantizers import SoftEMQuantizer
+from ..quantizers import SoftVQQuantizer
 from ..hub.references import ARXIV, Paper, QuantizerReference
 
 SOFT_EM_PAPER = Paper(
@@ -55,7 +55,7 @@ class SoftVQConfig(VQTokenizerConfig):
     """
 
     model_type = "vqtok-softvq"
-    quantizer_class = SoftEMQuantizer
+    quantizer_class = SoftVQQuantizer
     paper_settings = dict(ema_decay=0.999, temperature=1.0, dead_code_threshold=0.0, kmeans_init=False)
     reference = QuantizerReference(
         "Soft (EM) VQ-VAE", "soft-vq-vae", (SOFT_EM_PAPER,),

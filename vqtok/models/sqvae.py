@@ -12,7 +12,7 @@ from ..configuration import VQTokenizerConfig
 from ..losses.likelihoods import arelbo_loss, gaussian_nll
 from ..modeling import VQTokenizerPreTrainedModel
 from ..options import POSITIVE, Option
-from ..quantizers import GaussianSQQuantizer
+from ..quantizers import SQVAEQuantizer
 from ..hub.references import ICML, Paper, QuantizerReference
 
 SQVAE_PAPER = Paper(
@@ -82,7 +82,7 @@ class SQVAEConfig(VQTokenizerConfig):
     """
 
     model_type = "vqtok-sqvae"
-    quantizer_class = GaussianSQQuantizer
+    quantizer_class = SQVAEQuantizer
     model_options = {
         "reconstruction_objective": Option(str, choices=RECONSTRUCTION_OBJECTIVES),
         "annealing_lr_multiplier": POSITIVE,

@@ -11,7 +11,7 @@ from torch import nn
 from ..configuration import VQTokenizerConfig
 from ..losses.likelihoods import vmf_categorical_nll
 from ..options import POSITIVE, Option
-from ..quantizers import VMFSQQuantizer
+from ..quantizers import VMFSQVAEQuantizer
 from ..hub.references import QuantizerReference
 from .sqvae import RECONSTRUCTION_OBJECTIVES, SQVAE_PAPER, SQVAEModel
 
@@ -57,7 +57,7 @@ class VMFSQVAEConfig(VQTokenizerConfig):
     """
 
     model_type = "vqtok-vmf-sqvae"
-    quantizer_class = VMFSQQuantizer
+    quantizer_class = VMFSQVAEQuantizer
     model_options = {
         "reconstruction_objective": Option(str, choices=(*RECONSTRUCTION_OBJECTIVES, "vmf")),
         "num_categories": Option(int, low=2, high=MAX_CATEGORIES, optional=True),

@@ -1,12 +1,13 @@
 """Quantizers: standalone `nn.Module`s (pure torch) sharing the interface in `base.py`.
 
 `functional.py` holds the shared maths (chunked distances, posterior sampling, histograms,
-perplexity), `codebook.py` the EMA codebook that VQ and soft EM build on, `kmeans.py` its
-initialisation; every other module is one method.
+perplexity), `codebook.py` the `Codebook` module that every quantizer with a code table holds,
+`kmeans.py` its initialisation and `schedules.py` the annealed temperatures; every other module is
+one method, named like its tokenizer type (`vq.py` for `vqtok-vq`, ...).
 """
 
 from .base import Quantizer, QuantizerOutput
-from .codebook import CodebookQuantizer
+from .codebook import Codebook
 from .functional import (
     code_histogram,
     nearest_code,
@@ -16,25 +17,26 @@ from .functional import (
     usage_stats,
 )
 from .gumbel import GumbelQuantizer, hard_gumbel_softmax, soft_gumbel_softmax
-from .hypervq import HyperbolicQuantizer
+from .hypervq import HyperVQQuantizer
 from .nsvq import NSVQuantizer
 from .schedules import TemperatureSchedule
-from .softvq import SoftEMQuantizer
-from .sqvae import GaussianSQQuantizer, StochasticQuantizer, VMFSQQuantizer
+from .softvq import SoftVQQuantizer
+from .sqvae import SQVAEQuantizer, StochasticQuantizer
+from .vmf_sqvae import VMFSQVAEQuantizer
 from .vq import VectorQuantizer
 
 __all__ = [
-    "CodebookQuantizer",
-    "GaussianSQQuantizer",
+    "Codebook",
     "GumbelQuantizer",
-    "HyperbolicQuantizer",
+    "HyperVQQuantizer",
     "NSVQuantizer",
     "Quantizer",
     "QuantizerOutput",
-    "SoftEMQuantizer",
+    "SQVAEQuantizer",
+    "SoftVQQuantizer",
     "StochasticQuantizer",
     "TemperatureSchedule",
-    "VMFSQQuantizer",
+    "VMFSQVAEQuantizer",
     "VectorQuantizer",
     "code_histogram",
     "hard_gumbel_softmax",

@@ -4,14 +4,29 @@ A quantizer maps encoder output `z_e` of shape `[B, D, *spatial]` to
 
 - `forward(z_e) -> QuantizerOutput`: the training path (stochastic where the method is), with the
   vectors handed to the decoder, the chosen ids, named loss terms and statistics;
-- `select(z_e) -> LongTensor [B, *spatial]`: deterministic token ids (what `encode` uses);
+- `select(z_e) -> LongTensor`: deterministic token ids (what `encode` uses);
 - `embed(ids) -> Tensor [B, D, *spatial]`: the decoder-side vectors of given ids (what `decode` uses);
-- `codebook -> Tensor [K, D]`: the code vectors in the decoder's space.
+- `code_vectors(ids) -> Tensor [n, D]` and `code_sample(max_points, seed)`: the vectors of chosen
+  codes, differentiable, for metrics, regularisers and model cards, which never need all K of them
+  at once.
 
-Subclasses implement the row-wise versions (`_forward_rows`, `_select_rows`, `codebook`) on
-`[N, D]` matrices and declare their options; this base class does the reshaping, the input checks
-and the option checks. All quantizer maths runs in fp32 with autocast disabled, whatever the
-surrounding precision.
+The id contract. Token ids are `torch.long` in [0, K). A quantizer picks `codes_per_position` = R
+codes per grid position: R = 1 gives ids `[B, *spatial]` (`[B, h, w]` for images); R > 1 (a
+residual quantizer's depth) gives `[B, *spatial, R]`, the depth last, level 0 first. Flattened for a
+language model, an image's ids run position by position in row-major order, a position's R codes
+consecutively (`TokenLayout`); every level's codes share the range [0, K).
+
+K and R may follow from a quantizer's options (FSQ: K = prod(levels)): `derived_codebook_size` and
+`derived_codes_per_position` say so, and the tokenizer config fills them in. A quantizer whose codes
+are rows of a table holds a `Codebook` (`self.codebook`: the table, its first-batch k-means, EMA
+statistics, usage and restarts); one whose codes are implicit holds none and computes
+`code_vectors` from the ids.
+
+Subclasses implement the row-wise versions (`_forward_rows`, `_select_rows`, and `code_vectors`
+where there is no codebook) on `[N, D]` matrices, may start themselves on the first training batch
+(`needs_initialization` / `initialize`), and declare their options; this base class does the
+reshaping, the input checks, the option checks and the `Args` section of their docstrings. All
+quantizer maths runs in fp32 with autocast disabled, whatever the surrounding precision.
 
 A training batch holding a non-finite value (on any process: they all agree) never reaches the
 quantizer's state: the forward runs on a finite copy with every parameter and buffer restored
@@ -21,6 +36,9 @@ so that the trainer skips the step.
 
 from __future__ import annotations
 
+import inspect
+import itertools
+import textwrap
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -30,8 +48,8 @@ import torch
 from torch import nn
 
 from ..parallel.collectives import finite_on_every_process
-from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, check_options
-from .functional import fp32_no_autocast
+from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, check_options, document_options
+from .functional import fp32_no_autocast, seeded_subset_ids
 
 
 @dataclass
@@ -62,24 +80,49 @@ class QuantizerOutput:
         return sum(self.losses.values())
 
 
+# The arguments every quantizer takes, documented once.
+BASE_ARGUMENTS = {
+    "codebook_size": CODEBOOK_SIZE.documented("K, the number of codes; ids lie in [0, K)."),
+    "dim": POSITIVE_INT.documented("D, the dimension of the latent vectors (and of the decoder-side codes)."),
+}
+
+
 class Quantizer(nn.Module):
     """Base class of all quantizers; see the module docstring for the interface.
 
     A subclass declares its options in `options` (name -> `vqtok.options.Option`): the same
     declaration checks the constructor's keyword arguments here and the fields of the tokenizer
-    config that builds the quantizer, so each type and range is written once. Rules that tie
-    several options together go in an override of `check_options`.
+    config that builds the quantizer, and documents them (the `Args` section of the subclass's
+    docstring is written from `options`, the constructor's defaults and `option_notes`), so each
+    type, range and meaning is written once. Rules that tie several options together go in an
+    override of `check_options`.
     """
 
     options: ClassVar[dict[str, Option]] = {}
+    option_notes: ClassVar[dict[str, str]] = {}
+    """What a quantizer says about an option beyond its declaration (why its default differs from
+    the paper's, ...); also shown in the tokenizer config's docstring."""
+    legacy_state_names: ClassVar[dict[str, str]] = {}
+    """Names of this quantizer's tensors in vqtok 0.1 checkpoints -> today's (see `vqtok.hub.legacy`)."""
+    legacy_retired_state: ClassVar[tuple[str, ...]] = ()
+    """Today's names of tensors that vqtok 0.1 saved for this quantizer and that it no longer keeps."""
 
-    def __init__(self, codebook_size: int, dim: int):
+    def __init__(self, codebook_size: int, dim: int, codes_per_position: int = 1):
         super().__init__()
         where = f"{type(self).__name__} argument"
-        CODEBOOK_SIZE.check("codebook_size", codebook_size, where)
-        POSITIVE_INT.check("dim", dim, where)
+        BASE_ARGUMENTS["codebook_size"].check("codebook_size", codebook_size, where)
+        BASE_ARGUMENTS["dim"].check("dim", dim, where)
         self.codebook_size = codebook_size
         self.dim = dim
+        self.codes_per_position = codes_per_position
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        defaults = {name: parameter.default for name, parameter in inspect.signature(cls.__init__).parameters.items()
+                    if parameter.default is not inspect.Parameter.empty}
+        arguments = {**BASE_ARGUMENTS, **cls.options}
+        section = document_options(arguments, defaults, cls.option_notes)
+        cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n\n" + textwrap.indent(section, "    ")
 
     @classmethod
     def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
@@ -110,6 +153,11 @@ class Quantizer(nn.Module):
                 "options give (leave it out to have it filled in)"
             )
 
+    def restore_legacy_state(self, missing: set[str]) -> set[str]:
+        """After loading a vqtok 0.1 checkpoint that lacks the tensors `missing` (names relative to
+        the quantizer), set those that follow from the loaded state; returns the names set."""
+        return set()
+
     def _set_options(self, **values) -> None:
         """Check `values` (see `check_options`) and keep each as an attribute (numbers as floats)."""
         self.check_options(values)
@@ -118,22 +166,36 @@ class Quantizer(nn.Module):
             setattr(self, name, float(value) if is_number else value)
 
     # --- to implement -------------------------------------------------------------------------
-    @property
-    def codebook(self) -> torch.Tensor:
-        """`[K, D]` code vectors in the decoder's space."""
-        raise NotImplementedError
-
     def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
-        """Training path on fp32 rows `[N, D]`; returns quantized rows `[N, D]` and ids `[N]`."""
+        """Training path on fp32 rows `[N, D]`; returns quantized rows `[N, D]` and ids `[N]` (or
+        `[N, R]`)."""
         raise NotImplementedError
 
     def _select_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """Deterministic ids `[N]` for fp32 rows `[N, D]`."""
+        """Deterministic ids `[N]` (or `[N, R]`) for fp32 rows `[N, D]`."""
         raise NotImplementedError
 
+    def code_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """Decoder-side vectors `[n, D]` (fp32, differentiable) of the codes `ids` `[n]` in [0, K):
+        rows of the `codebook` where there is one; a quantizer with implicit codes computes them
+        (one with several codes per position says which level's codes these are)."""
+        codebook = getattr(self, "codebook", None)
+        if codebook is None:
+            raise NotImplementedError(f"{type(self).__name__} has no codebook: its codes are implicit, so it must "
+                                      "implement code_vectors")
+        return codebook.weight[ids].float()
+
     def _embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """Decoder-side vectors `[N, D]` for flat ids `[N]` (already range-checked)."""
-        return self.codebook[ids]
+        """Decoder-side vectors `[N, D]` for the ids of N positions, `[N]` (or `[N, R]`), already
+        range-checked: the codes themselves when R = 1."""
+        return self.code_vectors(ids)
+
+    def needs_initialization(self) -> bool:
+        """Whether the next training batch must start the quantizer (`initialize`); never by default."""
+        return False
+
+    def initialize(self, rows: torch.Tensor) -> None:
+        """Start the quantizer's state on the first training batch `rows` `[N, D]` (fp32, detached)."""
 
     # --- shared plumbing ----------------------------------------------------------------------
     def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
@@ -144,16 +206,22 @@ class Quantizer(nn.Module):
         return self._quantize_without_updates(z_e)
 
     def _quantize(self, z_e: torch.Tensor) -> QuantizerOutput:
-        """`forward` proper: reshape to rows, `_forward_rows` in fp32, reshape back."""
+        """`forward` proper: reshape to rows, the first batch's `initialize`, `_forward_rows` in
+        fp32, reshape back."""
         rows, shape = self._to_rows(z_e)
         with fp32_no_autocast(z_e.device):
+            self._initialize_if_needed(rows)
             out = self._forward_rows(rows.float())
         return QuantizerOutput(
             quantized=self._from_rows(out.quantized, shape).to(z_e.dtype),
-            indices=out.indices.reshape(shape[0], *shape[2:]),
+            indices=self._ids_from_rows(out.indices, shape),
             losses=out.losses,
             stats=out.stats,
         )
+
+    def _initialize_if_needed(self, rows: torch.Tensor) -> None:
+        if self.training and self.needs_initialization():
+            self.initialize(rows.detach().float())
 
     def _quantize_without_updates(self, z_e: torch.Tensor) -> QuantizerOutput:
         """The training forward of a batch that is not finite on some process: run on a finite copy
@@ -178,22 +246,41 @@ class Quantizer(nn.Module):
         rows, shape = self._to_rows(z_e)
         with fp32_no_autocast(z_e.device):
             ids = self._select_rows(rows.float())
-        return ids.reshape(shape[0], *shape[2:])
+        return self._ids_from_rows(ids, shape)
 
     def embed(self, indices: torch.Tensor) -> torch.Tensor:
-        """Decoder-side vectors `[B, D, *spatial]` (fp32) for ids `[B, *spatial]`."""
+        """Decoder-side vectors `[B, D, *spatial]` (fp32) for ids `[B, *spatial]` (`[B, *spatial, R]`
+        with R codes per position)."""
         self.check_indices(indices)
+        depth = self.codes_per_position
+        positions = indices.shape if depth == 1 else indices.shape[:-1]
+        flat = indices.reshape(-1, depth) if depth > 1 else indices.reshape(-1)
         with fp32_no_autocast(indices.device):
-            vectors = self._embed_ids(indices.reshape(-1).long())
-        vectors = vectors.reshape(*indices.shape, self.dim)
+            vectors = self._embed_ids(flat.long())
+        vectors = vectors.reshape(*positions, self.dim)
         return vectors.movedim(-1, 1).contiguous()
 
+    def code_sample(self, max_points: int | None, seed: int = 0) -> torch.Tensor:
+        """The vectors `[n, D]` of at most `max_points` codes (all K when None or K <= max_points;
+        otherwise a seeded choice, in increasing id order: the same codes on every process for the
+        same seed), differentiable as `code_vectors` is."""
+        tensors = itertools.chain(self.parameters(), self.buffers())
+        device = next(tensors, torch.empty(0)).device
+        return self.code_vectors(seeded_subset_ids(self.codebook_size, max_points, seed).to(device))
+
     def check_indices(self, indices: torch.Tensor) -> None:
-        """Raise `TypeError`/`ValueError` unless `indices` are integer ids in [0, K)."""
+        """Raise `TypeError`/`ValueError` unless `indices` are integer ids in [0, K), with the depth
+        R last where the quantizer picks R > 1 codes per position."""
         if not isinstance(indices, torch.Tensor):
             raise TypeError(f"token ids must be a torch.Tensor, got {type(indices).__name__}")
         if indices.dtype == torch.bool or indices.is_floating_point() or indices.is_complex():
             raise TypeError(f"token ids must have an integer dtype (torch.long), got {indices.dtype}")
+        depth = self.codes_per_position
+        if depth > 1 and (indices.dim() < 2 or indices.shape[-1] != depth):
+            raise ValueError(
+                f"token ids of {type(self).__name__} must end with its {depth} codes per position, [B, ..., {depth}], "
+                f"got shape {list(indices.shape)}"
+            )
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.codebook_size):
             raise ValueError(
                 f"token ids must lie in [0, {self.codebook_size}), got values in "
@@ -209,12 +296,19 @@ class Quantizer(nn.Module):
         return rows, z_e.shape
 
     @staticmethod
+    def _ids_from_rows(ids: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """Ids `[N]` (or `[N, R]`) of the rows of `z_e` of `shape` -> `[B, *spatial]` (or `[B, *spatial, R]`)."""
+        return ids.reshape(shape[0], *shape[2:], *ids.shape[1:])
+
+    @staticmethod
     def _from_rows(rows: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         batch, dim, spatial = shape[0], shape[1], shape[2:]
         return rows.reshape(batch, *spatial, dim).movedim(-1, 1).contiguous()
 
     def extra_repr(self) -> str:
-        return f"codebook_size={self.codebook_size}, dim={self.dim}"
+        depth = f", codes_per_position={self.codes_per_position}" if self.codes_per_position > 1 else ""
+        return f"codebook_size={self.codebook_size}, dim={self.dim}{depth}"
+
 
 
 @contextmanager

@@ -1,107 +1,205 @@
-"""The EMA codebook: a `[K, D]` code table initialised by k-means on the first training batch and
-updated by Laplace-smoothed exponential moving averages of the vectors assigned to each code.
+"""The `Codebook`: a table of K code vectors `[K, D]` and the state that keeps it on the data.
 
-VQ-VAE (hard assignments) and soft EM (sampled soft assignments) both build on
-`CodebookQuantizer`; only the assignment totals they feed to `ema_step` differ.
+A quantizer whose codes are rows of a table holds one (`self.codebook`); a quantizer whose codes
+are implicit (computed from the ids, as FSQ's or LFQ's) holds none. The codebook owns what every
+table quantizer used to write for itself: the table, its first-batch initialisation (k-means on the
+batch, rank 0's centres broadcast), the exponential moving averages of the vectors assigned to each
+code (where the method learns its codes that way), a moving average of each code's use, and the
+restart of codes that fall out of use. Every process keeps the same codebook: statistics are summed
+over processes before they are folded in, and random choices are rank 0's, broadcast.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..options import NUMBER, POSITIVE, Option
-from .base import Quantizer
-from .functional import uniform_codebook
-from .kmeans import global_cluster_sizes, shared_kmeans_codebook
+from ..options import NON_NEGATIVE, NUMBER, POSITIVE, Option
+from ..parallel.collectives import all_reduce_sum_, broadcast_
+from .functional import code_histogram, nearest_code
+from .kmeans import sample_rows, shared_kmeans_codebook
 
-# Options of the EMA statistics, shared by every codebook quantizer.
+# The options of a codebook learnt by exponential moving averages.
 EMA_OPTIONS = {
-    "ema_decay": Option(NUMBER, low=0, high=1, high_open=True),
-    "ema_epsilon": POSITIVE,
+    "ema_decay": Option(NUMBER, low=0, high=1, high_open=True, doc="gamma, the decay of the exponential moving "
+                        "averages of each code's assignment count N_k and vector sum M_k."),
+    "ema_epsilon": POSITIVE.documented("Laplace smoothing of the EMA cluster sizes."),
 }
 
+# The option of a codebook whose unused codes are restarted.
+DEAD_CODE_OPTIONS = {
+    "dead_code_threshold": NON_NEGATIVE.documented(
+        "A code whose use falls below this many assignments per batch moves onto a random latent vector of "
+        "the current batch, with its statistics reset to keep it there; 0 disables restarts."
+    ),
+}
 
-@torch.no_grad()
-def ema_update_(
-    cluster_size: torch.Tensor, embed_sum: torch.Tensor, counts: torch.Tensor, sums: torch.Tensor, decay: float
-) -> None:
-    """One EMA step of codebook statistics, in place: N <- g N + (1-g) counts, M <- g M + (1-g) sums.
+# A code's use is a moving average of its per-batch assignment count, summed over all processes,
+# over roughly the last 10 batches: short enough that codes stranded early in training (when the
+# encoder's output still moves fast) are restarted within a few dozen steps, long enough that a
+# rarely used but live code is not.
+USAGE_DECAY = 0.9
 
-    `counts` `[K]` and `sums` `[K, D]` are this step's (hard or soft) assignment totals, already
-    summed over processes.
-    """
-    cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
-    embed_sum.mul_(decay).add_(sums, alpha=1 - decay)
+INITIAL_TABLES = ("uniform", "normal")
+
+
+def uniform_codebook(codebook_size: int, dim: int) -> torch.Tensor:
+    """Initial codes drawn uniformly from [-1/K, 1/K] (the VQ-VAE reference initialisation)."""
+    bound = 1.0 / codebook_size
+    return torch.empty(codebook_size, dim).uniform_(-bound, bound)
 
 
 def laplace_smoothed_codebook(cluster_size: torch.Tensor, embed_sum: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """Codebook `[K, D]` from EMA statistics with Laplace smoothing of the cluster sizes:
+    """Codes `[K, D]` from EMA statistics with Laplace smoothing of the cluster sizes:
     e_k = M_k / N~_k,  N~_k = (N_k + eps) / (sum N + K eps) * sum N."""
     total = cluster_size.sum()
     smoothed = (cluster_size + epsilon) / (total + cluster_size.shape[0] * epsilon) * total
     return embed_sum / smoothed[:, None]
 
 
-class CodebookQuantizer(Quantizer):
-    """A quantizer whose codes are rows of an `[K, D]` table (`embedding`) kept on the data by
-    k-means initialisation and EMA statistics.
+@torch.no_grad()
+def replacement_vectors(rows: torch.Tensor, count: int) -> torch.Tensor:
+    """`count` rows of this batch, drawn on rank 0 and broadcast to every process."""
+    return broadcast_(sample_rows(rows, count).contiguous())
+
+
+class Codebook(nn.Module):
+    """K code vectors and the state that keeps them in use.
 
     State (saved with the weights, restored on resume):
-      `embedding` `[K, D]` (a Parameter, trained by gradient or not at all), `initialized`,
-      `ema_cluster_size` N `[K]` and `ema_embed_sum` M `[K, D]`.
-    EMA step (`ema_step`, with assignment totals summed over processes):
-      N <- g N + (1-g) counts,  M <- g M + (1-g) sums,
-      e_k = M_k / N~_k  with  N~_k = (N_k + eps) / (sum N + K eps) * sum N.
+      `weight` `[K, D]`, a Parameter (trained by gradient, or only by the updates below);
+      `initialized`, set by the first-batch `initialize`;
+      with `ema=True`: `ema_cluster_size` N `[K]` and `ema_embed_sum` M `[K, D]`, folded in by
+        `ema_step`: N <- g N + (1-g) counts, M <- g M + (1-g) sums, e_k = M_k / N~_k with the
+        Laplace-smoothed N~_k = (N_k + eps) / (sum N + K eps) * sum N;
+      with `track_usage=True`: `usage` `[K]`, a moving average (decay 0.9) of each code's
+        per-batch count, which `restart_dead_codes` reads.
 
-    A subclass sets the options `ema_decay`, `ema_epsilon`, `kmeans_init`, `kmeans_iters` and
-    `chunk_rows` (see `EMA_OPTIONS`, `kmeans.KMEANS_OPTIONS`, `functional.CHUNK_OPTIONS`), then calls `_register_codebook`. It may
-    override `project` to keep codes on a manifold (VQ's cosine mode normalises them).
+    Args:
+        size: K.
+        dim: D.
+        initial: the table before any data: "uniform" in [-1/K, 1/K] (the VQ-VAE reference) or
+            "normal", N(0, I).
+        trainable: whether the table takes gradients (it is a Parameter either way, so checkpoints
+            have one layout).
+        ema: keep EMA statistics (`ema_decay`, `ema_epsilon` as in `EMA_OPTIONS`).
+        ema_decay / ema_epsilon: g and eps.
+        track_usage: keep the moving average of use that dead-code restarts read.
+        unit_norm: keep the codes at unit length (initial table, k-means centres, EMA updates).
+        chunk_rows: rows per chunk of the nearest-code searches (default: about 1M distances).
     """
 
-    def _register_codebook(self, trainable: bool) -> None:
-        initial = self.project(uniform_codebook(self.codebook_size, self.dim))
-        # Always a Parameter so checkpoints have one layout; without gradient training it takes no gradient.
-        self.embedding = nn.Parameter(initial, requires_grad=trainable)
+    def __init__(
+        self,
+        size: int,
+        dim: int,
+        *,
+        initial: str = "uniform",
+        trainable: bool = True,
+        ema: bool = False,
+        ema_decay: float = 0.99,
+        ema_epsilon: float = 1e-5,
+        track_usage: bool = False,
+        unit_norm: bool = False,
+        chunk_rows: int | None = None,
+    ):
+        super().__init__()
+        if initial not in INITIAL_TABLES:
+            raise ValueError(f"Codebook argument `initial` must be one of {list(INITIAL_TABLES)}, got {initial!r}")
+        self.size, self.dim = size, dim
+        self.ema_decay, self.ema_epsilon = float(ema_decay), float(ema_epsilon)
+        self.unit_norm, self.chunk_rows = unit_norm, chunk_rows
+        table = uniform_codebook(size, dim) if initial == "uniform" else torch.randn(size, dim)
+        table = self.project(table)
+        self.weight = nn.Parameter(table, requires_grad=trainable)
         self.register_buffer("initialized", torch.tensor(False))
-        self.register_buffer("ema_cluster_size", torch.ones(self.codebook_size))
-        self.register_buffer("ema_embed_sum", initial.clone())
-
-    @property
-    def codebook(self) -> torch.Tensor:
-        return self.embedding
+        self.has_ema = ema
+        if ema:
+            self.register_buffer("ema_cluster_size", torch.ones(size))
+            self.register_buffer("ema_embed_sum", table.clone())
+        self.tracks_usage = track_usage
+        if track_usage:
+            self.register_buffer("usage", torch.zeros(size))
 
     def project(self, vectors: torch.Tensor) -> torch.Tensor:
-        """Map candidate code vectors onto the codebook's domain (identity here)."""
-        return vectors
+        """Candidate code vectors mapped onto the codebook's domain (unit length with `unit_norm`)."""
+        return F.normalize(vectors, dim=1) if self.unit_norm else vectors
 
+    def nearest(self, rows: torch.Tensor) -> torch.Tensor:
+        """Id `[N]` of the nearest code (squared Euclidean distance) of each fp32 row `[N, D]`."""
+        return nearest_code(rows, self.weight.detach(), self.chunk_rows)
+
+    # --- first training batch -----------------------------------------------------------------
     @torch.no_grad()
-    def initialize_codebook(self, rows: torch.Tensor) -> None:
-        """First training batch: codes from k-means (rank 0's centres, broadcast), or the uniform
-        initial codes; EMA statistics from that batch's nearest-code counts over all processes
-        (at least 1 each), the scale at which every later EMA step works. Every process ends with
-        the same codebook and statistics."""
-        if self.kmeans_init:
-            centres = shared_kmeans_codebook(rows, self.codebook_size, self.kmeans_iters)
-            self.embedding.data.copy_(self.project(centres))
-        cluster_size = global_cluster_sizes(rows, self.embedding.data, self.chunk_rows)
-        self.ema_cluster_size.copy_(cluster_size)
-        self.ema_embed_sum.copy_(self.embedding.data * cluster_size[:, None])
+    def initialize(self, rows: torch.Tensor, kmeans_iters: int | None) -> None:
+        """Start the codebook on the first training batch `rows` `[N, D]` (fp32, detached):
+
+        - codes: k-means centres of the rows after `kmeans_iters` Lloyd iterations (rank 0's,
+          broadcast), or the initial table when `kmeans_iters` is None;
+        - EMA statistics: N from the batch's nearest-code counts over all processes (at least 1
+          each), the scale every later EMA step works at, and M = N e;
+        - usage: every code at the global batch's average count, so none counts as dead before it
+          had a chance.
+        Every process ends with the same codebook and statistics."""
+        if kmeans_iters is not None:
+            self.weight.data.copy_(self.project(shared_kmeans_codebook(rows, self.size, kmeans_iters)))
+        if self.has_ema:
+            counts = code_histogram(nearest_code(rows, self.weight.data, self.chunk_rows), self.size)
+            cluster_size = all_reduce_sum_(counts).clamp_min(1.0)
+            self.ema_cluster_size.copy_(cluster_size)
+            self.ema_embed_sum.copy_(self.weight.data * cluster_size[:, None])
+        if self.tracks_usage:
+            total_rows = float(all_reduce_sum_(rows.new_tensor(float(rows.shape[0]))))
+            self.usage.fill_(total_rows / self.size)
         self.initialized.fill_(True)
 
+    # --- updates ------------------------------------------------------------------------------
     @torch.no_grad()
     def ema_step(self, counts: torch.Tensor, sums: torch.Tensor) -> None:
-        """Fold this step's assignment totals (`counts` `[K]`, `sums` `[K, D]`, already summed over
-        processes) into the EMA statistics and recompute the codes from them."""
-        ema_update_(self.ema_cluster_size, self.ema_embed_sum, counts, sums, self.ema_decay)
-        codebook = laplace_smoothed_codebook(self.ema_cluster_size, self.ema_embed_sum, self.ema_epsilon)
-        self.embedding.data.copy_(self.project(codebook))
+        """Fold this step's assignment totals (`counts` `[K]`, `sums` `[K, D]`, hard or soft, already
+        summed over processes) into the EMA statistics and recompute the codes from them."""
+        decay = self.ema_decay
+        self.ema_cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
+        self.ema_embed_sum.mul_(decay).add_(sums, alpha=1 - decay)
+        codes = laplace_smoothed_codebook(self.ema_cluster_size, self.ema_embed_sum, self.ema_epsilon)
+        self.weight.data.copy_(self.project(codes))
 
     @torch.no_grad()
-    def reset_codes(self, which: torch.Tensor, vectors: torch.Tensor, count: float) -> None:
-        """Move the codes selected by the mask `which` onto `vectors`, with EMA statistics that keep
-        them there: N_k = `count`, M_k = `count` * e_k (zeroed statistics would pull a moved code
-        back to the origin at the next EMA step)."""
-        self.embedding.data[which] = vectors
-        self.ema_cluster_size[which] = count
-        self.ema_embed_sum[which] = vectors * count
+    def move_codes(self, which: torch.Tensor, vectors: torch.Tensor, count: float | None = None) -> None:
+        """Put the codes selected by the mask `which` at `vectors`; with EMA statistics, give them
+        N_k = `count` and M_k = `count` * e_k, which keep them there (zeroed statistics would pull a
+        moved code back to the origin at the next EMA step)."""
+        vectors = vectors.to(self.weight.dtype)
+        self.weight.data[which] = vectors
+        if self.has_ema:
+            self.ema_cluster_size[which] = count
+            self.ema_embed_sum[which] = vectors * count
+
+    @torch.no_grad()
+    def restart_dead_codes(self, rows: torch.Tensor, global_counts: torch.Tensor, threshold: float) -> torch.Tensor:
+        """Fold this batch's code counts `[K]` (summed over processes) into `usage`, and move the
+        codes whose usage fell below `threshold` onto random rows of the batch (rank 0's draw),
+        their usage reset to the batch's average per code (at least `threshold`) so they get time to
+        be chosen. Every process finds the same dead codes. Returns how many moved."""
+        self.usage.mul_(USAGE_DECAY).add_(global_counts, alpha=1 - USAGE_DECAY)
+        if threshold <= 0:
+            return rows.new_zeros(())
+        dead = self.usage < threshold
+        if not bool(dead.any()):
+            return rows.new_zeros(())
+        fresh_count = max(float(global_counts.sum()) / self.size, threshold)
+        self.usage[dead] = fresh_count
+        return self.restart(dead, rows, fresh_count)
+
+    @torch.no_grad()
+    def restart(self, dead: torch.Tensor, rows: torch.Tensor, count: float | None = None) -> torch.Tensor:
+        """Move the codes of the mask `dead` onto random rows of the batch (rank 0's draw, broadcast),
+        with EMA statistics of weight `count`; returns how many moved."""
+        num_dead = int(dead.sum())
+        self.move_codes(dead, replacement_vectors(rows, num_dead), count)
+        return torch.tensor(float(num_dead), device=rows.device)
+
+    def extra_repr(self) -> str:
+        extras = [name for name, on in (("ema", self.has_ema), ("usage", self.tracks_usage), ("unit_norm", self.unit_norm)) if on]
+        return f"size={self.size}, dim={self.dim}" + "".join(f", {name}" for name in extras)

@@ -12,7 +12,10 @@ import torch
 from ..options import Option
 
 # The option of every quantizer that chunks its distance computations.
-CHUNK_OPTIONS = {"chunk_rows": Option(int, low=1, optional=True)}
+CHUNK_OPTIONS = {
+    "chunk_rows": Option(int, low=1, optional=True, doc="Rows per chunk of the distance computations (default: "
+                         "about one million distances per chunk)."),
+}
 
 
 def fp32_no_autocast(device: torch.device):
@@ -112,7 +115,10 @@ def usage_stats(counts: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def uniform_codebook(codebook_size: int, dim: int) -> torch.Tensor:
-    """Initial codebook drawn uniformly from [-1/K, 1/K] (the VQ-VAE reference initialisation)."""
-    bound = 1.0 / codebook_size
-    return torch.empty(codebook_size, dim).uniform_(-bound, bound)
+def seeded_subset_ids(total: int, max_points: int | None, seed: int = 0) -> torch.Tensor:
+    """Ids of at most `max_points` of `total` items, in increasing order: all of them when they are
+    few enough (or `max_points` is None), else a choice seeded by `seed`, the same on every process."""
+    if max_points is None or total <= max_points:
+        return torch.arange(total)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(total, generator=generator)[:max_points].sort().values

@@ -9,8 +9,9 @@ from torch import nn
 
 from ..options import NON_NEGATIVE
 from .base import Quantizer, QuantizerOutput
+from .codebook import Codebook
 from .functional import code_histogram, perplexity_from_counts, usage_stats
-from .kmeans import KMEANS_OPTIONS, shared_kmeans_posterior
+from .kmeans import KMEANS_OPTIONS, posterior_spread
 from .schedules import TEMPERATURE_OPTIONS, TemperatureSchedule, check_temperature_order
 
 
@@ -73,42 +74,44 @@ def gumbel_codebook_output(
     return QuantizerOutput(quantized, indices, losses, stats)
 
 
+# The option of a quantizer with the diversity loss of vq-wav2vec.
+DIVERSITY_OPTIONS = {
+    "diversity_weight": NON_NEGATIVE.documented(
+        "Weight of the diversity loss `(K - perplexity(batch-mean softmax of the logits)) / K`, which spreads the "
+        "use over the codebook (0 leaves it out)."
+    ),
+}
+
+
 class GumbelQuantizer(Quantizer):
     """Gumbel-softmax vector quantizer.
 
     On rows z (fp32): logits = W z + b (a `Linear(D, K)`, applied in fp32).
     Training forward: (y, k) = hard Gumbel-softmax(logits, tau) (see `hard_gumbel_softmax`);
-      the decoder gets z_q = y V with V the learned `[K, D]` table, computed as
+      the decoder gets z_q = y V with V the learned `[K, D]` table (the `codebook`), computed as
       V[k] + (y - sg y) V so its value is exactly V[k] while the gradient reaches the logits through
       the soft sample; tau = max(tau_max * tau_decay**step, tau_min), and `step` (a buffer of the
       `temperature` schedule) advances once per training forward.
       Optional diversity_loss = diversity_weight * (K - perplexity(mean_n softmax(logits_n))) / K.
     Eval forward and `select`: k = argmax logits (no noise); the schedule does not move.
 
-    k-means initialisation (`kmeans_init`, at the first training forward, i.e. while the schedule's
-    step is 0, so a resumed run never repeats it): V <- the k-means centres c_k of the batch's rows,
-    and the logit layer is set to W_k = 2 c_k / s, b_k = -||c_k||^2 / s, so that
-    logits_k = (||z||^2 - ||z - c_k||^2) / s: the argmax is the nearest centre and softmax(logits) is
-    proportional to exp(-||z - c_k||^2 / s), with s the mean squared distance of the batch's rows to
-    their nearest centre (floored at 1e-6 of their mean squared norm). Rank 0's centres (and s) are
-    broadcast, so every process starts alike.
-
-    Args:
-        codebook_size: number of codes K.
-        dim: vector dimension D (of the latents and of the code vectors).
-        tau_max: temperature at step 0.
-        tau_min: floor of the temperature.
-        tau_decay: factor per training forward. The default, 0.995, brings tau from 2 to its floor
-            0.5 in about 280 steps, a short run's length (vq-wav2vec's 0.999995 takes about 280k).
-        diversity_weight: weight of the diversity loss (0 leaves it out). The default, 0.03, keeps
-            the codes in use without flattening every vector's posterior (at 0.1 the decoder gets
-            nearly random codes).
-        kmeans_init: initialise the code table and the logit layer from k-means on the first
-            training batch (see above); otherwise V ~ N(0, I) and PyTorch's default `Linear` init.
-        kmeans_iters: Lloyd iterations for that.
+    k-means initialisation (`kmeans_init`, on the first training batch): V <- the k-means centres
+    c_k of the batch's rows, and the logit layer is set to W_k = 2 c_k / s, b_k = -||c_k||^2 / s, so
+    that logits_k = (||z||^2 - ||z - c_k||^2) / s: the argmax is the nearest centre and
+    softmax(logits) is proportional to exp(-||z - c_k||^2 / s), with s the mean squared distance of
+    the batch's rows to their nearest centre (floored at 1e-6 of their mean squared norm). Rank 0's
+    centres (and s) are broadcast, so every process starts alike. Without it: V ~ N(0, I) and
+    PyTorch's default `Linear` initialisation.
     """
 
-    options = {**TEMPERATURE_OPTIONS, "diversity_weight": NON_NEGATIVE, **KMEANS_OPTIONS}
+    options = {**TEMPERATURE_OPTIONS, **DIVERSITY_OPTIONS, **KMEANS_OPTIONS}
+    option_notes = {
+        "tau_decay": "The default, 0.995, brings tau from 2 to its floor 0.5 in about 280 steps, a short run's "
+                     "length (vq-wav2vec's 0.999995 takes about 280k).",
+        "diversity_weight": "The default, 0.03, keeps the codes in use without flattening every vector's posterior "
+                            "(at 0.1 the decoder gets nearly random codes).",
+    }
+    legacy_state_names = {"embedding": "codebook.weight"}
 
     def __init__(
         self,
@@ -122,16 +125,10 @@ class GumbelQuantizer(Quantizer):
         kmeans_iters: int = 10,
     ):
         super().__init__(codebook_size, dim)
-        options = dict(
-            tau_max=tau_max, tau_min=tau_min, tau_decay=tau_decay, diversity_weight=diversity_weight,
-            kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
-        )
-        self.check_options(options)
-        self.diversity_weight = float(diversity_weight)
-        self.kmeans_init = kmeans_init
-        self.kmeans_iters = kmeans_iters
+        self.check_options(dict(tau_max=tau_max, tau_min=tau_min, tau_decay=tau_decay))
+        self._set_options(diversity_weight=diversity_weight, kmeans_init=kmeans_init, kmeans_iters=kmeans_iters)
         self.to_logits = nn.Linear(dim, codebook_size)
-        self.embedding = nn.Parameter(torch.randn(codebook_size, dim))
+        self.codebook = Codebook(codebook_size, dim, initial="normal")
         self.temperature = TemperatureSchedule(tau_max, tau_min, tau_decay)
 
     @classmethod
@@ -139,29 +136,34 @@ class GumbelQuantizer(Quantizer):
         super().check_options(values, where)
         check_temperature_order(values, where or f"{cls.__name__} argument")
 
-    @property
-    def codebook(self) -> torch.Tensor:
-        return self.embedding
+    def restore_legacy_state(self, missing: set[str]) -> set[str]:
+        """vqtok 0.1 started the table while the schedule's step was 0: it has been started since."""
+        if "codebook.initialized" not in missing:
+            return set()
+        self.codebook.initialized.fill_(bool(self.temperature.step > 0))
+        return {"codebook.initialized"}
 
     def logits(self, rows: torch.Tensor) -> torch.Tensor:
         """Code logits `[N, K]` in fp32 for rows `[N, D]`."""
         return F.linear(rows.float(), self.to_logits.weight.float(), self.to_logits.bias.float())
 
+    def needs_initialization(self) -> bool:
+        return self.kmeans_init and not bool(self.codebook.initialized)
+
+    @torch.no_grad()
+    def initialize(self, rows: torch.Tensor) -> None:
+        """k-means centres of the first training batch as the code table, and the logit layer of the
+        Gaussian posterior around them (see the class docstring); rank 0's values on every process."""
+        self.codebook.initialize(rows, self.kmeans_iters)
+        centres = self.codebook.weight.data
+        variance = posterior_spread(rows, centres)
+        self.to_logits.weight.data.copy_(2 * centres / variance)
+        self.to_logits.bias.data.copy_(-centres.pow(2).sum(dim=1) / variance)
+
     def _select_rows(self, rows: torch.Tensor) -> torch.Tensor:
         return self.logits(rows).argmax(dim=1)
 
     def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
-        if self.training and self.kmeans_init and int(self.temperature.step) == 0:
-            self._initialize(rows.detach())
         return gumbel_codebook_output(
-            self.logits(rows), self.embedding.float(), self.temperature, self.diversity_weight, self.training
+            self.logits(rows), self.codebook.weight.float(), self.temperature, self.diversity_weight, self.training
         )
-
-    @torch.no_grad()
-    def _initialize(self, rows: torch.Tensor) -> None:
-        """k-means centres of the first training batch as the code table, and the logit layer of the
-        Gaussian posterior around them (see the class docstring); rank 0's values on every process."""
-        centres, variance = shared_kmeans_posterior(rows, self.codebook_size, self.kmeans_iters)
-        self.embedding.data.copy_(centres)
-        self.to_logits.weight.data.copy_(2 * centres / variance)
-        self.to_logits.bias.data.copy_(-centres.pow(2).sum(dim=1) / variance)

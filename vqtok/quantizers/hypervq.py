@@ -4,19 +4,19 @@ Latents are mapped onto the Poincaré ball, each code is a hyperbolic hyperplane
 parameterisation: a normal a_k and a signed offset r_k), and the code logits are the scaled signed
 distances to those hyperplanes. The decoder gets each hyperplane's representative point, mapped
 back to the tangent space at the origin: C_k = r_k a_k / ||a_k||. The hyperbolic maths uses
-geoopt's Poincaré-ball functions and always runs in fp32 with autocast disabled.
+geoopt's Poincaré-ball functions (imported when a HyperVQ quantizer first computes, so that
+importing vqtok does not import geoopt) and always runs in fp32 with autocast disabled.
 """
 
 from __future__ import annotations
 
 import torch
-from geoopt.manifolds.stereographic import math as poincare
 from torch import nn
 
-from ..options import NON_NEGATIVE, POSITIVE
+from ..options import POSITIVE
 from .base import Quantizer, QuantizerOutput
-from .gumbel import gumbel_codebook_output
-from .kmeans import KMEANS_OPTIONS, shared_kmeans_posterior
+from .gumbel import DIVERSITY_OPTIONS, gumbel_codebook_output
+from .kmeans import KMEANS_OPTIONS, posterior_spread, shared_kmeans_codebook
 from .schedules import TEMPERATURE_OPTIONS, TemperatureSchedule, check_temperature_order
 
 # Floors of ||a_k|| and of the conformal term 1 - c||z_h||^2 (which geoopt's projection already keeps
@@ -25,7 +25,14 @@ MIN_NORMAL_NORM = 1e-6
 MIN_CONFORMAL = 1e-5
 
 
-class HyperbolicQuantizer(Quantizer):
+def poincare_ball():
+    """geoopt's Poincaré-ball maths (`expmap0`, `logmap0`, `project`, ...), imported on first use."""
+    from geoopt.manifolds.stereographic import math as poincare
+
+    return poincare
+
+
+class HyperVQQuantizer(Quantizer):
     r"""HyperVQ quantizer: codes are hyperplanes of the Poincaré ball of curvature -c.
 
     On rows z (fp32):
@@ -54,28 +61,33 @@ class HyperbolicQuantizer(Quantizer):
     Initialisation: a_k ~ N(0, I_D / D) and r_k ~ N(0, init_radius_std^2). HNN++ initialises r = 0,
     which puts every hyperplane through the origin and makes every C_k = 0 (the decoder could not
     tell the codes apart); a small random radius keeps the codes distinct. With `kmeans_init` the
-    first training batch then replaces this (see `initialize_hyperplanes`); the `initialized` buffer
-    records that it happened, so a resumed run never repeats it.
-
-    Args:
-        codebook_size: number of codes K.
-        dim: vector dimension D.
-        curvature: c > 0, the ball has sectional curvature -c and radius 1 / sqrt(c).
-        init_radius_std: standard deviation of the random initial offsets r_k (> 0).
-        tau_max: Gumbel-softmax temperature at step 0.
-        tau_min: floor of the temperature.
-        tau_decay: factor per training forward (the paper: 0.999995).
-        diversity_weight: weight of the diversity loss (0 leaves it out).
-        kmeans_init: place the hyperplanes on the first training batch's k-means centres.
-        kmeans_iters: Lloyd iterations for that.
+    first training batch then replaces this (see `initialize`); the `initialized` buffer records
+    that it happened, so a resumed run never repeats it. HyperVQ's codes are its hyperplanes: it
+    holds no code table (`code_vectors` computes C_k from a_k and r_k).
     """
 
     options = {
         **TEMPERATURE_OPTIONS,
-        "curvature": POSITIVE,
-        "init_radius_std": POSITIVE,
-        "diversity_weight": NON_NEGATIVE,
+        "curvature": POSITIVE.documented(
+            "c > 0: the ball has curvature -c and radius 1 / sqrt(c). expmap0 saturates once sqrt(c) * ||z|| "
+            "exceeds about 3, so latents of norm 3-10 want c around 0.1 (the paper: 1)."
+        ),
+        "init_radius_std": POSITIVE.documented(
+            "Standard deviation of the random initial offsets r_k (before any k-means placement). HNN++ starts at "
+            "r = 0, which would make every code vector C_k = 0; a small random radius keeps the codes distinct."
+        ),
+        **DIVERSITY_OPTIONS,
         **KMEANS_OPTIONS,
+    }
+    option_notes = {
+        "tau_decay": "The default reaches the floor at about step 280 (the paper: 0.999995, about 280k).",
+        "diversity_weight": "Not in the paper (0, reconstruction only); without it a short run ends with a few dozen "
+                            "codes in use, with 0.05 the posterior flattens and the reconstruction suffers.",
+        "kmeans_init": "HyperVQ places the hyperplanes: k-means on the latents' tangent vectors u_k = logmap0(z_h), "
+                       "then r_k = ||u_k|| / 2 and a_k = u_k / (2 s), s the mean squared distance to the nearest "
+                       "centre: hyperplane k is the perpendicular bisector of the origin and the centre's point on "
+                       "the ball, C_k = u_k / 2, and (for small c) the logits start as the Gaussian posterior "
+                       "around the centres. Not in the paper.",
     }
 
     def __init__(
@@ -115,18 +127,21 @@ class HyperbolicQuantizer(Quantizer):
     def to_ball(self, rows: torch.Tensor) -> torch.Tensor:
         """Points z_h = project(expmap0_c(z)) `[N, D]` (fp32), strictly inside the ball."""
         k = self._curvature_tensor(rows)
+        poincare = poincare_ball()
         return poincare.project(poincare.expmap0(rows.float(), k=k), k=k)
 
-    def _unit_normals(self) -> tuple[torch.Tensor, torch.Tensor]:
-        normals = self.normals.float()
+    def _unit_normals(self, ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(â, ||a||) of the codes `ids` (all K when None), fp32."""
+        normals = (self.normals if ids is None else self.normals[ids]).float()
         norms = normals.norm(dim=1).clamp_min(MIN_NORMAL_NORM)
         return normals / norms[:, None], norms
 
-    @property
-    def codebook(self) -> torch.Tensor:
-        """`[K, D]` decoder-side code vectors C_k = r_k â_k (fp32)."""
-        unit, _ = self._unit_normals()
-        return self.offsets.float()[:, None] * unit
+    def code_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder-side code vectors C_k = r_k â_k `[n, D]` (fp32) of the codes `ids` (all K when None):
+        the codes are the hyperplanes, there is no table."""
+        unit, _ = self._unit_normals(ids)
+        offsets = self.offsets if ids is None else self.offsets[ids]
+        return offsets.float()[:, None] * unit
 
     def logits(self, rows: torch.Tensor) -> torch.Tensor:
         """Code logits v `[N, K]` (fp32) for rows `[N, D]`: see the class docstring."""
@@ -143,8 +158,11 @@ class HyperbolicQuantizer(Quantizer):
         return (2.0 / sqrt_c) * norms * torch.asinh((along - across) / conformal)
 
     # --- initialisation -----------------------------------------------------------------------
+    def needs_initialization(self) -> bool:
+        return self.kmeans_init and not bool(self.initialized)
+
     @torch.no_grad()
-    def initialize_hyperplanes(self, rows: torch.Tensor) -> None:
+    def initialize(self, rows: torch.Tensor) -> None:
         """Place the hyperplanes on the data (first training batch, with `kmeans_init`).
 
         The tangent vectors u = logmap0_c(z_h) of the rows are clustered by k-means (rank 0's
@@ -156,8 +174,9 @@ class HyperbolicQuantizer(Quantizer):
         starts with data on its side instead of a few hyperplanes owning the whole batch.
         """
         k = self._curvature_tensor(rows)
-        tangent = poincare.logmap0(self.to_ball(rows), k=k)
-        centres, variance = shared_kmeans_posterior(tangent, self.codebook_size, self.kmeans_iters)
+        tangent = poincare_ball().logmap0(self.to_ball(rows), k=k)
+        centres = shared_kmeans_codebook(tangent, self.codebook_size, self.kmeans_iters)
+        variance = posterior_spread(tangent, centres)
         self.normals.copy_(centres / (2 * variance))
         self.offsets.copy_(centres.norm(dim=1) / 2)
         self.initialized.fill_(True)
@@ -167,10 +186,8 @@ class HyperbolicQuantizer(Quantizer):
         return self.logits(rows).argmax(dim=1)
 
     def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
-        if self.training and self.kmeans_init and not bool(self.initialized):
-            self.initialize_hyperplanes(rows.detach())
         return gumbel_codebook_output(
-            self.logits(rows), self.codebook, self.temperature, self.diversity_weight, self.training
+            self.logits(rows), self.code_vectors(), self.temperature, self.diversity_weight, self.training
         )
 
     def extra_repr(self) -> str:

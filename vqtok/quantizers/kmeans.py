@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from ..parallel.collectives import all_reduce_sum_, broadcast_
+from ..parallel.collectives import broadcast_
 from ..options import FLAG, NON_NEGATIVE_INT
 from .functional import code_histogram, nearest_code
 
-# Options of a quantizer that initialises its codebook by k-means on the first training batch.
-KMEANS_OPTIONS = {"kmeans_init": FLAG, "kmeans_iters": NON_NEGATIVE_INT}
+# Options of a quantizer that initialises its codes by k-means on the first training batch.
+KMEANS_OPTIONS = {
+    "kmeans_init": FLAG.documented(
+        "Initialise the codes with k-means on the first training batch (rank 0's centres, broadcast to every "
+        "process); a resumed run never repeats it."
+    ),
+    "kmeans_iters": NON_NEGATIVE_INT.documented("Lloyd iterations of that k-means."),
+}
 
 
 def sample_rows(rows: torch.Tensor, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -65,22 +71,12 @@ def shared_kmeans_codebook(rows: torch.Tensor, num_clusters: int, iters: int = 1
 
 
 @torch.no_grad()
-def shared_kmeans_posterior(rows: torch.Tensor, num_clusters: int, iters: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-means centres c_k `[K, D]` of `rows` and their spread s (a scalar): the rows' mean squared
-    distance to their nearest centre, floored at 1e-6 of their mean squared norm (for rows all but
-    on the centres). exp(-||z - c_k||^2 / s) is then the Gaussian posterior around the centres that
-    a logit-based quantizer starts from. Rank 0's values on every process."""
+def posterior_spread(rows: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """The spread s (a scalar) of `rows` around `centres` `[K, D]`: their mean squared distance to
+    the nearest centre, floored at 1e-6 of their mean squared norm (for rows all but on the centres).
+    exp(-||z - c_k||^2 / s) is then the Gaussian posterior around the centres that a logit-based
+    quantizer starts from. Rank 0's value on every process."""
     rows = rows.float()
-    centres = shared_kmeans_codebook(rows, num_clusters, iters)
     distortion = (rows - centres[nearest_code(rows, centres)]).pow(2).sum(dim=1).mean()
     floor = (1e-6 * rows.pow(2).sum(dim=1).mean()).clamp_min(1e-12)
-    spread = broadcast_(torch.maximum(distortion, floor).reshape(1)).squeeze(0)
-    return centres, spread
-
-
-@torch.no_grad()
-def global_cluster_sizes(rows: torch.Tensor, codebook: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
-    """Nearest-code counts of `rows` summed over all processes, at least 1 per code: the initial EMA
-    cluster sizes, at the scale every later EMA update works at."""
-    counts = code_histogram(nearest_code(rows, codebook, chunk_rows), codebook.shape[0])
-    return all_reduce_sum_(counts).clamp_min(1.0)
+    return broadcast_(torch.maximum(distortion, floor).reshape(1)).squeeze(0)

@@ -7,13 +7,13 @@ of the error. Rarely used codes are periodically moved onto copies of used ones.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from ..parallel.collectives import all_reduce_sum_, broadcast_
 from ..options import NON_NEGATIVE_INT, POSITIVE, UNIT_INTERVAL
+from ..parallel.collectives import all_reduce_sum_, broadcast_
 from .base import Quantizer, QuantizerOutput
-from .functional import CHUNK_OPTIONS, code_histogram, nearest_code, uniform_codebook, usage_stats
-from .kmeans import KMEANS_OPTIONS, shared_kmeans_codebook
+from .codebook import Codebook
+from .functional import CHUNK_OPTIONS, code_histogram, usage_stats
+from .kmeans import KMEANS_OPTIONS
 
 
 class NSVQuantizer(Quantizer):
@@ -36,30 +36,30 @@ class NSVQuantizer(Quantizer):
     batches (0: never). The replacement is drawn on rank 0 and broadcast, so every process keeps
     the same codebook.
 
-    Args:
-        codebook_size: number of codes K.
-        dim: vector dimension D.
-        replace_every: batches between codebook replacements (0 disables replacement). The default,
-            10, is tuned for short runs: the encoder's output moves fast early in training and strands
-            codes within a few dozen steps (the reference replaces every 1000 batches).
-        replace_fraction: codes used in fewer than this fraction of those batches are replaced. The
-            default, 0.1, with `replace_every=10` replaces the codes unused for 10 batches in a row
-            (the reference uses 0.01).
-        stop_replacing_after: no replacement after this many training batches (0: never stop).
-        replacement_jitter: jitter scale relative to the spread of the kept codes.
-        kmeans_init: initialise the codebook with k-means on the first training batch.
-        kmeans_iters: Lloyd iterations for that.
-        chunk_rows: rows per chunk of the nearest-code search (default: about 1M distances).
     """
 
     options = {
-        "replace_every": NON_NEGATIVE_INT,
-        "replace_fraction": UNIT_INTERVAL,
-        "stop_replacing_after": NON_NEGATIVE_INT,
-        "replacement_jitter": POSITIVE,
+        "replace_every": NON_NEGATIVE_INT.documented("Training batches between codebook replacements (0 disables them)."),
+        "replace_fraction": UNIT_INTERVAL.documented(
+            "Codes used in fewer than this fraction of the last `replace_every` batches are replaced."
+        ),
+        "stop_replacing_after": NON_NEGATIVE_INT.documented(
+            "No replacement after this many training batches (0: never stop); set it near the end of training so "
+            "the last steps tune a fixed set of codes."
+        ),
+        "replacement_jitter": POSITIVE.documented(
+            "Standard deviation of the jitter added to a replacement, relative to the spread of the kept codes (per "
+            "coordinate); large enough that a copy never ties with its source in fp32."
+        ),
         **KMEANS_OPTIONS,
         **CHUNK_OPTIONS,
     }
+    option_notes = {
+        "replace_every": "Short by default, because early in training the encoder's output moves fast and strands "
+                         "codes within a few dozen steps (the reference: 1000).",
+        "replace_fraction": "With the defaults, the codes unused for 10 batches in a row (the reference: 0.01).",
+    }
+    legacy_state_names = {"embedding": "codebook.weight", "initialized": "codebook.initialized"}
 
     def __init__(
         self,
@@ -79,28 +79,26 @@ class NSVQuantizer(Quantizer):
             replacement_jitter=replacement_jitter, kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
             chunk_rows=chunk_rows,
         )
-        self.embedding = nn.Parameter(uniform_codebook(codebook_size, dim))
-        self.register_buffer("initialized", torch.tensor(False))
+        self.codebook = Codebook(codebook_size, dim, chunk_rows=chunk_rows)
         self.register_buffer("code_batch_counts", torch.zeros(codebook_size))
         self.register_buffer("num_batches", torch.zeros((), dtype=torch.long))
 
-    @property
-    def codebook(self) -> torch.Tensor:
-        return self.embedding
+    def needs_initialization(self) -> bool:
+        return self.kmeans_init and not bool(self.codebook.initialized)
+
+    def initialize(self, rows: torch.Tensor) -> None:
+        self.codebook.initialize(rows, self.kmeans_iters)
 
     def _select_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        return nearest_code(rows, self.embedding, self.chunk_rows)
+        return self.codebook.nearest(rows)
 
     def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
         stats = {}
         if self.training:
-            if self.kmeans_init and not bool(self.initialized):
-                self._initialize(rows.detach())
             stats["replaced_codes"] = self._maybe_replace_codes()
 
-        codebook = self.embedding.float()
-        indices = nearest_code(rows, codebook.detach(), self.chunk_rows)
-        codes = codebook[indices]
+        indices = self.codebook.nearest(rows)
+        codes = self.codebook.weight.float()[indices]
         stats.update(usage_stats(code_histogram(indices, self.codebook_size)))
         if not self.training:
             return QuantizerOutput(codes, indices, {}, stats)
@@ -113,12 +111,6 @@ class NSVQuantizer(Quantizer):
         return QuantizerOutput(noisy, indices, {}, stats)
 
     # --- training-time codebook maintenance ----------------------------------------------------
-    @torch.no_grad()
-    def _initialize(self, rows: torch.Tensor) -> None:
-        """k-means on the first training batch; rank 0's centres are broadcast."""
-        self.embedding.data.copy_(shared_kmeans_codebook(rows, self.codebook_size, self.kmeans_iters))
-        self.initialized.fill_(True)
-
     @torch.no_grad()
     def _count_usage(self, indices: torch.Tensor) -> None:
         counts = all_reduce_sum_(code_histogram(indices, self.codebook_size))
@@ -144,12 +136,12 @@ class NSVQuantizer(Quantizer):
         self.code_batch_counts.zero_()
         if num_rare == 0 or len(kept) == 0:
             return torch.zeros((), device=device)
-        codebook = self.embedding.data
+        codebook = self.codebook.weight.data
         kept_codes = codebook[kept].float()
         spread = (kept_codes - kept_codes.mean(dim=0)).pow(2).mean().sqrt()
         floor = 1e-4 * kept_codes.pow(2).mean().sqrt()
         scale = self.replacement_jitter * torch.maximum(spread, floor).clamp_min(1e-12)
         sources = kept[torch.randint(len(kept), (num_rare,), device="cpu").to(device)]
         replacements = codebook[sources].float() + scale * torch.randn(num_rare, self.dim, device=device)
-        codebook[rare] = broadcast_(replacements).to(codebook.dtype)
+        self.codebook.move_codes(rare, broadcast_(replacements))
         return torch.tensor(float(num_rare), device=device)

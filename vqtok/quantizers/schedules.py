@@ -12,9 +12,12 @@ from ..options import NUMBER, POSITIVE, Option, check_options
 
 # The options of an exponentially decaying temperature, shared by every quantizer that anneals one.
 TEMPERATURE_OPTIONS = {
-    "tau_max": POSITIVE,
-    "tau_min": POSITIVE,
-    "tau_decay": Option(NUMBER, low=0, high=1, low_open=True),
+    "tau_max": POSITIVE.documented("Temperature at the first training step."),
+    "tau_min": POSITIVE.documented("Floor of the temperature; must not exceed `tau_max`."),
+    "tau_decay": Option(NUMBER, low=0, high=1, low_open=True, doc=(
+        "delta: the temperature at training forward j is `max(tau_max * delta**j, tau_min)`; j is saved with "
+        "the weights, so a resumed run continues the schedule."
+    )),
 }
 
 

@@ -8,23 +8,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..parallel.collectives import all_reduce_sum_
 from ..options import NON_NEGATIVE, POSITIVE, POSITIVE_INT
-from .base import QuantizerOutput
-from .codebook import EMA_OPTIONS, CodebookQuantizer
-from .functional import (
-    CHUNK_OPTIONS,
-    code_histogram,
-    nearest_code,
-    perplexity_from_counts,
-    sample_codes,
-    usage_stats,
-)
+from ..parallel.collectives import all_reduce_sum_
+from .base import Quantizer, QuantizerOutput
+from .codebook import DEAD_CODE_OPTIONS, EMA_OPTIONS, Codebook
+from .functional import CHUNK_OPTIONS, code_histogram, perplexity_from_counts, sample_codes, usage_stats
 from .kmeans import KMEANS_OPTIONS
-from .restarts import DEAD_CODE_OPTIONS, replacement_vectors
 
 
-class SoftEMQuantizer(CodebookQuantizer):
+class SoftVQQuantizer(Quantizer):
     """EM soft vector quantizer.
 
     Training forward, on rows z (fp32):
@@ -42,37 +34,33 @@ class SoftEMQuantizer(CodebookQuantizer):
     Dead-code restart (train mode, after the M-step): codes whose EMA soft count N_k is below
     `dead_code_threshold` (assignments per batch) move onto random rows of the batch, with N_k and
     M_k reset so that the next M-step keeps them there.
-
-    Args:
-        codebook_size: number of codes K.
-        dim: vector dimension D.
-        num_samples: S, posterior samples per vector.
-        commitment_cost: beta.
-        ema_decay: g. The default, 0.95, lets the codes follow the encoder's fast-moving output in
-            a short run, and lets the counts of codes that lost their vectors fall below the restart
-            threshold within a few dozen steps (the reference: 0.999).
-        ema_epsilon: eps, the Laplace smoothing.
-        temperature: T; 1 is the method's posterior, larger values make it softer. How soft a
-            posterior T gives depends on the latents' scale: on the quickstart's latents (squared
-            distances between neighbouring codes about 0.1) T = 1 spreads each vector over nearly
-            all codes, which the soft M-step then pulls together. The default, 0.03, keeps a few
-            codes in each posterior.
-        dead_code_threshold: restart codes whose EMA soft count falls below this many assignments
-            per batch (0 disables, as in the reference).
-        kmeans_init: initialise the codebook (and the EMA statistics) with k-means on the first
-            training batch; otherwise codes start uniform in [-1/K, 1/K].
-        kmeans_iters: Lloyd iterations for that.
-        chunk_rows: rows per chunk of the distance computations (default: about 1M distances).
     """
 
     options = {
-        "num_samples": POSITIVE_INT,
-        "commitment_cost": NON_NEGATIVE,
-        "temperature": POSITIVE,
+        "num_samples": POSITIVE_INT.documented("S, posterior samples per latent vector."),
+        "commitment_cost": NON_NEGATIVE.documented("beta, the weight of the commitment loss `mean((z_e - sg z_bar)^2)`."),
+        "temperature": POSITIVE.documented(
+            "T, dividing the negative squared distances before the softmax; 1 is the method's posterior, larger "
+            "is softer."
+        ),
         **DEAD_CODE_OPTIONS,
         **EMA_OPTIONS,
         **KMEANS_OPTIONS,
         **CHUNK_OPTIONS,
+    }
+    option_notes = {
+        "ema_decay": "The default, 0.95, lets the codes follow the encoder's fast-moving output in a short run, and "
+                     "lets the counts of codes that lost their vectors fall below the restart threshold within a "
+                     "few dozen steps (the reference: 0.999).",
+        "temperature": "How soft a posterior T gives depends on the latents' scale: on the quickstart's latents "
+                       "(squared distances between neighbouring codes about 0.1) T = 1 spreads each vector over "
+                       "nearly all codes, which the soft M-step then pulls together; the default, 0.03, keeps a "
+                       "few codes in each posterior.",
+        "dead_code_threshold": "Soft VQ reads a code's use from its EMA soft count N_k (the reference: 0, no restarts).",
+    }
+    legacy_state_names = {
+        "embedding": "codebook.weight", "initialized": "codebook.initialized",
+        "ema_cluster_size": "codebook.ema_cluster_size", "ema_embed_sum": "codebook.ema_embed_sum",
     }
 
     def __init__(
@@ -95,27 +83,35 @@ class SoftEMQuantizer(CodebookQuantizer):
             temperature=temperature, dead_code_threshold=dead_code_threshold, kmeans_init=kmeans_init,
             kmeans_iters=kmeans_iters, chunk_rows=chunk_rows,
         )
-        self._register_codebook(trainable=False)
+        self.codebook = Codebook(
+            codebook_size, dim, trainable=False, ema=True, ema_decay=self.ema_decay, ema_epsilon=self.ema_epsilon,
+            chunk_rows=chunk_rows,
+        )
+
+    def needs_initialization(self) -> bool:
+        return not bool(self.codebook.initialized)
+
+    def initialize(self, rows: torch.Tensor) -> None:
+        self.codebook.initialize(rows, self.kmeans_iters if self.kmeans_init else None)
 
     def _select_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        return nearest_code(rows, self.embedding, self.chunk_rows)
+        return self.codebook.nearest(rows)
 
     def sample_posterior(self, rows: torch.Tensor) -> torch.Tensor:
         """`[N, S]` code ids drawn from p(k|z) = softmax_k(-||z - e_k||^2 / T) for rows `[N, D]`."""
-        return sample_codes(rows, self.embedding.detach(), self.num_samples, self.temperature, self.chunk_rows)
+        return sample_codes(rows, self.codebook.weight.detach(), self.num_samples, self.temperature, self.chunk_rows)
 
     def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
-        if self.training and not bool(self.initialized):
-            self.initialize_codebook(rows.detach())
-        indices = nearest_code(rows, self.embedding, self.chunk_rows)
+        table = self.codebook.weight
+        indices = self.codebook.nearest(rows)
         stats = usage_stats(code_histogram(indices, self.codebook_size))
         if not self.training:
-            codes = self.embedding[indices].float()
+            codes = table[indices].float()
             loss = self.commitment_cost * F.mse_loss(rows, codes)
             return QuantizerOutput(rows + (codes - rows).detach(), indices, {"commitment_loss": loss}, stats)
 
         samples = self.sample_posterior(rows.detach())
-        mixture = self.embedding.detach().float()[samples].mean(dim=1)
+        mixture = table.detach().float()[samples].mean(dim=1)
         losses = {"commitment_loss": self.commitment_cost * F.mse_loss(rows, mixture)}
         quantized = rows + (mixture - rows).detach()
         counts = self._m_step(rows.detach(), samples)
@@ -130,10 +126,10 @@ class SoftEMQuantizer(CodebookQuantizer):
         process's soft counts sum_n w_nk."""
         num_samples = samples.shape[1]
         counts = code_histogram(samples, self.codebook_size) / num_samples
-        sums = torch.zeros_like(self.ema_embed_sum)
+        sums = torch.zeros_like(self.codebook.ema_embed_sum)
         for column in samples.t():
             sums.index_add_(0, column, rows)
-        self.ema_step(all_reduce_sum_(counts.clone()), all_reduce_sum_(sums.div_(num_samples)))
+        self.codebook.ema_step(all_reduce_sum_(counts.clone()), all_reduce_sum_(sums.div_(num_samples)))
         return counts
 
     @torch.no_grad()
@@ -141,14 +137,12 @@ class SoftEMQuantizer(CodebookQuantizer):
         """Move codes whose EMA soft count N_k fell below `dead_code_threshold` onto random rows of
         the batch, with statistics N_k = max(sum N / K, threshold), M_k = N_k e_k that keep them
         there. N is the same on every process (its updates are summed over processes), so all take
-        the same branch; the new codes are rank 0's draw, broadcast. Returns how many moved."""
+        the same branch. Returns how many moved."""
         if self.dead_code_threshold <= 0:
             return torch.zeros((), device=rows.device)
-        dead = self.ema_cluster_size < self.dead_code_threshold
-        num_dead = int(dead.sum())
-        if num_dead == 0:
+        cluster_size = self.codebook.ema_cluster_size
+        dead = cluster_size < self.dead_code_threshold
+        if not bool(dead.any()):
             return torch.zeros((), device=rows.device)
-        replacements = replacement_vectors(rows, num_dead)
-        fresh_count = max(float(self.ema_cluster_size.sum()) / self.codebook_size, self.dead_code_threshold)
-        self.reset_codes(dead, replacements.to(self.embedding.dtype), fresh_count)
-        return torch.tensor(float(num_dead), device=rows.device)
+        fresh_count = max(float(cluster_size.sum()) / self.codebook_size, self.dead_code_threshold)
+        return self.codebook.restart(dead, rows, fresh_count)

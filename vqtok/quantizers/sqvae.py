@@ -1,6 +1,6 @@
-"""Stochastic quantization of SQ-VAE (Takida et al. 2022): a Gaussian (variants I-IV) and a von
-Mises-Fisher posterior over the codes, a Gumbel-softmax soft mixture of codes in training, the
-posterior's argmax at encode.
+"""Stochastic quantization of SQ-VAE (Takida et al. 2022): what the Gaussian (variants I-IV, here)
+and the von Mises-Fisher (`vmf_sqvae.py`) posteriors over the codes share, and the Gaussian one: a
+Gumbel-softmax soft mixture of codes in training, the posterior's argmax at encode.
 
 Both quantizers return two loss terms per training forward, each summed over a sample's positions
 (and dimensions) and averaged over the batch, the units of the reference objective:
@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..parallel.collectives import all_reduce_sum_
 from ..options import POSITIVE, Option
+from ..parallel.collectives import all_reduce_sum_
 from .base import Quantizer, QuantizerOutput
+from .codebook import DEAD_CODE_OPTIONS, Codebook
 from .functional import code_histogram, fp32_no_autocast, squared_distances, usage_stats
 from .gumbel import soft_gumbel_softmax
-from .kmeans import KMEANS_OPTIONS, shared_kmeans_codebook
-from .restarts import DEAD_CODE_OPTIONS, replacement_vectors, update_usage_and_find_dead
+from .kmeans import KMEANS_OPTIONS
 from .schedules import TEMPERATURE_OPTIONS, TemperatureSchedule, check_temperature_order
 
 VARIANCE_PARAMETERISATIONS = ("I", "II", "III", "IV")
@@ -61,6 +61,13 @@ class StochasticQuantizer(Quantizer):
     """
 
     options = {**TEMPERATURE_OPTIONS, **KMEANS_OPTIONS, **DEAD_CODE_OPTIONS}
+    option_notes = {
+        "kmeans_init": "Not in the paper: the reference draws the codes from N(0, I), far from the latents, and "
+                       "leaves most unused in a short run. SQ-VAE clusters the latents as the posterior sees them.",
+        "dead_code_threshold": "Not in the paper (0): SQ-VAE counts, per code, the batch's codes that the mixtures "
+                               "weight most.",
+    }
+    legacy_state_names = {"embedding": "codebook.weight", "initialized": "codebook.initialized", "code_usage": "codebook.usage"}
 
     def __init__(
         self, codebook_size: int, dim: int, tau_max: float, tau_min: float, tau_decay: float,
@@ -70,10 +77,8 @@ class StochasticQuantizer(Quantizer):
         self.kmeans_init = kmeans_init
         self.kmeans_iters = kmeans_iters
         self.dead_code_threshold = float(dead_code_threshold)
-        self.embedding = nn.Parameter(torch.randn(codebook_size, dim))
+        self.codebook = Codebook(codebook_size, dim, initial="normal", track_usage=True)
         self.temperature = TemperatureSchedule(tau_max, tau_min, tau_decay)
-        self.register_buffer("initialized", torch.tensor(False))
-        self.register_buffer("code_usage", torch.zeros(codebook_size))
 
     @classmethod
     def check_options(cls, values, where=None) -> None:
@@ -83,6 +88,10 @@ class StochasticQuantizer(Quantizer):
     # --- to implement -------------------------------------------------------------------------
     def annealing_parameters(self) -> list[nn.Parameter]:
         """The parameters that set the posterior's sharpness (the variance or kappa)."""
+        raise NotImplementedError
+
+    def latents_of(self, rows: torch.Tensor) -> torch.Tensor:
+        """The fp32 rows `[N, D]` as the method's posterior sees them."""
         raise NotImplementedError
 
     def _posterior(self, rows: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -99,10 +108,9 @@ class StochasticQuantizer(Quantizer):
         rows, shape = self._to_rows(z_e)
         batch_size = shape[0]
         with fp32_no_autocast(z_e.device):
-            if self.training and self.kmeans_init and not bool(self.initialized):
-                self._initialize_codebook(rows.detach().float(), batch_size)
+            self._initialize_if_needed(rows)
             latents, logits, context = self._posterior(rows.float(), batch_size)
-            codes = self.codebook.float()
+            codes = self.code_vectors()
             stats = {}
             if self.training:
                 tau = self.temperature.value()
@@ -122,7 +130,9 @@ class StochasticQuantizer(Quantizer):
             counts = code_histogram(indices, self.codebook_size)
             stats.update(usage_stats(counts))
             if self.training:
-                stats["restarted_codes"] = self._restart_dead_codes(latents.detach(), counts)
+                stats["restarted_codes"] = self.codebook.restart_dead_codes(
+                    latents.detach(), all_reduce_sum_(counts.clone()), self.dead_code_threshold
+                )
             stats["quantization_entropy"] = -negative_entropy.detach() / rows.shape[0]
             stats.update(context.get("stats", {}))
         return QuantizerOutput(
@@ -132,23 +142,18 @@ class StochasticQuantizer(Quantizer):
             stats=stats,
         )
 
-    @torch.no_grad()
-    def _initialize_codebook(self, rows: torch.Tensor, batch_size: int) -> None:
-        latents, _, _ = self._posterior(rows, batch_size)
-        self.embedding.data.copy_(shared_kmeans_codebook(latents, self.codebook_size, self.kmeans_iters))
-        total_rows = float(all_reduce_sum_(rows.new_tensor(float(rows.shape[0]))))
-        self.code_usage.fill_(total_rows / self.codebook_size)
-        self.initialized.fill_(True)
+    def needs_initialization(self) -> bool:
+        return self.kmeans_init and not bool(self.codebook.initialized)
 
     @torch.no_grad()
-    def _restart_dead_codes(self, latents: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        found = update_usage_and_find_dead(self.code_usage, all_reduce_sum_(counts.clone()), self.dead_code_threshold)
-        if found is None:
-            return torch.zeros((), device=latents.device)
-        dead, _ = found
-        num_dead = int(dead.sum())
-        self.embedding.data[dead] = replacement_vectors(latents, num_dead)
-        return torch.tensor(float(num_dead), device=latents.device)
+    def initialize(self, rows: torch.Tensor) -> None:
+        """The codes at k-means centres of the first batch's latents as the posterior sees them."""
+        self.codebook.initialize(self.latents_of(rows), self.kmeans_iters)
+
+    def code_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The codes `[n, D]` (fp32) the decoder sees, of `ids` (all K when None)."""
+        table = self.codebook.weight if ids is None else self.codebook.weight[ids]
+        return table.float()
 
     @torch.no_grad()
     def select(self, z_e: torch.Tensor) -> torch.Tensor:
@@ -161,7 +166,7 @@ class StochasticQuantizer(Quantizer):
         return f"{super().extra_repr()}, {self.temperature.extra_repr()}"
 
 
-class GaussianSQQuantizer(StochasticQuantizer):
+class SQVAEQuantizer(StochasticQuantizer):
     """Gaussian stochastic quantizer of SQ-VAE, variance parameterisations I-IV.
 
     sigma^2 = exp(l) + exp(s), clamped at 1e-10, with s a learned scalar and l:
@@ -172,29 +177,24 @@ class GaussianSQQuantizer(StochasticQuantizer):
     [-20, 20].
     logits_nk = -||z_n - b_k||^2 / (2 sigma_n^2) (I-III), -sum_j (z_nj - b_kj)^2 / (2 sigma_nj^2) (IV).
     R = sum (z - z~)^2 / (2 sigma^2).
-
-    Args:
-        codebook_size: number of codes K.
-        dim: vector dimension D.
-        variance: "I", "II", "III" or "IV".
-        variance_init: exp(s) at initialisation (the reference uses 10 on MNIST, 20 on CIFAR-10 and
-            CelebA; larger for larger D).
-        latent_scale: a fixed factor on the latents before quantization (the decoder receives codes
-            at that scale). sigma^2 >= 1 in variant I, so the posterior can only be sharp once the
-            latents spread over several units; the factor gets them there from the first step
-            instead of after a long run (it is the same as scaling the encoder's last layer).
-        tau_max, tau_min, tau_decay: the Gumbel-softmax temperature schedule.
-        kmeans_init: move the codes onto k-means centres of the first training batch's latents.
-        kmeans_iters: Lloyd iterations of that k-means.
-        dead_code_threshold: restart codes used less than this many times per batch on average
-            (0 disables).
     """
 
     options = {
         **StochasticQuantizer.options,
-        "variance": Option(str, choices=VARIANCE_PARAMETERISATIONS),
-        "variance_init": POSITIVE,
-        "latent_scale": POSITIVE,
+        "variance": Option(str, choices=VARIANCE_PARAMETERISATIONS, doc=(
+            'Parameterisation of sigma^2: "I" one learned scalar; "II" one value per image, "III" one per token '
+            'position, "IV" one per latent element, each from a log-variance head on the encoder\'s output plus '
+            "the learned scalar."
+        )),
+        "variance_init": POSITIVE.documented(
+            "exp(s) at initialisation (the reference uses 10 on MNIST, 20 on CIFAR-10 and CelebA; larger for larger D)."
+        ),
+        "latent_scale": POSITIVE.documented(
+            "A fixed factor on the latents before quantization (the decoder receives codes at that scale). "
+            "sigma^2 >= 1 in variant I, so the posterior can only be sharp once the latents spread over several "
+            "units; the factor gets them there from the first step instead of after a long run (it is the same as "
+            "scaling the encoder's last layer)."
+        ),
     }
 
     def __init__(
@@ -225,10 +225,6 @@ class GaussianSQQuantizer(StochasticQuantizer):
             nn.init.zeros_(self.log_variance_head.weight)
             nn.init.zeros_(self.log_variance_head.bias)
 
-    @property
-    def codebook(self) -> torch.Tensor:
-        return self.embedding
-
     def annealing_parameters(self) -> list[nn.Parameter]:
         # The scalar s only: a faster-learning D x D head made variant IV's sigma^2 diverge.
         return [self.log_variance_scale]
@@ -251,10 +247,13 @@ class GaussianSQQuantizer(StochasticQuantizer):
         variance = self.log_variance(rows, batch_size).exp() + self.log_variance_scale.float().exp()
         return variance.clamp_min(MIN_VARIANCE)
 
+    def latents_of(self, rows):
+        return rows * self.latent_scale
+
     def _posterior(self, rows, batch_size):
-        rows = rows * self.latent_scale
+        rows = self.latents_of(rows)
         precision = 1.0 / self.posterior_variance(rows, batch_size)
-        codes = self.embedding.float()
+        codes = self.codebook.weight.float()
         if self.variance == "IV":
             weighted_sq = (precision * rows.pow(2)).sum(dim=1, keepdim=True)
             distances = weighted_sq - 2.0 * (precision * rows) @ codes.t() + precision @ codes.pow(2).t()
@@ -268,65 +267,3 @@ class GaussianSQQuantizer(StochasticQuantizer):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, variance={self.variance!r}"
-
-
-class VMFSQQuantizer(StochasticQuantizer):
-    """von Mises-Fisher stochastic quantizer of SQ-VAE: latents and codes are l2-normalised over
-    the channels, kappa = exp(s) + 1 with s a learned scalar, logits_nk = kappa * z_n . b^_k, and
-    R = kappa * sum z . (z - z~). The decoder receives normalised codes (or their mixture).
-
-    Args:
-        codebook_size: number of codes K.
-        dim: vector dimension D.
-        kappa_init: kappa at initialisation (> 1; the reference uses 1.05 at D = 64, smaller for
-            larger D).
-        tau_max, tau_min, tau_decay: the Gumbel-softmax temperature schedule.
-        kmeans_init: move the codes onto k-means centres of the first training batch's (normalised)
-            latents.
-        kmeans_iters: Lloyd iterations of that k-means.
-        dead_code_threshold: restart codes used less than this many times per batch on average
-            (0 disables).
-    """
-
-    options = {**StochasticQuantizer.options, "kappa_init": Option(float, low=1, low_open=True)}
-
-    def __init__(
-        self,
-        codebook_size: int,
-        dim: int,
-        kappa_init: float = 20.0,
-        tau_max: float = 1.0,
-        tau_min: float = 0.01,
-        tau_decay: float = math.exp(-1e-5),
-        kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-        dead_code_threshold: float = 2.0,
-    ):
-        options = dict(
-            kappa_init=kappa_init, tau_max=tau_max, tau_min=tau_min, tau_decay=tau_decay,
-            kmeans_init=kmeans_init, kmeans_iters=kmeans_iters, dead_code_threshold=dead_code_threshold,
-        )
-        self.check_options(options)
-        super().__init__(codebook_size, dim, tau_max, tau_min, tau_decay, kmeans_init, kmeans_iters, dead_code_threshold)
-        self.log_kappa_offset = nn.Parameter(torch.tensor(math.log(kappa_init - 1.0)))
-
-    @property
-    def codebook(self) -> torch.Tensor:
-        return F.normalize(self.embedding, dim=1)
-
-    def annealing_parameters(self) -> list[nn.Parameter]:
-        return [self.log_kappa_offset]
-
-    @property
-    def kappa(self) -> torch.Tensor:
-        """The posterior concentration kappa = exp(s) + 1 (fp32 scalar)."""
-        return self.log_kappa_offset.float().exp() + 1.0
-
-    def _posterior(self, rows, batch_size):
-        latents = F.normalize(rows, dim=1)
-        kappa = self.kappa
-        logits = kappa * (latents @ F.normalize(self.embedding.float(), dim=1).t())
-        return latents, logits, {"kappa": kappa, "stats": {"kappa": kappa.detach()}}
-
-    def _distortion(self, latents, quantized, context):
-        return context["kappa"] * (latents * (latents - quantized)).sum()

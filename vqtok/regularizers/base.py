@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..options import Option, check_options
-from ..quantizers import QuantizerOutput
+from ..quantizers import Quantizer, QuantizerOutput
 
 
 @dataclass
@@ -28,15 +28,15 @@ class RegularizerInputs:
         latents: the encoder output z_e `[B, D, h, w]`.
         quantizer_output: the quantizer's training output (z_q, ids, its losses and statistics).
         reconstruction: the decoded images `[B, C, H, W]`.
-        codebook: the code vectors `[K, D]` in the decoder's space (differentiable where the
-            quantizer learns them by gradient).
+        quantizer: the tokenizer's quantizer, to ask for (a sample of) its code vectors
+            (`code_sample`, `code_vectors`: differentiable where it learns them by gradient) and its K.
     """
 
     pixel_values: torch.Tensor
     latents: torch.Tensor
     quantizer_output: QuantizerOutput
     reconstruction: torch.Tensor
-    codebook: torch.Tensor
+    quantizer: Quantizer
 
 
 @dataclass

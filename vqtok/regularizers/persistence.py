@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import gph
 import numpy as np
 import torch
 
@@ -118,6 +117,8 @@ def persistence_bars(points: torch.Tensor) -> PersistenceBars:
     if points.shape[0] < 2:
         empty = points.new_zeros(0, dtype=torch.float32)
         return PersistenceBars(empty, empty, empty)
+    import gph  # giotto-ph, imported when a persistence is first computed (importing vqtok does not)
+
     result = gph.ripser_parallel(distances.cpu().numpy(), metric="precomputed", maxdim=1, return_generators=True)
     h0_pairs, h1_pairs = result["gens"][0], result["gens"][1][0]
     h0 = torch.as_tensor(np.asarray(h0_pairs, dtype=np.int64).reshape(-1, 3), device=points.device)
@@ -174,15 +175,3 @@ def save_persistence_diagram(bars: PersistenceBars, path: str | os.PathLike, tit
     figure.savefig(path)
     plt.close(figure)
     return str(path)
-
-
-def codebook_cloud(codebook: torch.Tensor, max_points: int | None = None, seed: int = 0) -> torch.Tensor:
-    """The codebook's rows in fp32, subsampled to at most `max_points` rows (a seeded choice: the
-    same rows on every process for the same seed)."""
-    rows = codebook.float()
-    if max_points is not None and rows.shape[0] > max_points:
-        generator = torch.Generator().manual_seed(seed)
-        chosen = torch.randperm(rows.shape[0], generator=generator)[:max_points].sort().values
-        rows = rows[chosen.to(rows.device)]
-    return rows
-

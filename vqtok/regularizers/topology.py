@@ -39,8 +39,8 @@ from torch import nn
 
 from ..parallel.collectives import all_reduce_mean_, all_reduce_sum_
 from ..options import FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, NUMBER, POSITIVE, POSITIVE_INT, Option
-from ..quantizers.functional import code_histogram, entropy_from_counts
-from .persistence import codebook_cloud, persistence_bars, persistence_signature, save_persistence_diagram
+from ..quantizers.functional import code_histogram, entropy_from_counts, seeded_subset_ids
+from .persistence import persistence_bars, persistence_signature, save_persistence_diagram
 from .base import Regularizer, RegularizerInputs, RegularizerOutput
 
 PIXEL_BINS = 256
@@ -143,7 +143,7 @@ class TopologyRegularizer(Regularizer):
     def record_entropies(self, inputs: RegularizerInputs) -> torch.Tensor:
         """Store this batch's H(z_q) and H(x) (histograms summed over processes) at the period's
         slot; returns H(z_q)."""
-        codebook_size = inputs.codebook.shape[0]
+        codebook_size = inputs.quantizer.codebook_size
         codes = code_histogram(inputs.quantizer_output.indices, codebook_size).float()
         pixels = torch.histc(inputs.pixel_values.detach().float(), bins=PIXEL_BINS, min=-1.0, max=1.0)
         counts = all_reduce_sum_(torch.cat([codes, pixels.to(codes.device)]))
@@ -163,23 +163,23 @@ class TopologyRegularizer(Regularizer):
             self.eta.copy_((1 - self.code_entropies.mean() / input_entropy).abs())
 
     def point_cloud_of(self, inputs: RegularizerInputs) -> torch.Tensor:
-        """The cloud whose persistence the term constrains (fp32, at most `max_points` rows)."""
+        """The cloud whose persistence the term constrains (fp32, at most `max_points` rows, a seeded
+        choice)."""
         if self.point_cloud == "codebook":
-            rows = inputs.codebook
-        else:
-            quantized = inputs.quantizer_output.quantized
-            rows = distinct_rows(quantized.movedim(1, -1).reshape(-1, quantized.shape[1]), inputs.quantizer_output.indices)
-        return codebook_cloud(rows, self.max_points, seed=int(self.step))
+            return inputs.quantizer.code_sample(self.max_points, seed=int(self.step))
+        quantized = inputs.quantizer_output.quantized
+        rows = distinct_rows(quantized.movedim(1, -1).reshape(-1, quantized.shape[1]), inputs.quantizer_output.indices)
+        return rows.float()[seeded_subset_ids(rows.shape[0], self.max_points, int(self.step)).to(rows.device)]
 
     def is_computation_step(self) -> bool:
         step = int(self.step)
         return step >= self.warmup_steps and step % self.compute_every == 0
 
     def forward(self, inputs: RegularizerInputs) -> RegularizerOutput:
-        zero = inputs.codebook.new_zeros((), dtype=torch.float32)
+        zero = inputs.latents.new_zeros((), dtype=torch.float32)
         if not self.enabled:
             return RegularizerOutput()
-        with torch.autocast(device_type=inputs.codebook.device.type, enabled=False):
+        with torch.autocast(device_type=inputs.latents.device.type, enabled=False):
             loss, code_entropy = zero, None
             if self.training:
                 code_entropy = self.record_entropies(inputs)
@@ -238,6 +238,6 @@ class TopologyRegularizer(Regularizer):
         """The persistence diagram of the codebook (at most `max_points` codes), as
         `<output_dir>/topology_step<step>.png`."""
         with torch.no_grad():
-            bars = persistence_bars(codebook_cloud(model.quantizer.codebook.detach(), self.max_points, seed=0))
+            bars = persistence_bars(model.quantizer.code_sample(self.max_points, seed=0))
         path = os.path.join(output_dir, f"topology_step{step}.png")
         return {"eval/persistence_diagram": save_persistence_diagram(bars, path, f"codebook at step {step}")}
