@@ -1,5 +1,6 @@
 """Shared pytest fixtures."""
 
+import example_extensions  # noqa: F401 - registers the test-only type and backbone for the whole session
 import pytest
 import torch
 

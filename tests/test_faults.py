@@ -32,7 +32,7 @@ from vqtok.training.checkpoints import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from vqtok.training.loop import make_accelerator, start_training
+from vqtok.training.loop import Update, make_accelerator, start_training
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TESTS = Path(__file__).resolve().parent
@@ -167,7 +167,7 @@ def accelerator_with_state(tmp_path_factory):
     args = TrainingArguments(output_dir=str(tmp_path_factory.mktemp("unused")), report_to="none", warmup_steps=0)
     accelerator = make_accelerator(args)
     model = tiny_tokenizer(tmp_path_factory.mktemp("untrained"))
-    start_training(accelerator, model, model.build_optimizer(1e-3, 0.0), args, {})
+    start_training(accelerator, [Update("tokenizer", model, model.build_optimizer(1e-3, 0.0), None)], args, {})
     torch.set_num_threads(threads)
     return accelerator
 

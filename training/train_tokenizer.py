@@ -7,7 +7,8 @@
     torchrun --standalone --nproc_per_node 2 training/train_tokenizer.py --config training/configs/vq.yaml   # 2 CPU processes
     accelerate launch --num_processes 8 training/train_tokenizer.py --config training/configs/vq.yaml   # 8 GPUs
 
-Overrides are `section.key=value` (sections `model`, `data`, `training`; values parsed as YAML).
+Overrides are `section.key=value` (sections `model`, `data`, `training`, `objectives`; values parsed
+as YAML; a nested key names its path, e.g. `model.backbone_config.base_channels=16`).
 Writes to `training.output_dir`: the tokenizer (`tokenizer/`: model.safetensors, config.json with
 `training_metadata`, preprocessor_config.json for `VQImageProcessor` and a README.md model card), `metrics.json`, `reconstructions.png` (held-out originals above their
 reconstructions, drawn by the saved tokenizer), `reconstructions_stepN.png` from the periodic
@@ -28,6 +29,7 @@ import torch
 from accelerate.utils import set_seed
 
 from vqtok import VQImageProcessor, VQTokenizer, save_model_card
+from vqtok.losses import build_objectives
 from vqtok.data import SAMPLE_SOURCE, check_images, load_image_dataset, pixel_dataset, stack_pixel_values
 from vqtok.training.run_config import command_line, load_run_config, overrides_of
 from vqtok.training.trainer import make_accelerator, train_tokenizer
@@ -65,7 +67,8 @@ def main(argv=None) -> dict:
         f"{len(train_set)} training images, {accelerator.num_processes} process(es)"
     )
 
-    results = train_tokenizer(model, train_set, eval_set, training, accelerator, hparams=run.to_dict())
+    results = train_tokenizer(model, train_set, eval_set, training, accelerator, hparams=run.to_dict(),
+                              objectives=build_objectives(run.objectives))
     throughput = {k: results.pop(k) for k in ("images_per_second", "train_seconds", "skipped_steps") if k in results}
 
     if accelerator.is_main_process:

@@ -122,7 +122,7 @@ class VQTokenizerConfig(PreTrainedConfig):
                 f"unknown config key(s) {unknown} for {type(self).__name__}; known keys: {sorted(self.declared_options())}"
             )
         self.backbone_config = build_backbone_config(self.backbone_config)
-        derived = self.quantizer_class.derived_codebook_size(self.quantizer_kwargs()) if self.quantizer_class else None
+        derived = self._derived_codebook_size()
         if self.codebook_size is None:
             self.codebook_size = derived
         super().__post_init__(**kwargs)
@@ -162,11 +162,23 @@ class VQTokenizerConfig(PreTrainedConfig):
 
     @classmethod
     def _options_doc(cls) -> str:
-        """The `Args` section: the shared fields for the base class, the fields a type adds otherwise."""
-        names = list(SHARED_OPTIONS) if cls is VQTokenizerConfig else cls.type_fields()
+        """The `Args` section: the shared fields for the base class; otherwise the fields a type adds
+        and the shared fields whose default it changes, with the quantizer's and the type's notes."""
         defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        names = list(SHARED_OPTIONS)
+        if cls is not VQTokenizerConfig:
+            base = {f.name: f.default for f in dataclasses.fields(VQTokenizerConfig)}
+            names = cls.type_fields() + [n for n in names if defaults.get(n, base[n]) != base[n]]
+        quantizer_notes = getattr(cls.quantizer_class, "option_notes", {})
+        notes = {name: " ".join(filter(None, (quantizer_notes.get(name), cls.option_notes.get(name))))
+                 for name in {*quantizer_notes, *cls.option_notes}}
         declared = cls.declared_options()
-        return document_options({n: declared[n] for n in names if n in declared}, defaults, cls.option_notes)
+        return document_options({n: declared[n] for n in names if n in declared}, defaults, notes)
+
+    def _derived_codebook_size(self) -> int | None:
+        if self.quantizer_class is None or not POSITIVE_INT.accepts(self.latent_dim):
+            return None  # a bad latent_dim is reported by `check`
+        return self.quantizer_class.derived_codebook_size(self.latent_dim, self.quantizer_kwargs())
 
     def quantizer_kwargs(self) -> dict[str, Any]:
         """The quantizer's keyword arguments: every type field that `quantizer_class` declares."""
@@ -195,7 +207,7 @@ class VQTokenizerConfig(PreTrainedConfig):
             )
         if self.quantizer_class is not None:
             self.quantizer_class.check_options(self.quantizer_kwargs(), "config field")
-            self.quantizer_class.check_codebook_size(self.codebook_size, self.quantizer_kwargs(), "config field")
+            self.quantizer_class.check_codebook_size(self.codebook_size, self.latent_dim, self.quantizer_kwargs(), "config field")
         model_values = {name: getattr(self, name) for name in self.type_fields() if name in self.model_options}
         check_options(self.model_options, model_values, "config field")
 

@@ -145,15 +145,17 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
     # --- public API ---------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, pixel_values: torch.Tensor) -> torch.LongTensor:
-        """Deterministic token ids `[B, H/f, W/f]` (`torch.long`, in [0, K)) for images in [-1, 1]."""
+        """Deterministic token ids `[B, H/f, W/f]` (`[B, H/f, W/f, R]` with R codes per position;
+        `torch.long`, in [0, K)) for images in [-1, 1]."""
         check_pixel_values(pixel_values, self.config.in_channels, self.config.downsampling_factor)
         latents = self.encoder(pixel_values.to(self.dtype))
         return self.quantizer.select(latents)
 
     @torch.no_grad()
     def decode(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Images `[B, C, h*f, w*f]` in [-1, 1] for token ids `[B, h, w]` or `[B, h*w]`."""
-        grid_ids = check_token_grid(input_ids, self.config.token_grid)
+        """Images `[B, C, h*f, w*f]` in [-1, 1] for token ids `[B, h, w]` or `[B, h*w]` (with R codes per
+        position: `[B, h, w, R]` or `[B, h*w*R]`)."""
+        grid_ids = check_token_grid(input_ids, self.config.token_shape)
         latents = self.quantizer.embed(grid_ids.to(self.device))
         return self.images_from_decoder_output(self.decoder(latents.to(self.dtype)))
 

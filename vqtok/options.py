@@ -11,6 +11,7 @@ Errors name the option and say what was expected and what was received: a wrong 
 
 from __future__ import annotations
 
+import inspect
 import math
 import textwrap
 from collections.abc import Mapping
@@ -47,6 +48,14 @@ class Option:
     def documented(self, doc: str) -> Option:
         """The same option with its meaning `doc`."""
         return replace(self, doc=doc)
+
+    def accepts(self, value: Any) -> bool:
+        """Whether `check` would let `value` through."""
+        try:
+            self.check("value", value)
+        except (TypeError, ValueError):
+            return False
+        return True
 
     def check(self, name: str, value: Any, where: str = "option") -> None:
         """Raise `TypeError`/`ValueError` naming `where` `name` unless `value` is acceptable."""
@@ -113,6 +122,54 @@ def document_options(
 
 
 _NO_DEFAULT = object()
+
+
+def append_options_doc(cls: type, specs: Mapping[str, Option], notes: Mapping[str, str] | None = None) -> None:
+    """Append to `cls`'s docstring the `Args` section of `specs`, with the defaults of `cls.__init__`
+    or, for a dataclass about to be made, of its class attributes (for the classes that take their
+    options as keyword arguments: quantizers, regularisers, backbone configs, training objectives)."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    defaults = {name: cls.__dict__[name] for name in specs if name in cls.__dict__}
+    defaults.update({p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty})
+    section = textwrap.indent(document_options(specs, defaults, notes), "    ")
+    cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n\n" + section
+
+
+class Registry:
+    """The classes that a config can switch on by name, each declaring its `options`: the
+    regularisers of a tokenizer config, the training objectives of a run config.
+
+    Args:
+        kind: what is registered, for messages ("regulariser").
+        field: where the settings are written, for messages ("config field `regularizers`").
+    """
+
+    def __init__(self, kind: str, field: str):
+        self.kind, self.field = kind, field
+        self.classes: dict[str, type] = {}
+
+    def register(self, cls: type) -> type:
+        """Make `cls` available under its `name`."""
+        if not getattr(cls, "name", ""):
+            raise ValueError(f"{cls.__name__} must set a `name`")
+        self.classes[cls.name] = cls
+        return cls
+
+    def check_settings(self, settings: Mapping | None) -> None:
+        """Raise `ValueError`/`TypeError` unless `settings` maps registered names to valid option dicts."""
+        for name, options in (settings or {}).items():
+            if name not in self.classes:
+                raise ValueError(f"{self.field} names an unknown {self.kind} {name!r}; registered: {sorted(self.classes)}")
+            if not isinstance(options, Mapping):
+                raise TypeError(
+                    f"{self.field[:-1]}.{name}` must map option names to values, got {type(options).__name__}"
+                )
+            check_options(self.classes[name].options, options, f"{self.field[:-1]}.{name}` option")
+
+    def build(self, settings: Mapping | None) -> dict[str, Any]:
+        """One instance per name switched on in `settings` (name -> options), in their order."""
+        self.check_settings(settings)
+        return {name: self.classes[name](**options) for name, options in (settings or {}).items()}
 
 # Options shared by several modules.
 CODEBOOK_SIZE = Option(int, low=2)

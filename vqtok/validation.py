@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 # Pixel values may overshoot [-1, 1] slightly after resampling; beyond this they are a mistake
@@ -55,26 +57,32 @@ def check_pixel_values(pixel_values, in_channels: int, factor: int) -> None:
         )
 
 
-def check_token_grid(input_ids, default_grid: tuple[int, int]) -> torch.Tensor:
-    """Return `input_ids` as `[B, h, w]`: accepts `[B, h, w]` or `[B, h*w]` (with the grid taken from
-    the config's `image_size`), holding data (not on the `meta` device) and at least one token per
-    image. Dtype and range are checked by the quantizer."""
+def check_token_grid(input_ids, token_shape: tuple[int, ...]) -> torch.Tensor:
+    """Return `input_ids` as a grid `[B, h, w]`, or `[B, h, w, R]` when `token_shape` (the config's
+    `(h, w)` or `(h, w, R)`) has R codes per position: accepts a grid of any h, w, or the flattening
+    of the config's grid, `[B, h*w*R]` (position-major, depth last), holding data (not on the `meta`
+    device) and at least one token per image. Dtype and range are checked by the quantizer."""
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
     _check_has_data("input_ids", input_ids)
-    if input_ids.dim() in (2, 3) and input_ids.numel() == 0:
+    grid = "[B, h, w]" if len(token_shape) == 2 else f"[B, h, w, {token_shape[-1]}]"
+    if input_ids.dim() >= 2 and input_ids.numel() == 0:
         raise ValueError(
             f"input_ids is empty, got shape {list(input_ids.shape)}; decode needs at least one image "
             "(B > 0) of at least one token"
         )
-    if input_ids.dim() == 3:
+    if input_ids.dim() == 1 + len(token_shape) and (len(token_shape) == 2 or input_ids.shape[-1] == token_shape[-1]):
         return input_ids
     if input_ids.dim() == 2:
-        h, w = default_grid
-        if input_ids.shape[1] != h * w:
+        count = math.prod(token_shape)
+        if input_ids.shape[1] != count:
             raise ValueError(
-                f"flattened input_ids must have {h * w} = {h}x{w} tokens per image (the config's grid), "
-                f"got shape {list(input_ids.shape)}; pass [B, h, w] for other grid sizes"
+                f"flattened input_ids must have {count} = {'x'.join(map(str, token_shape))} tokens per image (the "
+                f"config's grid), got shape {list(input_ids.shape)}; pass {grid} for other grid sizes"
             )
-        return input_ids.reshape(input_ids.shape[0], h, w)
-    raise ValueError(f"input_ids must have shape [B, h, w] or [B, h*w], got shape {list(input_ids.shape)}")
+        return input_ids.reshape(input_ids.shape[0], *token_shape)
+    flat = "[B, h*w]" if len(token_shape) == 2 else f"[B, h*w*{token_shape[-1]}]"
+    raise ValueError(
+        f"input_ids must have shape {grid} or {flat} (= [B, {math.prod(token_shape)}] for the config's grid), "
+        f"got shape {list(input_ids.shape)}"
+    )

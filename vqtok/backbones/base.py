@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from ..options import Option, check_options
+from ..options import Option, append_options_doc, check_options
 
 
 @dataclasses.dataclass
@@ -30,6 +30,10 @@ class BackboneConfig:
 
     backbone_type: ClassVar[str] = ""
     options: ClassVar[dict[str, Option]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        append_options_doc(cls, cls.options)
 
     def __post_init__(self):
         self.check()

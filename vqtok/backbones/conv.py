@@ -23,7 +23,7 @@ SUPPORTED_DOWNSAMPLING_FACTORS = (2, 4, 8, 16)
 
 @dataclasses.dataclass
 class ConvBackboneConfig(BackboneConfig):
-    """Settings of the residual convolutional backbone; every field is documented in `options`."""
+    """Settings of the residual convolutional backbone."""
 
     backbone_type = "conv"
     options = {

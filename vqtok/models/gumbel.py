@@ -30,39 +30,25 @@ class GumbelVQConfig(VQTokenizerConfig):
     bundled sample set: held-out MSE 0.0066, 96% of the codes used); `GumbelVQConfig.paper_preset()`
     gives the reference settings (the slow temperature schedule, no diversity loss, random
     initialisation, one learning rate for everything).
-
-    Args:
-        tau_max (`float`, defaults to 2.0):
-            Gumbel-softmax temperature at the first training step.
-        tau_min (`float`, defaults to 0.5):
-            Floor of the temperature; must not exceed `tau_max`.
-        tau_decay (`float`, defaults to 0.995):
-            delta: the temperature at training forward j is `max(tau_max * delta**j, tau_min)`. The
-            step j is saved with the weights, so a resumed run continues the schedule. 0.995 reaches
-            the floor in about 280 steps, a short run's length (vq-wav2vec: 0.999995, about 280k).
-        diversity_weight (`float`, defaults to 0.03):
-            Weight of the diversity loss `(K - perplexity(batch-mean softmax)) / K`, which spreads
-            the use over the codebook (0 leaves it out). It balances `quantizer_lr_multiplier`: with
-            a fast logit layer and a small weight (0.01 or less) most codes fall out of use; a large
-            one (0.1) flattens each vector's posterior, so the decoder learns from nearly random codes.
-        kmeans_init (`bool`, defaults to `True`):
-            At the first training step, set the code table to k-means centres of the batch's latent
-            vectors and the logit layer to the Gaussian posterior around them,
-            `logits_k = (||z||^2 - ||z - c_k||^2) / s` with `s` the mean squared distance to the
-            nearest centre: training starts from a posterior that already separates the codes instead
-            of near-uniform logits. `False` keeps the random initialisation (code table ~ N(0, I)).
-        kmeans_iters (`int`, defaults to 10):
-            Lloyd iterations of that k-means.
-        quantizer_lr_multiplier (`float`, defaults to 30.0):
-            The learning rate of the quantizer's parameters (logit layer and code table) relative to
-            the training learning rate (no weight decay on them). The posterior sharpens only as fast
-            as the logit layer moves; at the training learning rate (the reference, 1) it stays so
-            flat in a short run that the decoder learns from nearly random codes.
     """
 
     model_type = "vqtok-gumbel"
     quantizer_class = GumbelQuantizer
-    model_options = {"quantizer_lr_multiplier": POSITIVE}
+    model_options = {
+        "quantizer_lr_multiplier": POSITIVE.documented(
+            "The learning rate of the quantizer's parameters (logit layer and code table) relative to the training "
+            "learning rate (no weight decay on them). The posterior sharpens only as fast as the logit layer "
+            "moves; at the training learning rate (the reference, 1) it stays so flat in a short run that the "
+            "decoder learns from nearly random codes."
+        ),
+    }
+    option_notes = {
+        "diversity_weight": "It balances `quantizer_lr_multiplier`: with a fast logit layer and a small weight (0.01 "
+                            "or less) most codes fall out of use.",
+        "kmeans_init": "Gumbel VQ also sets the logit layer to the Gaussian posterior around the centres, "
+                       "`logits_k = (||z||^2 - ||z - c_k||^2) / s` with `s` the mean squared distance to the nearest "
+                       "centre, so training starts from a posterior that already separates the codes.",
+    }
     paper_settings = dict(tau_decay=0.999995, diversity_weight=0.0, kmeans_init=False, quantizer_lr_multiplier=1.0)
     reference = QuantizerReference(
         "Gumbel-softmax VQ", "gumbel-vq", (VQ_WAV2VEC_PAPER, GUMBEL_SOFTMAX_PAPER),

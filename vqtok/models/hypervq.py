@@ -37,47 +37,17 @@ class HyperVQConfig(VQTokenizerConfig):
     initialisation, one learning rate; K = 512, D = 64). With those, a 300-step run uses about 1% of
     the codes at encode: the encoder's latents grow during training, expmap0 with c = 1 puts them all
     on the ball's boundary shell, and a handful of hyperplanes take every latent.
-
-    Args:
-        curvature (`float`, defaults to 0.1):
-            c > 0: the ball has curvature -c and radius 1 / sqrt(c). expmap0 saturates once
-            sqrt(c) * ||z|| exceeds about 3, so latents of norm 3-10 want c around 0.1 (the paper:
-            1). A smaller c is the same as scaling the latents down before the map.
-        init_radius_std (`float`, defaults to 0.1):
-            Standard deviation of the random initial offsets r_k (before any k-means placement).
-            HNN++ starts at r = 0, which would make every code vector C_k = 0; a small random
-            radius keeps the codes distinct.
-        tau_max (`float`, defaults to 2.0):
-            Gumbel-softmax temperature at the first training step.
-        tau_min (`float`, defaults to 0.5):
-            Floor of the temperature; must not exceed `tau_max`.
-        tau_decay (`float`, defaults to 0.995):
-            delta: the temperature at training forward j is `max(tau_max * delta**j, tau_min)`, so
-            the default reaches the floor at about step 280 (the paper: 0.999995, about 280k). The
-            step j is saved with the weights, so a resumed run continues the schedule.
-        diversity_weight (`float`, defaults to 0.03):
-            Weight of the diversity loss `(K - perplexity(batch-mean softmax of the logits)) / K`,
-            which spreads the use over the codebook. Not in the paper (0, reconstruction only);
-            without it a short run ends with a few dozen codes in use, with 0.05 the posterior
-            flattens and the reconstruction suffers.
-        kmeans_init (`bool`, defaults to `True`):
-            Place the hyperplanes on the first training batch: k-means on the latents' tangent
-            vectors u_k = logmap0(z_h) (rank 0's centres, broadcast), then r_k = ||u_k|| / 2 and
-            a_k = u_k / (2 s), with s the mean squared distance to the nearest centre: hyperplane k
-            is the perpendicular bisector of the origin and the centre's point on the ball, C_k =
-            u_k / 2, and (for small c) the logits start as the Gaussian posterior around the
-            centres. Not in the paper; `False` keeps the random initialisation.
-        kmeans_iters (`int`, defaults to 10):
-            Lloyd iterations of that k-means.
-        quantizer_lr_multiplier (`float`, defaults to 10.0):
-            Learning rate of the hyperplanes (a, r) relative to the training learning rate (no
-            weight decay on them). At 1 (the paper) they barely move in a short run while the
-            encoder's latents drift away from them.
     """
 
     model_type = "vqtok-hypervq"
     quantizer_class = HyperVQQuantizer
-    model_options = {"quantizer_lr_multiplier": POSITIVE}
+    model_options = {
+        "quantizer_lr_multiplier": POSITIVE.documented(
+            "Learning rate of the hyperplanes (a, r) relative to the training learning rate (no weight decay on "
+            "them). At 1 (the paper) they barely move in a short run while the encoder's latents drift away from "
+            "them."
+        ),
+    }
     paper_settings = dict(
         codebook_size=512, latent_dim=64, curvature=1.0, tau_max=2.0, tau_min=0.5, tau_decay=0.999995,
         diversity_weight=0.0, kmeans_init=False, quantizer_lr_multiplier=1.0,

@@ -27,36 +27,18 @@ class NSVQConfig(VQTokenizerConfig):
     bundled sample set: held-out MSE 0.0064, 93% of the codes used);
     `NSVQConfig.paper_preset()` gives the reference settings (replacement every 1000 batches below
     1% use, one learning rate for everything, a random initial codebook).
-
-    Args:
-        replace_every (`int`, defaults to 10):
-            Training batches between codebook replacements (0 disables replacement). Short, because
-            early in training the encoder's output moves fast and strands codes within a few dozen
-            steps (the reference: 1000).
-        replace_fraction (`float`, defaults to 0.1):
-            Codes used in fewer than this fraction of the last `replace_every` batches are replaced;
-            with the defaults, the codes unused for 10 batches in a row (the reference: 0.01).
-        stop_replacing_after (`int`, defaults to 0):
-            No replacement after this many training batches (0: never stop). Set it near the end of
-            training so the last steps tune a fixed set of codes.
-        replacement_jitter (`float`, defaults to 0.01):
-            Standard deviation of the jitter added to a replacement, relative to the spread of the
-            used codes (per coordinate); large enough that a copy never ties with its source in fp32.
-        kmeans_init (`bool`, defaults to `True`):
-            Initialise the codebook with k-means on the first training batch.
-        kmeans_iters (`int`, defaults to 10):
-            Lloyd iterations of that k-means.
-        codebook_lr_multiplier (`float`, defaults to 10.0):
-            The codebook's learning rate relative to the training learning rate (the codebook gets
-            no weight decay). The codebook's only gradient comes through the length of the
-            quantization error along a random direction, so it is noisy and its mean pull towards
-            the data is weak: at the training learning rate (the reference, 1) the codes follow the
-            encoder too slowly for a short run.
     """
 
     model_type = "vqtok-nsvq"
     quantizer_class = NSVQuantizer
-    model_options = {"codebook_lr_multiplier": POSITIVE}
+    model_options = {
+        "codebook_lr_multiplier": POSITIVE.documented(
+            "The codebook's learning rate relative to the training learning rate (the codebook gets no weight "
+            "decay). The codebook's only gradient comes through the length of the quantization error along a "
+            "random direction, so it is noisy and its mean pull towards the data is weak: at the training "
+            "learning rate (the reference, 1) the codes follow the encoder too slowly for a short run."
+        ),
+    }
     paper_settings = dict(replace_every=1000, replace_fraction=0.01, kmeans_init=False, codebook_lr_multiplier=1.0)
     reference = QuantizerReference(
         "NSVQ", "nsvq", (NSVQ_PAPER,),

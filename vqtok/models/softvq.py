@@ -26,32 +26,6 @@ class SoftVQConfig(VQTokenizerConfig):
     bundled sample set: held-out MSE 0.0057, 99.8% of the codes used);
     `SoftVQConfig.paper_preset()` gives the reference settings (gamma = 0.999, T = 1, no restarts,
     random initial codes).
-
-    Args:
-        num_samples (`int`, defaults to 10):
-            S, posterior samples per latent vector.
-        commitment_cost (`float`, defaults to 0.25):
-            beta, the weight of the commitment loss `mean((z_e - sg z_bar)^2)`.
-        ema_decay (`float`, defaults to 0.95):
-            gamma of the soft EMA M-step. Lower than the reference's 0.999 so that the codes follow
-            the encoder's fast-moving output in a short run, and the counts of codes that lost their
-            vectors fall below `dead_code_threshold` within a few dozen steps.
-        ema_epsilon (`float`, defaults to 1e-5):
-            Laplace smoothing of the EMA cluster sizes.
-        temperature (`float`, defaults to 0.03):
-            Divides the negative squared distances before the softmax; larger is softer. How soft
-            the posterior is depends on the latents' scale: on the quickstart's latents (squared
-            distances between neighbouring codes about 0.1) the reference's T = 1 spreads each
-            vector over nearly all the codes, which the soft M-step then pulls together; 0.03 keeps a
-            few codes in each posterior.
-        dead_code_threshold (`float`, defaults to 1.0):
-            Codes whose EMA soft count falls below this many assignments per batch are restarted on
-            random latent vectors of the batch (their EMA statistics are reset to match). 0 disables
-            restarts, as in the reference.
-        kmeans_init (`bool`, defaults to `True`):
-            Initialise the codebook and its EMA statistics with k-means on the first training batch.
-        kmeans_iters (`int`, defaults to 10):
-            Lloyd iterations of that k-means.
     """
 
     model_type = "vqtok-softvq"

@@ -27,6 +27,11 @@ SQVAE_PAPER = Paper(
 # The Gaussian decoder's log sigma_x^2 at initialisation when it is learned (the reference's log 0.1).
 DECODER_LOG_VARIANCE_INIT = math.log(0.1)
 RECONSTRUCTION_OBJECTIVES = ("arelbo", "gaussian")
+ANNEALING_LR_MULTIPLIER = POSITIVE.documented(
+    "The learning rate of the posterior's sharpness parameter (sigma^2's scalar s, or kappa's) relative to the "
+    "training learning rate. Adam moves a parameter by about one learning rate per step, so at 1 the posterior can "
+    "sharpen only by a factor of about e^(steps x lr): fine for the paper's 100k+ steps, too slow for short runs."
+)
 
 
 class SQVAEConfig(VQTokenizerConfig):
@@ -39,53 +44,23 @@ class SQVAEConfig(VQTokenizerConfig):
 
     The class defaults are tuned for short runs on small images (the quickstart's 300 steps);
     `SQVAEConfig.paper_preset()` gives the reference settings.
-
-    Args:
-        variance (`str`, defaults to `"I"`):
-            Parameterisation of sigma^2: "I" one learned scalar; "II" one value per image, "III"
-            one per token position, "IV" one per latent element, each from a log-variance head on
-            the encoder's output plus the learned scalar.
-        variance_init (`float`, defaults to 1.0):
-            exp(s) at initialisation (the reference uses 10 on MNIST, 20 on CIFAR-10/CelebA).
-        latent_scale (`float`, defaults to 4.0):
-            A fixed factor on the latents before quantization. sigma^2 >= 1 in variant I, so the
-            posterior is sharp only once the latents spread over several units; this gets them
-            there from the first step (the same as scaling the encoder's last layer).
-        tau_max (`float`, defaults to 1.0):
-            Gumbel-softmax temperature at the first training step.
-        tau_min (`float`, defaults to 0.01):
-            Floor of the temperature.
-        tau_decay (`float`, defaults to exp(-1e-5)):
-            delta: the temperature at training forward j is `max(tau_max * delta**j, tau_min)`.
-        kmeans_init (`bool`, defaults to `True`):
-            Move the codes onto k-means centres of the first training batch's latents (the reference
-            draws them from N(0, I), far from the latents, and leaves most unused in a short run).
-        kmeans_iters (`int`, defaults to 10):
-            Lloyd iterations of that k-means.
-        dead_code_threshold (`float`, defaults to 1.0):
-            Codes chosen fewer times than this per batch (moving average, over all processes) move
-            onto latents of the batch, as VQ's dead codes do (not in the paper; 0 disables).
-        reconstruction_objective (`str`, defaults to `"arelbo"`):
-            "arelbo": (D_x / 2) log(SSE / B), the Gaussian likelihood at its maximum-likelihood
-            variance (the reference's default); "gaussian": a Gaussian likelihood with a learned
-            variance sigma_x^2 (initialised at 0.1).
-        annealing_lr_multiplier (`float`, defaults to 10.0):
-            The learning rate of sigma^2's scalar s relative to the training
-            learning rate. Adam moves a parameter by about one learning rate per step, so at 1 the
-            posterior can sharpen only by a factor of about e^(steps x lr): fine for the paper's
-            100k+ steps, too slow for short runs.
-        reconstruction_loss_weight (`float`, defaults to 30.0):
-            Weight of the reconstruction objective against R and the entropy term (1 in the
-            paper). Over a short run the encoder cannot yet make sharp posteriors pay off, and at
-            weight 1 R and the entropy term win: the posterior stays diffuse and the decoder
-            learns from blurred code mixtures.
     """
 
     model_type = "vqtok-sqvae"
     quantizer_class = SQVAEQuantizer
     model_options = {
-        "reconstruction_objective": Option(str, choices=RECONSTRUCTION_OBJECTIVES),
-        "annealing_lr_multiplier": POSITIVE,
+        "reconstruction_objective": Option(str, choices=RECONSTRUCTION_OBJECTIVES, doc=(
+            '"arelbo": (D_x / 2) log(SSE / B), the Gaussian likelihood at its maximum-likelihood variance (the '
+            'reference\'s default); "gaussian": a Gaussian likelihood with a learned variance sigma_x^2 '
+            "(initialised at 0.1)."
+        )),
+        "annealing_lr_multiplier": ANNEALING_LR_MULTIPLIER,
+    }
+    option_notes = {
+        "reconstruction_loss_weight": "SQ-VAE weighs its objective against R and the entropy term (1 in the "
+                                      "paper). Over a short run the encoder cannot yet make sharp posteriors pay off, "
+                                      "and at weight 1 R and the entropy term win: the posterior stays diffuse and the "
+                                      "decoder learns from blurred code mixtures.",
     }
     reference = QuantizerReference(
         "SQ-VAE (Gaussian)", "sq-vae", (SQVAE_PAPER,),

@@ -13,7 +13,7 @@ from ..losses.likelihoods import vmf_categorical_nll
 from ..options import POSITIVE, Option
 from ..quantizers import VMFSQVAEQuantizer
 from ..hub.references import QuantizerReference
-from .sqvae import RECONSTRUCTION_OBJECTIVES, SQVAE_PAPER, SQVAEModel
+from .sqvae import ANNEALING_LR_MULTIPLIER, RECONSTRUCTION_OBJECTIVES, SQVAE_PAPER, SQVAEConfig, SQVAEModel
 
 # log kappa_x of the categorical vMF likelihood at initialisation (the reference's kappa = 100).
 DECODER_LOG_CONCENTRATION_INIT = math.log(100.0)
@@ -36,33 +36,21 @@ class VMFSQVAEConfig(VQTokenizerConfig):
     the von Mises-Fisher likelihood the paper uses on segmentation maps: the images are grey
     (`in_channels=1`) and pixel grey level c (0..255 in the file) is category c; the decoder outputs
     one channel per category, and `decode` returns the grey level of the highest-scoring category.
-
-    Args:
-        kappa_init (`float`, defaults to 20.0):
-            The posterior concentration kappa at initialisation (> 1; the reference uses 1.05 with
-            64-dimensional codes and lets kappa rise over a long run).
-        tau_max, tau_min, tau_decay, kmeans_init, kmeans_iters:
-            As in `SQVAEConfig` (same defaults).
-        dead_code_threshold (`float`, defaults to 2.0):
-            As in `SQVAEConfig` (whose default is 1.0).
-        reconstruction_objective (`str`, defaults to `"arelbo"`):
-            "arelbo" or "gaussian" for ordinary images (see `SQVAEConfig`), "vmf" for categorical
-            images (needs `num_categories` and `in_channels=1`).
-        num_categories (`int`, *optional*):
-            Number of categories C of a categorical image (2..256) when `reconstruction_objective`
-            is "vmf".
-        annealing_lr_multiplier (`float`, defaults to 10.0), reconstruction_loss_weight (`float`, defaults to 30.0):
-            As in `SQVAEConfig`: the learning rate of kappa's parameter s relative to the training
-            learning rate, and the weight of the reconstruction objective (both 1 in the paper).
     """
 
     model_type = "vqtok-vmf-sqvae"
     quantizer_class = VMFSQVAEQuantizer
     model_options = {
-        "reconstruction_objective": Option(str, choices=(*RECONSTRUCTION_OBJECTIVES, "vmf")),
-        "num_categories": Option(int, low=2, high=MAX_CATEGORIES, optional=True),
-        "annealing_lr_multiplier": POSITIVE,
+        "reconstruction_objective": Option(str, choices=(*RECONSTRUCTION_OBJECTIVES, "vmf"), doc=(
+            '"arelbo" or "gaussian" for ordinary images (see `SQVAEConfig`), "vmf" for categorical images (needs '
+            "`num_categories` and `in_channels=1`)."
+        )),
+        "num_categories": Option(int, low=2, high=MAX_CATEGORIES, optional=True, doc=(
+            'Number of categories C of a categorical image (2..256) when `reconstruction_objective` is "vmf".'
+        )),
+        "annealing_lr_multiplier": ANNEALING_LR_MULTIPLIER,
     }
+    option_notes = SQVAEConfig.option_notes
     reference = QuantizerReference(
         "SQ-VAE (von Mises-Fisher)", "sq-vae", (SQVAE_PAPER,),
         "Stochastic quantization on the unit sphere: a von Mises-Fisher posterior over the codes whose learned "

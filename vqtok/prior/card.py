@@ -54,7 +54,7 @@ def render_prior_card(prior, **card_kwargs) -> ModelCard:
         grid=f"{config.grid_height}×{config.grid_width}",
         grid_h=config.grid_height,
         grid_w=config.grid_width,
-        sequence_length=config.grid_height * config.grid_width + 1,
+        sequence_length=config.grid_height * config.grid_width * config.codes_per_position + 1,
         num_parameters=f"{prior.num_parameters():,}",
         lm_rows=[(name, table_cell(json.dumps(lm[name]))) for name in _LM_FIELDS if name in lm],
     )

@@ -29,6 +29,7 @@ _OPTIONS = {
     "codebook_size": CODEBOOK_SIZE,
     "grid_height": POSITIVE_INT,
     "grid_width": POSITIVE_INT,
+    "codes_per_position": POSITIVE_INT,
     "training_metadata": Option(dict, optional=True),
 }
 
@@ -59,6 +60,9 @@ class PriorConfig(PreTrainedConfig):
             0 ... K-1 and BOS = K, which starts every sequence and is never generated.
         grid_height / grid_width (`int`, defaults to 8):
             The token grid (h, w) of one image; a sequence is BOS then the h*w codes in row-major order.
+        codes_per_position (`int`, defaults to 1):
+            R, the tokenizer's codes per grid position; with R > 1 a position's R codes follow one
+            another in the sequence (depth last), which then holds h*w*R codes.
         lm_config (`dict` or `PreTrainedConfig`, *optional*):
             The causal language model: a `GPT2Config` (default) or a `LlamaConfig`, or a dict with its
             `model_type`. Whatever it says, its vocabulary size, BOS/EOS/PAD ids and number of
@@ -75,6 +79,7 @@ class PriorConfig(PreTrainedConfig):
     codebook_size: int = 512
     grid_height: int = 8
     grid_width: int = 8
+    codes_per_position: int = 1
     lm_config: dict | PreTrainedConfig | None = None
     training_metadata: dict | None = None
 
@@ -93,7 +98,7 @@ class PriorConfig(PreTrainedConfig):
         lm = self.lm_config
         lm.vocab_size = self.codebook_size + 1
         lm.bos_token_id, lm.eos_token_id, lm.pad_token_id = self.codebook_size, None, None
-        positions = self.grid_height * self.grid_width + 1
+        positions = self.grid_height * self.grid_width * self.codes_per_position + 1
         if lm.model_type == "gpt2":
             lm.n_positions = positions
         else:
@@ -113,7 +118,8 @@ class PriorConfig(PreTrainedConfig):
         **lm_options,
     ) -> PriorConfig:
         """A prior for the tokens of `tokenizer` (a vqtok tokenizer, its config, or a `TokenLayout`):
-        K and the grid from it, a language model of the given architecture and size.
+        K, the grid and the codes per position from it, a language model of the given architecture
+        and size.
 
         `tokenizer_name` is recorded as `tokenizer` (default: the tokenizer's `name_or_path`, or the
         layout's `tokenizer`); `lm_options` are further fields of the language model's config.
@@ -123,12 +129,17 @@ class PriorConfig(PreTrainedConfig):
         name = tokenizer_name or getattr(source, "tokenizer", None) or getattr(source, "name_or_path", None) or None
         lm_config = {**causal_lm_settings(architecture, hidden_size, num_layers, num_heads, dropout), **lm_options}
         return cls(tokenizer=name, codebook_size=source.codebook_size, grid_height=grid_height,
-                   grid_width=grid_width, lm_config=lm_config)
+                   grid_width=grid_width, codes_per_position=source.codes_per_position, lm_config=lm_config)
 
     @property
     def token_grid(self) -> tuple[int, int]:
         """(h, w) of the token grid."""
         return self.grid_height, self.grid_width
+
+    @property
+    def token_shape(self) -> tuple[int, ...]:
+        """The shape of one image's codes: `(h, w)`, or `(h, w, R)` for R > 1 codes per position."""
+        return self.token_grid if self.codes_per_position == 1 else (*self.token_grid, self.codes_per_position)
 
     @property
     def bos_token_id(self) -> int:

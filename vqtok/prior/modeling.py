@@ -57,7 +57,7 @@ class TokenPrior(SafeHubMixin, PreTrainedModel):
     def layout(self) -> TokenLayout:
         """The prior's own sequence layout: BOS = K, then the codes, no offset, no EOS."""
         config = self.config
-        return TokenLayout(config.codebook_size, config.grid_height, config.grid_width,
+        return TokenLayout(config.codebook_size, config.grid_height, config.grid_width, codes_per_position=config.codes_per_position,
                            bos_token_id=config.bos_token_id, tokenizer=config.tokenizer)
 
     def check_tokenizer(self, tokenizer) -> None:
@@ -107,7 +107,8 @@ class TokenPrior(SafeHubMixin, PreTrainedModel):
         seed: int | None = None,
         batch_size: int = 256,
     ) -> torch.LongTensor:
-        """Sample `num_samples` token grids `[N, h, w]` (torch.long, in [0, K)) with the language
+        """Sample `num_samples` token grids `[N, h, w]` (`[N, h, w, R]` with R codes per position;
+        torch.long, in [0, K)) with the language
         model's `generate`: multinomial sampling from the softmax at `temperature`, restricted to the
         `top_k` most likely codes and to the smallest set of probability `top_p` when given, BOS
         suppressed. `seed` makes the draw repeatable without touching torch's global RNG."""
@@ -131,8 +132,8 @@ class TokenPrior(SafeHubMixin, PreTrainedModel):
                 prompt = torch.full((count, 1), self.config.bos_token_id, dtype=torch.long, device=self.device)
                 output = self.lm.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=settings)
                 samples.append(output[:, 1:].cpu())
-        codes = torch.cat(samples).reshape(num_samples, *self.layout.grid)
-        return check_codes(codes, self.config.codebook_size, self.layout.grid, what="generated codes")
+        codes = torch.cat(samples).reshape(num_samples, *self.layout.token_shape)
+        return check_codes(codes, self.config.codebook_size, self.layout.token_shape, what="generated codes")
 
 
 @contextmanager

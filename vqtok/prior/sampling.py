@@ -27,8 +27,9 @@ def check_num_samples(num_samples) -> None:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
 
 
-def sample_uniform(codebook_size: int, grid: tuple[int, int], num_samples: int, seed: int = 0) -> torch.LongTensor:
-    """`num_samples` grids `[N, h, w]` of codes drawn independently and uniformly from [0, K)."""
+def sample_uniform(codebook_size: int, grid: tuple[int, ...], num_samples: int, seed: int = 0) -> torch.LongTensor:
+    """`num_samples` grids `[N, *grid]` of codes drawn independently and uniformly from [0, K); `grid`
+    is one image's token shape, `(h, w)` or `(h, w, R)`."""
     check_num_samples(num_samples)
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(codebook_size, (num_samples, *grid), generator=generator)
@@ -53,9 +54,9 @@ def histogram_bits_per_token(train_codes: torch.Tensor, eval_codes: torch.Tensor
     return {"histogram_entropy_bits": entropy, "histogram_held_out_bits": held_out}
 
 
-def sample_from_histogram(counts: torch.Tensor, grid: tuple[int, int], num_samples: int, seed: int = 0) -> torch.LongTensor:
-    """`num_samples` grids `[N, h, w]` of codes drawn independently with probabilities proportional
-    to `counts` `[K]` (a code never seen is never drawn)."""
+def sample_from_histogram(counts: torch.Tensor, grid: tuple[int, ...], num_samples: int, seed: int = 0) -> torch.LongTensor:
+    """`num_samples` grids `[N, *grid]` of codes drawn independently with probabilities proportional
+    to `counts` `[K]` (a code never seen is never drawn); `grid` as in `sample_uniform`."""
     check_num_samples(num_samples)
     counts = torch.as_tensor(counts, dtype=torch.float64)
     if counts.dim() != 1 or counts.numel() < 2 or (counts < 0).any() or not torch.isfinite(counts).all():
@@ -63,15 +64,15 @@ def sample_from_histogram(counts: torch.Tensor, grid: tuple[int, int], num_sampl
     if counts.sum() <= 0:
         raise ValueError("counts are all zero: there is no histogram to sample from")
     generator = torch.Generator().manual_seed(seed)
-    draws = torch.multinomial(counts, num_samples * grid[0] * grid[1], replacement=True, generator=generator)
+    draws = torch.multinomial(counts, num_samples * math.prod(grid), replacement=True, generator=generator)
     return draws.reshape(num_samples, *grid)
 
 
 @torch.no_grad()
 def decode_samples(tokenizer, codes: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Images `[N, C, H, W]` in [-1, 1] for sampled codes `[N, h, w]`; ValueError when the codes'
-    grid or range does not fit the tokenizer."""
+    """Images `[N, C, H, W]` in [-1, 1] for sampled codes `[N, *token_shape]`; ValueError when the
+    codes' grid or range does not fit the tokenizer."""
     config = tokenizer.config
-    codes = check_codes(codes, config.codebook_size, config.token_grid, what="sampled codes")
-    codes = codes.reshape(codes.shape[0], *config.token_grid)
+    codes = check_codes(codes, config.codebook_size, config.token_shape, what="sampled codes")
+    codes = codes.reshape(codes.shape[0], *config.token_shape)
     return torch.cat([tokenizer.decode(chunk).cpu() for chunk in codes.split(batch_size)])

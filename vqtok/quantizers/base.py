@@ -36,9 +36,7 @@ so that the trainer skips the step.
 
 from __future__ import annotations
 
-import inspect
 import itertools
-import textwrap
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -48,7 +46,7 @@ import torch
 from torch import nn
 
 from ..parallel.collectives import finite_on_every_process
-from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, check_options, document_options
+from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, append_options_doc, check_options
 from .functional import fp32_no_autocast, seeded_subset_ids
 
 
@@ -118,11 +116,7 @@ class Quantizer(nn.Module):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        defaults = {name: parameter.default for name, parameter in inspect.signature(cls.__init__).parameters.items()
-                    if parameter.default is not inspect.Parameter.empty}
-        arguments = {**BASE_ARGUMENTS, **cls.options}
-        section = document_options(arguments, defaults, cls.option_notes)
-        cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n\n" + textwrap.indent(section, "    ")
+        append_options_doc(cls, {**BASE_ARGUMENTS, **cls.options}, cls.option_notes)
 
     @classmethod
     def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
@@ -130,9 +124,10 @@ class Quantizer(nn.Module):
         check_options(cls.options, values, where or f"{cls.__name__} argument")
 
     @classmethod
-    def derived_codebook_size(cls, options: Mapping[str, Any]) -> int | None:
-        """K as it follows from the quantizer's other options (FSQ: the product of its levels), or
-        None when K is free (a table of any size); the tokenizer config fills `codebook_size` from it."""
+    def derived_codebook_size(cls, dim: int, options: Mapping[str, Any]) -> int | None:
+        """K as it follows from the vectors' dimension `dim` and the quantizer's other options (FSQ:
+        the product of its levels; LFQ: 2^dim), or None when K is free (a table of any size); the
+        tokenizer config fills `codebook_size` from it."""
         return None
 
     @classmethod
@@ -141,12 +136,12 @@ class Quantizer(nn.Module):
         return 1
 
     @classmethod
-    def check_codebook_size(cls, codebook_size: Any, options: Mapping[str, Any], where: str | None = None) -> None:
-        """Raise `TypeError`/`ValueError` unless `codebook_size` is a valid K for these options: an int
-        >= 2, equal to the derived K where the options fix one."""
+    def check_codebook_size(cls, codebook_size: Any, dim: int, options: Mapping[str, Any], where: str | None = None) -> None:
+        """Raise `TypeError`/`ValueError` unless `codebook_size` is a valid K for `dim` and these
+        options: an int >= 2, equal to the derived K where they fix one."""
         where = where or f"{cls.__name__} argument"
         CODEBOOK_SIZE.check("codebook_size", codebook_size, where)
-        derived = cls.derived_codebook_size(options)
+        derived = cls.derived_codebook_size(dim, options)
         if derived is not None and codebook_size != derived:
             raise ValueError(
                 f"{where} `codebook_size` ({codebook_size}) must equal the {derived} codes that {cls.__name__}'s "

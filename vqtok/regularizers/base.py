@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..options import Option, check_options
+from ..options import Option, append_options_doc, check_options
 from ..quantizers import Quantizer, QuantizerOutput
 
 
@@ -51,13 +51,17 @@ class Regularizer(nn.Module):
     """Base class of regularisers.
 
     A subclass sets `name` (its key in `VQTokenizerConfig.regularizers`), declares its options in
-    `options` (checked when a config switches it on and when it is built), takes them as keyword
-    arguments, and implements `forward(inputs) -> RegularizerOutput`. Its loss names must not
+    `options` (checked when a config switches it on and when it is built, and listed in its
+    docstring), takes them as keyword arguments, and implements `forward(inputs) -> RegularizerOutput`. Its loss names must not
     clash with the tokenizer's other terms (`<name>_loss` is a good choice).
     """
 
     name: ClassVar[str] = ""
     options: ClassVar[dict[str, Option]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        append_options_doc(cls, cls.options)
 
     @classmethod
     def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:

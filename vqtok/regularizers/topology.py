@@ -60,37 +60,28 @@ def distinct_rows(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 
 class TopologyRegularizer(Regularizer):
-    """HC-VQ's topology term; see the module docstring for the maths.
-
-    Args:
-        enabled: False keeps the module (and its state) but adds nothing to the loss.
-        weight: overall weight of the term.
-        epsilon_weight: lambda, the weight of the eps0 part against the beta1 part.
-        betti_target: beta1*; None takes the cloud's own beta1 after the warm-up.
-        epsilon_target: eps0*; None takes the cloud's own eps0 after the warm-up, times `target_scale`.
-        target_scale: factor on the derived eps0 target (> 1 asks for a more spread codebook).
-        width: sigma of the narrow Gaussians of the soft beta1.
-        entropy_period: T, forwards between refreshes of eta.
-        point_cloud: "codebook" (the code table) or "quantized" (the batch's distinct quantized vectors).
-        compute_every: forwards between persistence computations (the term is 0 in between).
-        warmup_steps: forwards before the first persistence computation.
-        max_points: cap on the cloud's size (a seeded subsample above it; None: no cap).
-    """
+    """HC-VQ's topology term; see the module docstring for the maths."""
 
     name = "topology"
     options = {
-        "enabled": FLAG,
-        "weight": NON_NEGATIVE,
-        "epsilon_weight": NON_NEGATIVE,
-        "betti_target": Option(NUMBER, low=0, optional=True),
-        "epsilon_target": Option(NUMBER, low=0, optional=True),
-        "target_scale": POSITIVE,
-        "width": POSITIVE,
-        "entropy_period": POSITIVE_INT,
-        "point_cloud": Option(str, choices=POINT_CLOUDS),
-        "compute_every": POSITIVE_INT,
-        "warmup_steps": NON_NEGATIVE_INT,
-        "max_points": Option(int, low=3, optional=True),
+        "enabled": FLAG.documented("False keeps the module (and its state) but adds nothing to the loss."),
+        "weight": NON_NEGATIVE.documented("Overall weight of the term."),
+        "epsilon_weight": NON_NEGATIVE.documented("lambda, the weight of the eps0 part against the beta1 part."),
+        "betti_target": Option(NUMBER, low=0, optional=True, doc="beta1*; None takes the cloud's own beta1 after the warm-up."),
+        "epsilon_target": Option(NUMBER, low=0, optional=True, doc=(
+            "eps0*; None takes the cloud's own eps0 after the warm-up, times `target_scale`."
+        )),
+        "target_scale": POSITIVE.documented("Factor on the derived eps0 target (> 1 asks for a more spread codebook)."),
+        "width": POSITIVE.documented("sigma of the narrow Gaussians of the soft beta1."),
+        "entropy_period": POSITIVE_INT.documented("T, forwards between refreshes of eta."),
+        "point_cloud": Option(str, choices=POINT_CLOUDS, doc=(
+            '"codebook" (the quantizer\'s codes) or "quantized" (the batch\'s distinct quantized vectors).'
+        )),
+        "compute_every": POSITIVE_INT.documented("Forwards between persistence computations (the term is 0 in between)."),
+        "warmup_steps": NON_NEGATIVE_INT.documented("Forwards before the first persistence computation."),
+        "max_points": Option(int, low=3, optional=True, doc=(
+            "Cap on the cloud's size (a seeded subsample above it; None: no cap)."
+        )),
     }
 
     def __init__(

@@ -1,10 +1,13 @@
 """`TokenLayout`: how a grid of image codes is laid out as one flat sequence of ids, and back.
 
-A tokenizer gives codes `[B, h, w]` in [0, K). A language model reads flat sequences: the codes in
-row-major order, each shifted by `id_offset` (so that image tokens can sit after a text vocabulary),
-optionally framed by a BOS and an EOS id::
+A tokenizer gives codes `[B, h, w]` in [0, K), or `[B, h, w, R]` when its quantizer picks R codes
+per position (a residual quantizer's depth, level 0 first). A language model reads flat sequences:
+the codes position by position in row-major order, a position's R codes consecutively, each shifted
+by `id_offset` (so that image tokens can sit after a text vocabulary; every level's codes share the
+range [0, K)), optionally framed by a BOS and an EOS id::
 
-    [bos] c(0,0)+offset c(0,1)+offset ... c(h-1,w-1)+offset [eos]
+    [bos] c(0,0)+offset c(0,1)+offset ... c(h-1,w-1)+offset [eos]                   (R = 1)
+    [bos] c(0,0,0) c(0,0,1) ... c(0,0,R-1) c(0,1,0) ... c(h-1,w-1,R-1) [eos]      (R > 1, offset added)
 
 The layout is what `vqtok.tokenize_dataset` writes into `input_ids` and what the prior and the
 sampling code read back; it travels with a saved token dataset as `vqtok_tokens.json`.
@@ -13,6 +16,7 @@ sampling code read back; it travels with a saved token dataset as `vqtok_tokens.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 
@@ -30,6 +34,7 @@ _OPTIONS = {
     "bos_token_id": Option(int, low=0, optional=True),
     "eos_token_id": Option(int, low=0, optional=True),
     "tokenizer": Option(str, optional=True),
+    "codes_per_position": POSITIVE_INT,
 }
 
 
@@ -44,6 +49,7 @@ class TokenLayout:
         bos_token_id / eos_token_id: ids put before / after each image's tokens (None: none). They
             must lie outside the image ids' range.
         tokenizer: the repo id or path of the tokenizer that made the tokens (provenance only).
+        codes_per_position: R, the codes per grid position (1 for most tokenizers).
     """
 
     codebook_size: int
@@ -53,6 +59,7 @@ class TokenLayout:
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     tokenizer: str | None = None
+    codes_per_position: int = 1
 
     def __post_init__(self):
         check_options(_OPTIONS, asdict(self), "token layout option")
@@ -69,11 +76,13 @@ class TokenLayout:
 
     @classmethod
     def for_tokenizer(cls, tokenizer, **options) -> TokenLayout:
-        """The layout of a vqtok tokenizer's (or its config's) codes: K and the grid from its config,
-        `tokenizer` from its `name_or_path` unless given; `options` as in the class."""
+        """The layout of a vqtok tokenizer's (or its config's) codes: K, the grid and the codes per
+        position from its config, `tokenizer` from its `name_or_path` unless given; `options` as in
+        the class."""
         config = getattr(tokenizer, "config", tokenizer)
         grid_height, grid_width = config.token_grid
         options.setdefault("tokenizer", getattr(config, "name_or_path", None) or None)
+        options.setdefault("codes_per_position", config.codes_per_position)
         return cls(config.codebook_size, grid_height, grid_width, **options)
 
     @property
@@ -81,8 +90,13 @@ class TokenLayout:
         return self.grid_height, self.grid_width
 
     @property
+    def token_shape(self) -> tuple[int, ...]:
+        """The shape of one image's codes: `(h, w)`, or `(h, w, R)` for R > 1 codes per position."""
+        return self.grid if self.codes_per_position == 1 else (*self.grid, self.codes_per_position)
+
+    @property
     def tokens_per_image(self) -> int:
-        return self.grid_height * self.grid_width
+        return self.grid_height * self.grid_width * self.codes_per_position
 
     @property
     def sequence_length(self) -> int:
@@ -91,18 +105,20 @@ class TokenLayout:
 
     def check_compatible(self, other, what: str = "tokenizer", owner: str = "the tokens") -> None:
         """ValueError unless `other` (a tokenizer, a prior, their config, or a layout) has this
-        layout's K and grid; `what` and `owner` name the two sides in the message."""
+        layout's K and token shape (grid and codes per position); `what` and `owner` name the two
+        sides in the message."""
         config = getattr(other, "config", other)
-        grid = tuple(config.token_grid if hasattr(config, "token_grid") else config.grid)
-        if config.codebook_size != self.codebook_size or grid != self.grid:
+        shape = tuple(config.token_shape)
+        if config.codebook_size != self.codebook_size or shape != self.token_shape:
             raise ValueError(
-                f"{owner} has K={self.codebook_size} codes on a {self.grid_height}x{self.grid_width} grid, but the "
-                f"{what} has K={config.codebook_size} on a {grid[0]}x{grid[1]} grid"
+                f"{owner} has K={self.codebook_size} codes on a {describe_shape(self.token_shape)} grid, but the "
+                f"{what} has K={config.codebook_size} on a {describe_shape(shape)} grid"
             )
 
     def to_sequences(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes `[B, h, w]` (or `[B, h*w]`) -> id sequences `[B, sequence_length]` (torch.long)."""
-        flat = check_codes(codes, self.codebook_size, self.grid).reshape(codes.shape[0], -1).long() + self.id_offset
+        """Codes `[B, *token_shape]` (or `[B, tokens_per_image]`) -> id sequences `[B, sequence_length]`
+        (torch.long)."""
+        flat = check_codes(codes, self.codebook_size, self.token_shape).reshape(codes.shape[0], -1).long() + self.id_offset
         parts = [flat]
         if self.bos_token_id is not None:
             parts.insert(0, flat.new_full((flat.shape[0], 1), self.bos_token_id))
@@ -111,12 +127,12 @@ class TokenLayout:
         return torch.cat(parts, dim=1)
 
     def to_codes(self, sequences) -> torch.Tensor:
-        """Id sequences `[B, sequence_length]` -> codes `[B, h, w]` in [0, K); ValueError naming the
-        first row whose length, BOS/EOS or image ids do not fit the layout."""
+        """Id sequences `[B, sequence_length]` -> codes `[B, *token_shape]` in [0, K); ValueError naming
+        the first row whose length, BOS/EOS or image ids do not fit the layout."""
         sequences = torch.as_tensor(sequences)
         if sequences.dim() != 2 or sequences.shape[1] != self.sequence_length:
             raise ValueError(
-                f"token sequences must have shape [B, {self.sequence_length}] ({self.grid_height}x{self.grid_width} "
+                f"token sequences must have shape [B, {self.sequence_length}] ({describe_shape(self.token_shape)} "
                 f"tokens{' + BOS' if self.bos_token_id is not None else ''}"
                 f"{' + EOS' if self.eos_token_id is not None else ''}), got shape {list(sequences.shape)}"
             )
@@ -127,8 +143,8 @@ class TokenLayout:
                 row = int(bad[0])
                 raise ValueError(f"row {row} has id {int(sequences[row, column])} where {name}={expected} belongs")
         codes = sequences[:, start : start + self.tokens_per_image].long() - self.id_offset
-        check_codes(codes, self.codebook_size, self.grid, what="image token ids", offset=self.id_offset)
-        return codes.reshape(-1, self.grid_height, self.grid_width)
+        check_codes(codes, self.codebook_size, self.token_shape, what="image token ids", offset=self.id_offset)
+        return codes.reshape(-1, *self.token_shape)
 
     def save(self, folder: str | os.PathLike) -> str:
         """Write the layout as `folder/vqtok_tokens.json`; returns the path."""
@@ -148,17 +164,24 @@ class TokenLayout:
             return cls(**json.load(handle))
 
 
-def check_codes(codes, codebook_size: int, grid: tuple[int, int], what: str = "codes", offset: int = 0) -> torch.Tensor:
-    """Raise unless `codes` is an integer tensor `[B, h, w]` or `[B, h*w]` for `grid`, with every
-    value in [0, K); `offset` only shifts the range named in the message. Returns `codes`."""
+def describe_shape(shape: tuple[int, ...]) -> str:
+    """`(8, 8)` -> "8x8", `(8, 8, 4)` -> "8x8 (x4 codes per position)"."""
+    grid = "x".join(map(str, shape[:2]))
+    return grid if len(shape) == 2 else f"{grid} (x{shape[2]} codes per position)"
+
+
+def check_codes(codes, codebook_size: int, shape: tuple[int, ...], what: str = "codes", offset: int = 0) -> torch.Tensor:
+    """Raise unless `codes` is an integer tensor `[B, *shape]` or `[B, prod(shape)]` for one image's
+    token `shape` (`(h, w)`, or `(h, w, R)`), with every value in [0, K); `offset` only shifts the
+    range named in the message. Returns `codes`."""
     if not isinstance(codes, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(codes).__name__}")
     if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
         raise TypeError(f"{what} must have an integer dtype, got {codes.dtype}")
-    height, width = grid
-    if tuple(codes.shape[1:]) not in ((height, width), (height * width,)):
+    shape, count = tuple(shape), math.prod(shape)
+    if tuple(codes.shape[1:]) not in (shape, (count,)):
         raise ValueError(
-            f"{what} must have shape [B, {height}, {width}] or [B, {height * width}] (the tokenizer's grid), "
+            f"{what} must have shape [B, {', '.join(map(str, shape))}] or [B, {count}] (the tokenizer's grid), "
             f"got shape {list(codes.shape)}"
         )
     if codes.numel():

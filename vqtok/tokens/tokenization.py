@@ -276,7 +276,7 @@ def codes_from_dataset(dataset: Dataset, layout: TokenLayout, column: str = "inp
     if column not in dataset.column_names:
         raise ValueError(f"dataset has no column {column!r}; columns: {dataset.column_names}")
     if len(dataset) == 0:
-        return torch.empty(0, *layout.grid, dtype=torch.long)
+        return torch.empty(0, *layout.token_shape, dtype=torch.long)
     rows = dataset.with_format("arrow", columns=[column])[:][column].combine_chunks()
     lengths = pc.unique(pc.list_value_length(rows)).to_pylist()
     if lengths != [layout.sequence_length]:

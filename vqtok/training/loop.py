@@ -1,7 +1,12 @@
 """What every training loop here shares: the `Accelerator` it runs on, its checkpointed state, the
-start (prepare, resume, trackers), one optimizer step over accumulated micro-batches, and the
+start (prepare, resume, trackers), one training step over accumulated micro-batches, and the
 reduction of logged values over processes. `trainer.train_tokenizer` and
-`prior_trainer.train_prior` differ only in their batches, forward and evaluation.
+`prior_trainer.train_prior` differ only in their batches, updates and evaluation.
+
+A training step is a list of `Update`s, each a loss, the module it backpropagates into, an
+optimizer, an LR schedule and a cadence: the tokenizer's (or the prior's) and those of the training
+objectives with networks of their own (a discriminator). All are prepared by Accelerate, saved in
+every checkpoint and restored on resume.
 """
 
 from __future__ import annotations
@@ -10,9 +15,12 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
+from torch import nn
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import ProjectConfiguration
 from transformers import get_scheduler
@@ -51,6 +59,53 @@ class TrainerState:
         self.consecutive_skipped_steps = int(state.get("consecutive_skipped_steps", 0))
 
 
+@dataclass
+class StepContext:
+    """What an update's `compute` sees of one micro-batch.
+
+    Attributes:
+        batch: the micro-batch (on this process).
+        step: optimizer steps done before this one.
+        outputs: the outputs of the updates that ran before in this micro-batch, by name.
+    """
+
+    batch: Any
+    step: int
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Update:
+    """One optimizer's share of a training step.
+
+    Attributes:
+        name: names the update in logs and messages ("tokenizer", "discriminator", "prior").
+        model: the module its loss backpropagates into.
+        optimizer: the optimizer that steps its parameters (every parameter of its groups).
+        compute: `compute(model, context) -> output`, the output having a scalar `loss`; called with
+            `model` as Accelerate prepared it.
+        scheduler: its LR scheduler, stepped once per optimizer step that went through (`start_training`
+            makes one from the run's arguments when None).
+        every / start_step: the update runs on step s when s >= start_step and (s - start_step) is a
+            multiple of `every`.
+    """
+
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    compute: Callable[[nn.Module, StepContext], Any]
+    scheduler: Any = None
+    every: int = 1
+    start_step: int = 0
+
+    def is_due(self, step: int) -> bool:
+        return step >= self.start_step and (step - self.start_step) % self.every == 0
+
+    @property
+    def parameters(self) -> list[nn.Parameter]:
+        return [parameter for group in self.optimizer.param_groups for parameter in group["params"]]
+
+
 def make_accelerator(args: TrainingArguments) -> Accelerator:
     """The `Accelerator` the loops expect: precision, accumulation and trackers from `args`.
 
@@ -80,22 +135,29 @@ def make_accelerator(args: TrainingArguments) -> Accelerator:
     return accelerator
 
 
-def start_training(accelerator: Accelerator, model, optimizer: torch.optim.Optimizer, args: TrainingArguments,
-                   hparams: dict) -> tuple:
-    """Prepare a run: the LR scheduler of `args`, `accelerator.prepare` of the model and optimizer,
-    the scheduler and a fresh `TrainerState` registered for checkpointing and restored from the
-    checkpoint `args.resume_from_checkpoint` names (if any), and the trackers started with the flattened
-    `hparams`. Returns `(model, optimizer, scheduler, state)`; the model is in training mode.
+def start_training(accelerator: Accelerator, updates: list[Update], args: TrainingArguments, hparams: dict) -> TrainerState:
+    """Prepare a run: each update's LR scheduler (the one of `args` where it brings none), one
+    `accelerator.prepare` of every update's model and optimizer (the updates then hold the prepared
+    ones), the schedulers and a fresh `TrainerState` registered for checkpointing and restored from
+    the checkpoint `args.resume_from_checkpoint` names (if any), and the trackers started with the
+    flattened `hparams`. Returns the state; every model is in training mode.
 
-    The scheduler is not prepared: Accelerate would step it once per process per step."""
-    scheduler = get_scheduler(
-        args.lr_scheduler, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=args.max_steps
-    )
+    The schedulers are not prepared: Accelerate would step them once per process per step."""
+    names = [update.name for update in updates]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the training updates must have distinct names, got {names}")
+    for update in updates:
+        if update.scheduler is None:
+            update.scheduler = get_scheduler(
+                args.lr_scheduler, update.optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=args.max_steps
+            )
     with warnings.catch_warnings():  # torch >= 2.13 renames the flag; accelerate passes the old name
         warnings.filterwarnings("ignore", message=".*broadcast_buffers.*deprecated", category=FutureWarning)
-        model, optimizer = accelerator.prepare(model, optimizer)
+        prepared = accelerator.prepare(*[part for update in updates for part in (update.model, update.optimizer)])
+    for index, update in enumerate(updates):
+        update.model, update.optimizer = prepared[2 * index], prepared[2 * index + 1]
     state = TrainerState()
-    accelerator.register_for_checkpointing(scheduler, state)
+    accelerator.register_for_checkpointing(updates[0].scheduler, state, *[update.scheduler for update in updates[1:]])
     checkpoint = resolve_checkpoint(args)
     if checkpoint is not None:
         accelerator.load_state(checkpoint)
@@ -104,51 +166,79 @@ def start_training(accelerator: Accelerator, model, optimizer: torch.optim.Optim
         accelerator.print(f"no checkpoint under {args.output_dir}/checkpoints: starting from step 0")
     if accelerator.log_with and not accelerator.trackers:
         accelerator.init_trackers(TRACKER_PROJECT, config=flat_hparams(hparams))
-    model.train()
-    return model, optimizer, scheduler, state
+    for update in updates:
+        update.model.train()
+    return state
 
 
 def optimization_step(
     accelerator: Accelerator,
-    model,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
+    updates: list[Update],
     batches: Iterator,
     args: TrainingArguments,
-    forward: Callable,
-    record: Callable,
-    parameters=None,
+    step: int,
+    record: Callable[[dict[str, Any]], None],
 ) -> bool:
-    """One optimizer step over `args.gradient_accumulation_steps` micro-batches: `forward(model,
-    batch)` (an output with a `loss`), backward, `record(output)` (to sum what is logged), gradient
-    clipping at `args.max_grad_norm` (of `parameters`, default all the model's), the optimizer and
-    scheduler steps.
+    """One training step over `args.gradient_accumulation_steps` micro-batches. For each micro-batch
+    every update due at `step` runs in turn: `compute` (seeing the outputs of those before it) and
+    the backward of its loss, which reaches its own parameters only (the other updates'
+    parameters are held back meanwhile); then `record(outputs by update name)` sums what is logged.
+    After the last micro-batch each update clips its gradients at `args.max_grad_norm` and steps
+    its optimizer and scheduler.
 
-    A step whose loss is not finite on some process, or whose gradient norm is not (then on every
-    process, since gradients are averaged), is skipped everywhere: gradients dropped, no optimizer
-    or scheduler step. Under fp16 the loss scaler keeps its own say over non-finite gradients. Returns
-    True when the step was skipped."""
-    parameters = list(parameters if parameters is not None else model.parameters())
-    loss_not_finite = torch.zeros((), device=accelerator.device)
-    skipped = False
+    An update whose loss is not finite on some process, or whose gradient norm is not (then on
+    every process, since gradients are averaged), is skipped everywhere: gradients dropped, no
+    optimizer or scheduler step. Under fp16 the loss scaler keeps its own say over non-finite
+    gradients. Returns True when some update was skipped."""
+    due = [update for update in updates if update.is_due(step)]
+    not_finite = {update.name: torch.zeros((), device=accelerator.device) for update in due}
+    skipped = dict.fromkeys(not_finite, False)
     for _ in range(args.gradient_accumulation_steps):
-        with accelerator.accumulate(model):
-            output = forward(model, next(batches))
-            loss_not_finite = loss_not_finite + (~torch.isfinite(output.loss.detach())).float()
-            accelerator.backward(output.loss)
-            if accelerator.sync_gradients:
-                skipped = _step_is_bad(accelerator, parameters, args, loss_not_finite)
-                if skipped and accelerator.scaler is None:
-                    optimizer.zero_grad()  # the step is dropped: no optimizer.step, no moments moved
-            if not (skipped and accelerator.scaler is None):
-                optimizer.step()  # under fp16 the scaler itself skips non-finite gradients
-            optimizer.zero_grad()
-        record(output)
+        context = StepContext(next(batches), step)
+        with accelerator.accumulate(*[update.model for update in due]):
+            for update in due:
+                with _only_training(update, updates):
+                    output = update.compute(update.model, context)
+                    not_finite[update.name] = not_finite[update.name] + (~torch.isfinite(output.loss.detach())).float()
+                    accelerator.backward(output.loss)
+                context.outputs[update.name] = output
+            for update in due:
+                _optimizer_step(accelerator, update, args, not_finite[update.name], skipped)
+        record(context.outputs)
     if not accelerator.sync_gradients:
         raise RuntimeError("gradient accumulation is out of step with the loop (accelerator.step was changed)")
-    if not skipped and not accelerator.optimizer_step_was_skipped:
-        scheduler.step()
-    return skipped
+    for update in due:
+        if not skipped[update.name] and not accelerator.optimizer_step_was_skipped:
+            update.scheduler.step()
+    return any(skipped.values())
+
+
+def _optimizer_step(accelerator: Accelerator, update: Update, args: TrainingArguments, loss_not_finite,
+                    skipped: dict[str, bool]) -> None:
+    """The optimizer step of `update` (a no-op between accumulated micro-batches), unless its loss or
+    gradients were not finite (recorded in `skipped`)."""
+    if accelerator.sync_gradients:
+        skipped[update.name] = _step_is_bad(accelerator, update.parameters, args, loss_not_finite)
+        if skipped[update.name] and accelerator.scaler is None:
+            update.optimizer.zero_grad()  # the step is dropped: no optimizer.step, no moments moved
+    if not (skipped[update.name] and accelerator.scaler is None):
+        update.optimizer.step()  # under fp16 the scaler itself skips non-finite gradients
+    update.optimizer.zero_grad()
+
+
+@contextmanager
+def _only_training(update: Update, updates: list[Update]):
+    """Run the block with the parameters of every other update taking no gradient."""
+    own = {id(parameter) for parameter in update.parameters}
+    held = [parameter for other in updates if other is not update for parameter in other.parameters
+            if parameter.requires_grad and id(parameter) not in own]
+    for parameter in held:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in held:
+            parameter.requires_grad_(True)
 
 
 def _step_is_bad(accelerator: Accelerator, parameters: list, args: TrainingArguments, loss_not_finite) -> bool:

@@ -23,7 +23,9 @@ from ..prior import PriorConfig
 from ..prior.configuration import LM_SIZE_OPTIONS
 from ..tokens.layout import TokenLayout
 from .arguments import TokenDataArguments, TrainingArguments, arguments_from_dict
-from .run_config import SECTIONS, read_run_config, run_metadata
+from .run_config import read_run_config, run_metadata
+
+PRIOR_SECTIONS = ("model", "data", "training")
 
 _MODEL_OPTIONS = {**LM_SIZE_OPTIONS, "tokenizer": Option(str, optional=True), "lm_options": Option(dict)}
 
@@ -97,10 +99,7 @@ def load_prior_run_config(path: str | None, overrides: list[str] | None = None) 
     """Read a prior's YAML run config (defaults when `path` is None) and apply overrides; every value
     is parsed to its declared type (`arguments.parse_option`); unknown sections or keys and values of
     the wrong type or range raise with the key's name."""
-    raw = read_run_config(path, overrides)
-    unknown = sorted(set(raw) - set(SECTIONS))
-    if unknown:
-        raise ValueError(f"unknown section(s) {unknown} in run config; sections: {list(SECTIONS)}")
+    raw = read_run_config(path, overrides, PRIOR_SECTIONS)
     return PriorRunConfig(
         model=arguments_from_dict(PriorModelArguments, raw.get("model") or {}, "model"),
         data=arguments_from_dict(TokenDataArguments, raw.get("data") or {}, "data"),

@@ -21,6 +21,8 @@ from ..tokens.layout import check_codes
 from .arguments import TrainingArguments
 from .checkpoints import save_checkpoint
 from .loop import (
+    StepContext,
+    Update,
     add_step_values,
     count_skipped_step,
     finish_training,
@@ -68,17 +70,16 @@ def train_prior(
         and on every process `sequences_per_second`, `train_seconds` and `skipped_steps`.
     """
     config = prior.config
-    train_codes = check_codes(train_codes, config.codebook_size, config.token_grid, what="train_codes")
+    train_codes = check_codes(train_codes, config.codebook_size, config.token_shape, what="train_codes")
     if eval_codes is not None:
-        check_codes(eval_codes, config.codebook_size, config.token_grid, what="eval_codes")
+        check_codes(eval_codes, config.codebook_size, config.token_shape, what="eval_codes")
     owns_accelerator = accelerator is None
     accelerator = accelerator or make_accelerator(args)
     set_seed(args.seed)
-    optimizer = prior_optimizer(prior, args.learning_rate, args.weight_decay)
     sequences = prior.layout.to_sequences(train_codes)
-    model, optimizer, scheduler, state = start_training(
-        accelerator, prior, optimizer, args, hparams or {"training": vars(args)}
-    )
+    update = Update("prior", prior, prior_optimizer(prior, args.learning_rate, args.weight_decay), _forward)
+    state = start_training(accelerator, [update], args, hparams or {"training": vars(args)})
+    model, scheduler = update.model, update.scheduler
 
     batches = training_batches(SampleStream(sequences, args.seed), state.samples_seen, args, accelerator, torch.stack)
     draws_per_step = args.batch_size * accelerator.num_processes * args.gradient_accumulation_steps
@@ -86,8 +87,8 @@ def train_prior(
     started, first_step = time.perf_counter(), state.step
     while state.step < args.max_steps:
         totals: dict[str, torch.Tensor] = {}
-        skipped = optimization_step(accelerator, model, optimizer, scheduler, batches, args, _forward,
-                                    lambda output: add_step_values(totals, {"train/loss": output.loss}))
+        skipped = optimization_step(accelerator, [update], batches, args, state.step,
+                                    lambda outputs: add_step_values(totals, {"train/loss": outputs["prior"].loss}))
         state.step += 1
         count_skipped_step(state, skipped, args)
         state.samples_seen += draws_per_step
@@ -113,8 +114,8 @@ def train_prior(
     return results
 
 
-def _forward(model, sequences: torch.Tensor):
-    return model(input_ids=sequences, labels=sequences)
+def _forward(model, context: StepContext):
+    return model(input_ids=context.batch, labels=context.batch)
 
 
 def _evaluate(accelerator: Accelerator, model, eval_codes: torch.Tensor, args: TrainingArguments, step: int) -> dict:

@@ -1,5 +1,5 @@
-"""Run configurations for the training scripts: a YAML file with `model`, `data` and `training`
-sections, plus `section.key=value` overrides from the command line.
+"""Run configurations for the training scripts: a YAML file with `model`, `data`, `training` and
+(optionally) `objectives` sections, plus `section.key=value` overrides from the command line.
 
 Example (`training/configs/vq.yaml`)::
 
@@ -10,6 +10,8 @@ Example (`training/configs/vq.yaml`)::
       source: sample  # "sample", a local image folder, or a Hub dataset name
     training:
       max_steps: 1000
+    objectives:       # training objectives with networks of their own (see vqtok.losses), by name
+      some-objective: {weight: 0.1}
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import yaml
 
 from ..backbones import DEFAULT_BACKBONE, backbone_class
 from ..configuration import VQTokenizerConfig
+from ..losses import OBJECTIVES
 from ..auto import registered_config_class
 from .arguments import DataArguments, TrainingArguments, arguments_from_dict, parse_options
 
-SECTIONS = ("model", "data", "training")
+SECTIONS = ("model", "data", "training", "objectives")
 
 
 @dataclass
@@ -34,11 +37,13 @@ class RunConfig:
     model: VQTokenizerConfig
     data: DataArguments = field(default_factory=DataArguments)
     training: TrainingArguments = field(default_factory=TrainingArguments)
+    objectives: dict[str, dict] = field(default_factory=dict)
+    """Training objectives switched on, name -> options (see `vqtok.losses.build_objectives`)."""
 
     def to_dict(self) -> dict:
         """The run as plain sections (what the trackers record as hyper-parameters)."""
         model = {k: v for k, v in self.model.to_diff_dict().items() if k not in ("training_metadata", "transformers_version")}
-        return {"model": model, "data": asdict(self.data), "training": asdict(self.training)}
+        return {"model": model, "data": asdict(self.data), "training": asdict(self.training), "objectives": self.objectives}
 
     def training_metadata(self, num_train_images: int, num_processes: int, final_metrics: dict,
                           skipped_images: dict[str, int] | None = None) -> dict:
@@ -65,6 +70,7 @@ class RunConfig:
                 "skipped_images": dict(skipped_images or {}),
             },
             **run_metadata(training, num_processes),
+            "objectives": self.objectives,
             "final_metrics": {k: float(v) for k, v in final_metrics.items()},
             "vqtok_version": __version__,
         }
@@ -87,7 +93,7 @@ def run_metadata(training: TrainingArguments, num_processes: int) -> dict:
     }
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+def apply_overrides(raw: dict, overrides: list[str], sections: tuple[str, ...] = SECTIONS) -> dict:
     """Apply `section.key=value` strings to a raw config dict; a nested key names its path
     (`model.backbone_config.base_channels=16`). Values are parsed as YAML scalars, except that only
     true/false are booleans (`training.mixed_precision=no` stays the string `no`; a boolean option
@@ -97,8 +103,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise ValueError(f"override {item!r} must look like section.key=value, e.g. training.max_steps=200")
         path, value = item.split("=", 1)
         section, *keys = path.split(".")
-        if section not in SECTIONS:
-            raise ValueError(f"override {item!r}: unknown section {section!r}; sections: {list(SECTIONS)}")
+        if section not in sections:
+            raise ValueError(f"override {item!r}: unknown section {section!r}; sections: {list(sections)}")
         table, where = raw, "the run config"
         for key in [section, *keys[:-1]]:
             if table.get(key) is None:
@@ -133,9 +139,7 @@ def parse_model_section(config_class: type[VQTokenizerConfig], values: dict) -> 
 
 def build_run_config(raw: dict) -> RunConfig:
     """Turn a raw dict (parsed YAML) into typed configs; unknown sections or keys raise `ValueError`."""
-    unknown = sorted(set(raw) - set(SECTIONS))
-    if unknown:
-        raise ValueError(f"unknown section(s) {unknown} in run config; sections: {list(SECTIONS)}")
+    check_sections(raw, SECTIONS)
     model_values = raw.get("model") or {}
     if not isinstance(model_values, dict):
         raise ValueError(f"section `model` of the run config must be a mapping of keys to values, got {model_values!r}")
@@ -149,18 +153,44 @@ def build_run_config(raw: dict) -> RunConfig:
         model=config_class(**parse_model_section(config_class, model_values)),
         data=arguments_from_dict(DataArguments, raw.get("data") or {}, "data"),
         training=arguments_from_dict(TrainingArguments, raw.get("training") or {}, "training"),
+        objectives=parse_objectives_section(raw.get("objectives") or {}),
     )
 
 
-def read_run_config(path: str | None, overrides: list[str] | None = None) -> dict:
-    """The raw sections of a YAML run config (empty when `path` is None) with overrides applied."""
+def parse_objectives_section(values) -> dict[str, dict]:
+    """The `objectives` section (name -> options, options may be left empty) with each option
+    parsed to its declared type; unknown objectives or options raise `ValueError`."""
+    if not isinstance(values, dict):
+        raise ValueError(f"section `objectives` of the run config must map objective names to options, got {values!r}")
+    parsed = {}
+    for name, options in values.items():
+        options = {} if options is None else options
+        if name in OBJECTIVES.classes and isinstance(options, dict):
+            options = parse_options(OBJECTIVES.classes[name].options, options, f"objectives.{name}")
+        parsed[name] = options
+    OBJECTIVES.check_settings(parsed)
+    return parsed
+
+
+def read_run_config(path: str | None, overrides: list[str] | None = None, sections: tuple[str, ...] = SECTIONS) -> dict:
+    """The raw sections of a YAML run config (empty when `path` is None) with overrides applied;
+    `ValueError` for a section not among `sections`."""
     raw: dict = {}
     if path is not None:
         with open(path, encoding="utf-8") as handle:
             raw = yaml.safe_load(handle) or {}
         if not isinstance(raw, dict):
-            raise ValueError(f"run config {path} must be a mapping with sections {list(SECTIONS)}")
-    return apply_overrides(raw, overrides or [])
+            raise ValueError(f"run config {path} must be a mapping with sections {list(sections)}")
+    raw = apply_overrides(raw, overrides or [], sections)
+    check_sections(raw, sections)
+    return raw
+
+
+def check_sections(raw: dict, sections: tuple[str, ...]) -> None:
+    """ValueError naming the sections of `raw` that are not among `sections`."""
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ValueError(f"unknown section(s) {unknown} in run config; sections: {list(sections)}")
 
 
 def load_run_config(path: str | None, overrides: list[str] | None = None) -> RunConfig:

@@ -14,6 +14,10 @@ buffers, the optimizer, the LR scheduler, the per-process RNG states (used by k-
 initialisation, dead-code restarts and stochastic quantizers) and a `TrainerState` (step, draws
 consumed); a run stopped and resumed on the same number of processes ends with the same weights as
 an uninterrupted one.
+
+Training objectives with networks of their own (`vqtok.losses`, the run config's `objectives`) add
+their terms to the tokenizer's loss and run their own updates in the same steps; their networks and
+optimizers are in every checkpoint too, and never in the tokenizer.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -31,13 +35,17 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from ..data import stack_pixel_values
-from ..parallel.collectives import broadcast_
 from ..evaluation.metrics import evaluate_tokenizer
 from ..evaluation.visualize import save_reconstruction_grid
+from ..losses import ObjectiveInputs, TrainingObjective
+from ..modeling import merge_named_terms
+from ..parallel.collectives import broadcast_
 from .arguments import TrainingArguments
 from .checkpoints import save_checkpoint
 from .loop import (
+    StepContext,
     TrainerState,
+    Update,
     add_step_values,
     count_skipped_step,
     finish_training,
@@ -62,6 +70,7 @@ def train_tokenizer(
     args: TrainingArguments,
     accelerator: Accelerator | None = None,
     hparams: dict | None = None,
+    objectives: dict[str, TrainingObjective] | None = None,
 ) -> dict[str, float]:
     """Train `model` on `train_dataset` (rows with `pixel_values`) in place.
 
@@ -74,6 +83,8 @@ def train_tokenizer(
         accelerator: one made by `make_accelerator(args)` (made here when None, and its trackers
             ended on return).
         hparams: the run configuration to record with the trackers (default: `args` and the model config).
+        objectives: training objectives with networks of their own, by name (see `vqtok.losses`):
+            their terms join the tokenizer's loss and their updates run in the same steps.
 
     Returns:
         On the main process: the final evaluation (`mse`, `psnr`, `perplexity`, `codes_used`,
@@ -84,11 +95,17 @@ def train_tokenizer(
     owns_accelerator = accelerator is None
     accelerator = accelerator or make_accelerator(args)
     set_seed(args.seed)
-    optimizer = model.build_optimizer(args.learning_rate, args.weight_decay)
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    objectives = dict(objectives or {})
+    for objective in objectives.values():
+        objective.to(accelerator.device)
+    tokenizer = model
+    updates = [Update("tokenizer", model, model.build_optimizer(args.learning_rate, args.weight_decay),
+                      lambda prepared, context: _tokenizer_forward(prepared, context, tokenizer, objectives))]
+    updates += [_objective_update(spec, tokenizer) for objective in objectives.values() for spec in objective.updates()]
     if hparams is None:
         hparams = {"training": asdict(args), "model": _model_hparams(model)}
-    model, optimizer, scheduler, state = start_training(accelerator, model, optimizer, args, hparams)
+    state = start_training(accelerator, updates, args, hparams)
+    model, scheduler = updates[0].model, updates[0].scheduler
     for buffer in accelerator.unwrap_model(model).buffers():
         broadcast_(buffer)  # one start for all processes; from here on the quantizers keep them equal
 
@@ -101,8 +118,8 @@ def train_tokenizer(
     while state.step < args.max_steps:
         step_started = time.perf_counter()
         totals: dict[str, torch.Tensor] = {}
-        skipped = optimization_step(accelerator, model, optimizer, scheduler, batches, args, _forward,
-                                    lambda output: add_step_values(totals, _logged_values(output)), trainable)
+        skipped = optimization_step(accelerator, updates, batches, args, state.step,
+                                    lambda outputs: add_step_values(totals, _logged_values(outputs)))
         state.step += 1
         count_skipped_step(state, skipped, args)
         state.samples_seen += draws_per_step
@@ -139,14 +156,48 @@ def _model_hparams(model) -> dict:
     return {"model_type": config.model_type, **{k: v for k, v in config.to_diff_dict().items() if k != "training_metadata"}}
 
 
-def _forward(model, pixel_values: torch.Tensor):
-    return model(pixel_values)
+def _tokenizer_forward(model, context: StepContext, tokenizer, objectives: dict[str, TrainingObjective]):
+    """The tokenizer's training forward on the micro-batch, with the terms of every objective added
+    to its loss (checked against the tokenizer's own names)."""
+    output = model(context.batch)
+    for name, objective in objectives.items():
+        terms = objective.tokenizer_losses(ObjectiveInputs(context.batch, output, tokenizer, context.step))
+        if terms:
+            merge_named_terms(output.losses, terms, f"objective {name!r}")
+            output.loss = output.loss + sum(terms.values())
+    return output
 
 
-def _logged_values(output) -> dict:
-    """One micro-batch's loss, loss terms and statistics, by their logged names."""
+@dataclass
+class ObjectiveOutput:
+    """An objective update's loss and its named terms."""
+
+    loss: torch.Tensor
+    losses: dict[str, torch.Tensor]
+
+
+def _objective_update(spec, tokenizer) -> Update:
+    """The loop's update of an objective's own network (`vqtok.losses.ObjectiveUpdate`)."""
+    trainable = [parameter for parameter in spec.module.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, betas=spec.betas, weight_decay=spec.weight_decay)
+
+    def compute(module, context: StepContext) -> ObjectiveOutput:
+        inputs = ObjectiveInputs(context.batch, context.outputs["tokenizer"], tokenizer, context.step)
+        losses = spec.loss(module, inputs)
+        return ObjectiveOutput(sum(losses.values()), losses)
+
+    return Update(spec.name, spec.module, optimizer, compute, every=spec.every, start_step=spec.start_step)
+
+
+def _logged_values(outputs: dict) -> dict:
+    """One micro-batch's tokenizer loss, loss terms and statistics, and every objective update's
+    terms, by their logged names."""
+    output = outputs["tokenizer"]
     values = {"train/loss": output.loss, **{f"train/{k}": v for k, v in output.losses.items()}}
     values.update({f"train/{k}": v for k, v in (output.stats or {}).items()})
+    for name, update_output in outputs.items():
+        if name != "tokenizer":
+            values.update({f"train/{k}": v for k, v in update_output.losses.items()})
     return values
 
 

@@ -1,0 +1,105 @@
+"""The interface of a training objective with networks of its own (a frozen perceptual network, a
+discriminator): switched on in a run config's `objectives` section, never part of a tokenizer's
+config or weights.
+
+An objective can do two things, each optional:
+
+- add named, weighted terms to the tokenizer's loss (`tokenizer_losses`), computed from the step's
+  images and the tokenizer's forward output (the reconstruction, ...); and
+- train networks of its own (`updates`): each `ObjectiveUpdate` names a module, the loss that
+  trains it and its optimizer settings. The training loop prepares every such module and its
+  optimizer with Accelerate, steps them beside the tokenizer's, and saves them in every checkpoint;
+  only the tokenizer is published.
+
+Within one step the loop runs the tokenizer's update first, then each objective update that is
+due; each update's backward reaches its own parameters only (the loop holds the others' gradients
+back), so a discriminator that scores the reconstruction inside `tokenizer_losses` takes no
+gradient from the tokenizer's loss. Inside `tokenizer_losses`, call the objective's own modules
+(`self...`); an update's `loss` receives its module as Accelerate prepared it (wrapped for
+several processes), which it must call so that gradients are averaged over processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..options import Option, append_options_doc, check_options
+
+
+@dataclass
+class ObjectiveInputs:
+    """What an objective sees of one training micro-batch.
+
+    Attributes:
+        pixel_values: the images `[B, C, H, W]` in [-1, 1].
+        output: the tokenizer's training forward (`VQTokenizerOutput`: `reconstruction`, `losses`,
+            `stats`, `input_ids`, `quantized`), whose `reconstruction` carries gradients to the
+            tokenizer.
+        tokenizer: the tokenizer itself (not wrapped for several processes), e.g. to reach its
+            decoder's last layer (`tokenizer.decoder.conv_out`).
+        step: optimizer steps done before this one.
+    """
+
+    pixel_values: torch.Tensor
+    output: Any
+    tokenizer: nn.Module
+    step: int
+
+
+@dataclass
+class ObjectiveUpdate:
+    """An optimizer update that an objective runs on a network of its own.
+
+    Attributes:
+        name: the update's name (unique within the run), e.g. "discriminator".
+        module: the network it trains; every parameter that requires a gradient is optimised.
+        loss: `loss(module, inputs) -> {name: weighted term}`, called with `module` as Accelerate
+            prepared it; the terms are summed and logged by name.
+        learning_rate / betas / weight_decay: its AdamW optimizer.
+        every: run on every `every`-th step only.
+        start_step: run from this step on (steps before it leave the module untouched).
+    """
+
+    name: str
+    module: nn.Module
+    loss: Callable[[nn.Module, ObjectiveInputs], dict[str, torch.Tensor]]
+    learning_rate: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    every: int = 1
+    start_step: int = 0
+
+
+class TrainingObjective(nn.Module):
+    """Base class of training objectives.
+
+    A subclass sets `name` (its key in the run config's `objectives` section), declares its options
+    in `options` (checked when a run config switches it on and when it is built, and listed in its
+    docstring), takes them as keyword arguments, and implements `tokenizer_losses` and/or `updates`.
+    Term names must not clash with the tokenizer's (`<name>_loss` is a good choice).
+    """
+
+    name: ClassVar[str] = ""
+    options: ClassVar[dict[str, Option]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        append_options_doc(cls, cls.options)
+
+    @classmethod
+    def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
+        """Raise `TypeError`/`ValueError` naming the first option in `values` that `options` rejects."""
+        check_options(cls.options, values, where or f"{cls.__name__} option")
+
+    def tokenizer_losses(self, inputs: ObjectiveInputs) -> dict[str, torch.Tensor]:
+        """Named, weighted terms added to the tokenizer's loss for this micro-batch (none by default)."""
+        return {}
+
+    def updates(self) -> list[ObjectiveUpdate]:
+        """The updates of the objective's own networks (none by default)."""
+        return []
