@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare_quantizers import RowRecorder, row_model_and_data, row_run_config  # noqa: E402
 
-from vqtok.quantizers import QuantizerOutput  # noqa: E402
+from vqtok.quantizers import QuantizerOutput, VectorQuantizer  # noqa: E402
 from vqtok.regularizers import RegularizerInputs, TopologyRegularizer  # noqa: E402
 from vqtok.training.trainer import THROUGHPUT_SKIP_STEPS, make_accelerator, train_tokenizer  # noqa: E402
 
@@ -95,11 +95,13 @@ def term_cost_seconds(options: dict) -> tuple[float, int]:
     settings = {**options, "warmup_steps": 0, "compute_every": 1, "entropy_period": 1}
     regularizer = TopologyRegularizer(**settings).train()
     generator = torch.Generator().manual_seed(0)
-    codebook = torch.randn(COST_CODES, COST_DIM, generator=generator).requires_grad_(True)
+    quantizer = VectorQuantizer(COST_CODES, COST_DIM, use_ema=False)  # a codebook learnt by gradient
+    with torch.no_grad():
+        quantizer.codebook.weight.copy_(torch.randn(COST_CODES, COST_DIM, generator=generator))
     ids = torch.randint(0, COST_CODES, (64, 8, 8), generator=generator)
     pixels = torch.rand(64, 3, 32, 32, generator=generator) * 2 - 1
-    quantized = codebook.detach()[ids].movedim(-1, 1)
-    inputs = RegularizerInputs(pixels, quantized, QuantizerOutput(quantized, ids), pixels, codebook)
+    quantized = quantizer.codebook.weight.detach()[ids].movedim(-1, 1)
+    inputs = RegularizerInputs(pixels, quantized, QuantizerOutput(quantized, ids), pixels, quantizer)
     regularizer(inputs)  # eta > 0 from here on
     seconds = []
     for _ in range(COST_REPEATS):

@@ -222,6 +222,17 @@ def test_every_type_module_declares_its_papers_and_a_bibtex_entry():
         assert all(paper.url for paper in reference.papers)
 
 
+def test_card_keywords_are_checked_once_for_every_card_function():
+    model = tiny_model()
+    for render in (render_model_card, model.render_card):
+        with pytest.raises(TypeError, match=r"unknown model card keyword\(s\) \['licence'\]; the card takes \['repo_id', "):
+            render(model, licence="mit") if render is render_model_card else render(licence="mit")
+    with pytest.raises(TypeError, match=r"unknown model card keyword\(s\) \['metric'\]"):
+        model.push_to_hub("someone/tiny", metric={"psnr": 1.0})  # refused before any network call
+    with pytest.raises(TypeError, match="datasets must be a list of non-empty strings"):
+        render_model_card(model, datasets="cifar10")
+
+
 def test_a_config_without_a_reference_gets_a_generic_card():
     class UndocumentedConfig(VQConfig):
         model_type = "vqtok-new"

@@ -91,7 +91,7 @@ def test_the_ema_codebook_keeps_its_statistics_and_says_so():
     assert not quantizer(latents.nan_to_num(posinf=0.0)).skipped_update
 
 
-def test_soft_em_sampling_does_not_crash_on_a_nan_latent():
+def test_softvq_sampling_does_not_crash_on_a_nan_latent():
     torch.manual_seed(0)
     quantizer = SoftVQQuantizer(16, 4).train()
     latents = torch.randn(2, 4, 3, 3)

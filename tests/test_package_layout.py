@@ -77,3 +77,51 @@ def test_no_import_circles():
         if name not in state:
             visit(name, [name])
     assert not circles, "import circles: " + "; ".join(" -> ".join(circle) for circle in circles)
+
+
+def type_name(model_type: str) -> str:
+    """The one name of a tokenizer type across the tree: `vqtok-vmf-sqvae` -> `vmf_sqvae`."""
+    return model_type.removeprefix("vqtok-").replace("-", "_")
+
+
+def test_every_type_is_found_from_one_name():
+    """A type's config and model (`vqtok/models/<name>.py`), its quantizer (`vqtok/quantizers/<name>.py`),
+    its training YAML (`training/configs/<name>.yaml`) and its tests (`tests/test_<name>.py`)."""
+    import yaml
+
+    from test_contract import SHIPPED_TYPES
+    from vqtok.auto import registered_config_class, registered_model_class
+
+    assert len(SHIPPED_TYPES) >= 7
+    for model_type in SHIPPED_TYPES:
+        name = type_name(model_type)
+        config_class, model_class = registered_config_class(model_type), registered_model_class(model_type)
+        assert config_class.__module__ == model_class.__module__ == f"vqtok.models.{name}", model_type
+        assert config_class.quantizer_class.__module__ == f"vqtok.quantizers.{name}", model_type
+        for path in (PACKAGE / "models" / f"{name}.py", PACKAGE / "quantizers" / f"{name}.py",
+                     REPO / "training" / "configs" / f"{name}.yaml", REPO / "tests" / f"test_{name}.py"):
+            assert path.is_file(), f"{model_type}: no {path.relative_to(REPO)}"
+        run = yaml.safe_load((REPO / "training" / "configs" / f"{name}.yaml").read_text())
+        assert run["model"]["model_type"] == model_type
+
+
+def test_the_top_level_reads_like_the_data_flow():
+    """Options and checks, the pixel pipeline and data, the config, the model base and the auto class
+    sit at the top; everything else is in a room of its own."""
+    loose = {path.stem for path in PACKAGE.glob("*.py")}
+    assert loose == {"__init__", "options", "validation", "processing", "data", "configuration", "modeling", "auto"}
+    rooms = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert rooms == {"backbones", "quantizers", "models", "regularizers", "losses", "hub", "evaluation", "parallel",
+                     "tokens", "prior", "training"}
+
+
+def test_importing_vqtok_imports_neither_giotto_ph_nor_geoopt():
+    """They load when a HyperVQ quantizer or the topology regulariser first computes."""
+    import subprocess
+    import sys
+
+    code = ("import sys, vqtok; from vqtok import HyperVQConfig, VQTokenizer; "
+            "VQTokenizer.from_config(HyperVQConfig(image_size=8, latent_dim=4, codebook_size=8)); "
+            "print(sorted(m for m in ('gph', 'geoopt') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vqtok.quantizers.functional as functional
-import vqtok.quantizers.softvq as soft_em_module
+import vqtok.quantizers.softvq as softvq_module
 from vqtok import SoftVQConfig, SoftVQModel, VQTokenizer
 from vqtok.quantizers import SoftVQQuantizer, sample_codes, squared_distances
 
@@ -122,7 +122,7 @@ def test_training_forward_hand_case_with_a_certain_posterior():
 
 def test_statistics_are_summed_over_processes(monkeypatch):
     # Two processes with the same batch: sums double, so a code moves as if it saw twice the data.
-    monkeypatch.setattr(soft_em_module, "all_reduce_sum_", lambda t: t.mul_(2.0))
+    monkeypatch.setattr(softvq_module, "all_reduce_sum_", lambda t: t.mul_(2.0))
     quantizer = make_soft(torch.tensor([[0.0], [2.0]]), ema_decay=0.5, ema_epsilon=0.1)
     quantizer._m_step(torch.tensor([[1.0], [3.0]]), torch.tensor([[0, 1], [1, 1]]))
     assert torch.allclose(quantizer.codebook.ema_cluster_size, torch.tensor([1.0, 2.0]))

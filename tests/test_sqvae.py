@@ -1,17 +1,14 @@
-"""SQ-VAE (Gaussian I-IV and vMF): variance shapes, the loss terms on hand cases, the Gumbel mixture's
-limit, self-annealing on a small fit, unit norms, the vMF normaliser against scipy, the reconstruction
-objectives and the categorical vMF likelihood."""
+"""Gaussian SQ-VAE (I-IV): variance shapes, the loss terms on hand cases, the Gumbel mixture's limit,
+self-annealing on a small fit and the reconstruction objectives (the vMF variant: test_vmf_sqvae.py)."""
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from scipy import special
 
-from vqtok import SQVAEConfig, VMFSQVAEConfig, VQTokenizer
-from vqtok.losses.likelihoods import arelbo_loss, gaussian_nll, log_bessel_iv, vmf_categorical_nll, vmf_log_normalizer
-from vqtok.quantizers import SQVAEQuantizer, VMFSQVAEQuantizer, soft_gumbel_softmax
+from vqtok import SQVAEConfig, VQTokenizer
+from vqtok.losses.likelihoods import arelbo_loss, gaussian_nll
+from vqtok.quantizers import SQVAEQuantizer, soft_gumbel_softmax
 
 TINY = dict(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2, norm_groups=4), latent_dim=4, codebook_size=8)
 
@@ -163,65 +160,6 @@ def test_learned_variance_self_anneals_on_a_small_fit():
     assert all(later < earlier for earlier, later in zip(variances[1:], variances[2:]))
 
 
-@pytest.mark.usefixtures("one_thread")
-def test_vmf_kappa_rises_on_a_small_fit():
-    _, trace = small_fit(VMFSQVAEConfig.paper_preset(**TINY, **ANNEALING_FIT), steps=60)
-    kappas = [step["kappa"] for step in trace][::10] + [trace[-1]["kappa"]]
-    assert kappas[-1] > 1.1 * kappas[0]
-    assert all(later > earlier for earlier, later in zip(kappas[1:], kappas[2:]))
-
-
-def test_vmf_latents_and_codes_have_unit_norm():
-    torch.manual_seed(0)
-    quantizer = VMFSQVAEQuantizer(6, 4, kappa_init=3.0)
-    rows = torch.randn(10, 4) * 7
-    latents, logits, _ = quantizer._posterior(rows, 1)
-    assert torch.allclose(latents.norm(dim=1), torch.ones(10), atol=1e-6)
-    assert torch.allclose(quantizer.code_vectors().norm(dim=1), torch.ones(6), atol=1e-6)
-    assert quantizer.kappa.item() == pytest.approx(3.0)
-    assert torch.allclose(logits, 3.0 * latents @ quantizer.code_vectors().t(), atol=1e-5)
-    eval_rows = quantizer.eval()(as_map(rows)).quantized.reshape(4, -1).t()
-    assert torch.allclose(eval_rows.norm(dim=1), torch.ones(10), atol=1e-6)
-    train_rows = quantizer.train()(as_map(rows)).quantized.reshape(4, -1).t()
-    assert (train_rows.norm(dim=1) <= 1 + 1e-6).all()
-
-
-def test_vmf_distortion_on_a_hand_case():
-    # kappa = 2, latent e_1, eval picks the code e_1 itself: R = 0; with the only code e_2, R = 2 * (1 - 0).
-    quantizer = VMFSQVAEQuantizer(2, 2, kappa_init=2.0).eval()
-    with torch.no_grad():
-        quantizer.codebook.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 3.0]]))
-    assert quantizer(as_map(torch.tensor([[5.0, 0.0]]))).losses["distortion_loss"].item() == pytest.approx(0.0)
-    with torch.no_grad():
-        quantizer.codebook.weight.copy_(torch.tensor([[0.0, 1.0], [0.0, 3.0]]))
-    assert quantizer(as_map(torch.tensor([[5.0, 0.0]]))).losses["distortion_loss"].item() == pytest.approx(2.0)
-
-
-@pytest.mark.parametrize("dim", [2, 3, 19, 64])
-def test_vmf_log_normalizer_matches_scipy(dim):
-    kappas = np.array([0.05, 1.0, 10.0, 29.5, 31.0, 100.0, 5000.0])
-    order = dim / 2 - 1
-    expected = order * np.log(kappas) - dim / 2 * np.log(2 * np.pi) - (np.log(special.ive(order, kappas)) + kappas)
-    ours = vmf_log_normalizer(torch.tensor(kappas), dim).numpy()
-    assert np.allclose(ours, expected, rtol=1e-9, atol=1e-9)
-
-
-def test_log_bessel_gradient_is_the_bessel_ratio():
-    x = torch.tensor([0.3, 5.0, 29.0, 45.0, 800.0], dtype=torch.float64, requires_grad=True)
-    log_bessel_iv(2.5, x).sum().backward()
-    values = x.detach().numpy()
-    ratio = (special.ive(1.5, values) + special.ive(3.5, values)) / (2 * special.ive(2.5, values))  # I'/I, overflow-free
-    assert np.allclose(x.grad.numpy(), ratio, rtol=1e-8)
-
-
-def test_vmf_categorical_likelihood_on_a_hand_case():
-    # Two categories, one pixel, decoder output pointing exactly at the label: NLL = -(kappa + log C_2(kappa)).
-    output = torch.tensor([[[[0.0]], [[4.0]]]])
-    kappa = torch.tensor(3.0)
-    nll = vmf_categorical_nll(output, torch.tensor([[[1]]]), kappa.log())
-    assert nll.item() == pytest.approx(-(3.0 + vmf_log_normalizer(kappa, 2).item()), abs=1e-6)
-
-
 def test_reconstruction_objectives_guard_log_zero_and_match_their_formulas():
     x = torch.rand(2, 3, 4, 4)
     assert torch.isfinite(arelbo_loss(x, x))
@@ -248,43 +186,9 @@ def test_model_trains_with_the_reconstruction_objective_through_the_hook(objecti
     assert {"variance", "quantization_entropy", "temperature"} <= set(out.stats)
 
 
-@pytest.mark.usefixtures("one_thread")
-def test_categorical_vmf_tokenizer_fits_label_maps_and_decodes_grey_levels():
-    config = VMFSQVAEConfig(**{**TINY, "in_channels": 1}, reconstruction_objective="vmf", num_categories=3)
-    torch.manual_seed(0)
-    labels = torch.randint(0, 3, (16, 8, 8), generator=torch.Generator().manual_seed(2))
-    labels[:, :4] = 0  # some structure to learn
-    images = (labels.float() / 127.5 - 1.0).unsqueeze(1)
-    model = VQTokenizer.from_config(config).train()
-    assert model.decoder(torch.zeros(1, 4, 4, 4)).shape[1] == 3
-    optimizer = model.build_optimizer(learning_rate=1e-2)
-    losses = []
-    for _ in range(30):
-        optimizer.zero_grad()
-        out = model(images)
-        out.loss.backward()
-        optimizer.step()
-        losses.append(out.losses["reconstruction_loss"].item())
-    assert losses[-1] < losses[0]
-    decoded = model.eval().decode(model.encode(images))
-    grey = torch.round((decoded + 1) * 127.5)
-    assert decoded.shape == images.shape and set(grey.unique().tolist()) <= {0.0, 1.0, 2.0}
-    assert (grey[:, 0, :4] == 0).float().mean() > 0.9
-    with pytest.raises(ValueError, match="grey level 200"):
-        model(torch.full((1, 1, 8, 8), 200 / 127.5 - 1))
-
-
 def test_config_checks():
     with pytest.raises(ValueError, match="variance"):
         SQVAEConfig(variance="V")
-    with pytest.raises(ValueError, match="kappa_init"):
-        VMFSQVAEConfig(kappa_init=1.0)
-    with pytest.raises(ValueError, match="num_categories"):
-        VMFSQVAEConfig(reconstruction_objective="vmf")
-    with pytest.raises(ValueError, match="in_channels=1"):
-        VMFSQVAEConfig(reconstruction_objective="vmf", num_categories=4)
-    with pytest.raises(ValueError, match="only used with"):
-        VMFSQVAEConfig(num_categories=4)
     with pytest.raises(ValueError, match="reconstruction_objective"):
         SQVAEConfig(reconstruction_objective="vmf")
 
@@ -293,4 +197,3 @@ def test_paper_preset_gives_the_reference_settings():
     config = SQVAEConfig.paper_preset(variance="IV")
     assert (config.variance, config.variance_init, config.tau_max) == ("IV", 20.0, 1.0)
     assert config.tau_decay == pytest.approx(math.exp(-1e-5))
-    assert VMFSQVAEConfig.paper_preset().kappa_init == 1.05

@@ -33,7 +33,7 @@ from .processing import VQImageProcessor
 from .auto import register_tokenizer
 from .tokens import TokenLayout, codes_from_dataset, load_tokenized, save_tokenized, tokenize_dataset
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "GumbelVQConfig",

@@ -16,7 +16,7 @@ import math
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 # An option declared `float` accepts ints too (`0` for `0.0`), never bools.
 NUMBER = float
@@ -135,9 +135,26 @@ def append_options_doc(cls: type, specs: Mapping[str, Option], notes: Mapping[st
     cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n\n" + section
 
 
+class Pluggable:
+    """A class that a config switches on by its `name`, with its options declared in `options`
+    (checked when a config names it and when it is built, and listed in its docstring)."""
+
+    name: ClassVar[str] = ""
+    options: ClassVar[dict[str, Option]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        append_options_doc(cls, cls.options)
+
+    @classmethod
+    def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
+        """Raise `TypeError`/`ValueError` naming the first option in `values` that `options` rejects."""
+        check_options(cls.options, values, where or f"{cls.__name__} option")
+
+
 class Registry:
-    """The classes that a config can switch on by name, each declaring its `options`: the
-    regularisers of a tokenizer config, the training objectives of a run config.
+    """The `Pluggable` classes that a config can switch on by name: the regularisers of a tokenizer
+    config, the training objectives of a run config.
 
     Args:
         kind: what is registered, for messages ("regulariser").

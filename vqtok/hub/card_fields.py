@@ -1,8 +1,8 @@
 """What every vqtok model card shares, whatever the model (a tokenizer, a token prior): the checked
 caller inputs (repo id, metrics, training data, datasets, license, tags, evaluation dataset), the
 card's YAML metadata (`ModelCardData`, with the metrics as `model-index` results) and the template
-variables built from them. `model_card.render_model_card` and `vqtok.prior.render_prior_card` add
-their own model's variables on top.
+variables built from them (`CardInputs` documents and checks the caller's keywords once).
+`model_card.render_model_card` and `vqtok.prior.render_prior_card` add their own model's variables on top.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import difflib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCardData
@@ -56,61 +56,94 @@ class CardKind:
     pipeline_tag: str | None = None
 
 
-def card_fields(
-    kind: CardKind,
-    config,
-    *,
-    default_title: str,
-    extra_tags: Sequence[str] = (),
-    repo_id: str | None = None,
-    metrics: Mapping[str, object] | None = None,
-    training_data: str | None = None,
-    datasets: Sequence[str] | None = None,
-    license: str = DEFAULT_LICENSE,  # noqa: A002 - the Hub's name for the field
-    tags: Sequence[str] | None = None,
-    eval_dataset: str | None = None,
-    eval_split: str | None = None,
-) -> tuple[ModelCardData, dict]:
-    """Check the caller's card inputs and build `(card_data, variables)`.
+@dataclass(frozen=True)
+class CardInputs:
+    """What only the caller knows about a model, for its card: the keywords that every vqtok card
+    function takes (`render_model_card`, `save_model_card`, `push_to_hub`, `render_prior_card`),
+    checked when built (`TypeError` / `ValueError` naming the argument at fault).
 
-    `card_data` holds library, license, tags (`kind.tags`, `extra_tags`, then `tags`), datasets and
-    one `model-index` result per metric (on `eval_dataset`, default the first of `datasets`, else
-    "custom"). `variables` are the template variables every card has: `title` (the repo id, else
-    `default_title`), `repo_id`,
-    `training_data` (Markdown, with the Hub datasets named), `metrics` (table rows), `training_metadata`
-    (a Markdown list of `config.training_metadata`, or None) and `license`. TypeError / ValueError
-    name the argument at fault; `license` must be one of `HUB_LICENSES`.
+    Attributes:
+        repo_id: the Hub repo id shown in the title and the usage snippet (default: a placeholder).
+        metrics: the final evaluation, metric name -> value (number or string): one table row each,
+            in the given order, and one result each in the card's `model-index` metadata.
+        training_data: Markdown describing the training data.
+        datasets: Hub dataset ids the model was trained on (card metadata `datasets`).
+        license: a Hub license identifier (`HUB_LICENSES`; default `apache-2.0`).
+        tags: extra Hub tags, after the card's own.
+        eval_dataset: the dataset the metrics were measured on, as `model-index` records it (a Hub
+            dataset id where there is one; default: the first of `datasets`, else "custom").
+        eval_split: its split (e.g. "test"), recorded in `model-index` when given.
     """
-    for name, value in (("repo_id", repo_id), ("training_data", training_data), ("eval_dataset", eval_dataset),
-                        ("eval_split", eval_split)):
-        if value is not None and not isinstance(value, str):
-            raise TypeError(f"{name} must be a string or None, got {type(value).__name__} ({value!r})")
-    check_license(license)
-    datasets = _str_list("datasets", datasets)
-    metric_rows = _metric_values(metrics)
-    title = repo_id or default_title
-    evaluated_on = eval_dataset or (datasets[0] if datasets else "custom")
+
+    repo_id: str | None = None
+    metrics: Mapping[str, object] | None = None
+    training_data: str | None = None
+    datasets: Sequence[str] | None = None
+    license: str = DEFAULT_LICENSE  # noqa: A003 - the Hub's name for the field
+    tags: Sequence[str] | None = None
+    eval_dataset: str | None = None
+    eval_split: str | None = None
+
+    def __post_init__(self):
+        for name in ("repo_id", "training_data", "eval_dataset", "eval_split"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a string or None, got {type(value).__name__} ({value!r})")
+        check_license(self.license)
+        _str_list("datasets", self.datasets)
+        _str_list("tags", self.tags)
+        _metric_values(self.metrics)
+
+    @classmethod
+    def from_keywords(cls, keywords: Mapping[str, object]) -> CardInputs:
+        """The inputs of a card function's keywords; TypeError naming any keyword that is not one."""
+        unknown = sorted(set(keywords) - set(CARD_INPUT_NAMES))
+        if unknown:
+            raise TypeError(f"unknown model card keyword(s) {unknown}; the card takes {list(CARD_INPUT_NAMES)}")
+        return cls(**keywords)
+
+
+CARD_INPUT_NAMES = tuple(field.name for field in fields(CardInputs))
+
+
+def card_fields(
+    kind: CardKind, config, inputs: CardInputs, *, default_title: str, extra_tags: Sequence[str] = ()
+) -> tuple[ModelCardData, dict]:
+    """Build `(card_data, variables)` from the caller's (checked) `inputs`.
+
+    `card_data` holds library, license, tags (`kind.tags`, `extra_tags`, then `inputs.tags`),
+    datasets and one `model-index` result per metric (on `eval_dataset`, default the first of
+    `datasets`, else "custom"). `variables` are the template variables every card has: `title` (the
+    repo id, else `default_title`), `repo_id`, `training_data` (Markdown, with the Hub datasets
+    named), `metrics` (table rows), `training_metadata` (a Markdown list of
+    `config.training_metadata`, or None) and `license`.
+    """
+    datasets = _str_list("datasets", inputs.datasets)
+    metric_rows = _metric_values(inputs.metrics)
+    title = inputs.repo_id or default_title
+    evaluated_on = inputs.eval_dataset or (datasets[0] if datasets else "custom")
     card_data = ModelCardData(
         library_name=LIBRARY_NAME,
-        license=license,
-        tags=[*kind.tags, *extra_tags, *_str_list("tags", tags)],
+        license=inputs.license,
+        tags=[*kind.tags, *extra_tags, *_str_list("tags", inputs.tags)],
         datasets=datasets or None,
         pipeline_tag=kind.pipeline_tag,
         model_name=title.split("/")[-1] if metric_rows else None,
-        eval_results=[_eval_result(kind, name, value, evaluated_on, eval_split) for name, value in metric_rows] or None,
+        eval_results=[_eval_result(kind, name, value, evaluated_on, inputs.eval_split) for name, value in metric_rows] or None,
     )
+    training_data = inputs.training_data
     described = training_data.strip() if training_data and training_data.strip() else "Not documented."
     if datasets:
         described += "\n\nHub datasets: " + ", ".join(f"`{name}`" for name in datasets) + "."
     metadata = getattr(config, "training_metadata", None)
     variables = dict(
         title=title,
-        repo_id=repo_id or kind.placeholder_repo_id,
+        repo_id=inputs.repo_id or kind.placeholder_repo_id,
         training_data=described,
         metrics=[(table_cell(name), table_cell(f"{value:.4g}" if isinstance(value, float) else str(value)))
                  for name, value in metric_rows],
         training_metadata=markdown_list(metadata) if metadata else None,
-        license=license,
+        license=inputs.license,
     )
     return card_data, variables
 

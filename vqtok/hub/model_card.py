@@ -15,14 +15,13 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from huggingface_hub import ModelCard
 from transformers import PreTrainedConfig
 
 from .references import QuantizerReference, generic_reference
-from .card_fields import DEFAULT_LICENSE, CardKind, card_fields, card_template, table_cell
+from .card_fields import CardInputs, CardKind, card_fields, card_template, table_cell
 
 TEMPLATE_PATH = card_template("tokenizer_card.md")
 """The default card template (a Jinja2 Markdown file with a YAML metadata header)."""
@@ -43,35 +42,16 @@ def card_reference(config: PreTrainedConfig) -> QuantizerReference:
     return getattr(type(config), "reference", None) or generic_reference(config.model_type)
 
 
-def render_model_card(
-    model,
-    *,
-    repo_id: str | None = None,
-    metrics: Mapping[str, object] | None = None,
-    training_data: str | None = None,
-    datasets: Sequence[str] | None = None,
-    license: str = DEFAULT_LICENSE,  # noqa: A002 - the Hub's name for the field
-    tags: Sequence[str] | None = None,
-    eval_dataset: str | None = None,
-    eval_split: str | None = None,
-    template_path: str | os.PathLike | None = None,
-) -> ModelCard:
+def render_model_card(model, *, template_path: str | os.PathLike | None = None, **card_inputs) -> ModelCard:
     """Render the model card of a vqtok tokenizer.
 
     Args:
         model: a vqtok tokenizer (`VQTokenizerPreTrainedModel`) or just its config (`VQTokenizerConfig`;
             the card then has no parameter count).
-        repo_id: Hub repo id shown in the title and the usage snippet (default: a placeholder path).
-        metrics: the final evaluation, metric name -> value (number or string): one table row each,
-            in the given order, and one result each in the card's `model-index` metadata.
-        training_data: Markdown describing the training data.
-        datasets: Hub dataset ids the model was trained on (card metadata `datasets`).
-        license: a Hub license id (default `apache-2.0`).
-        tags: extra Hub tags, after `image-tokenization`, `vqtok` and the quantizer's tag.
-        eval_dataset: the dataset the metrics were measured on, as `model-index` records it (a Hub
-            dataset id where there is one; default: the first of `datasets`, else "custom").
-        eval_split: its split (e.g. "test"), recorded in `model-index` when given.
         template_path: a Jinja2 Markdown template to use instead of `model_cards/tokenizer_card.md`.
+        card_inputs: `repo_id`, `metrics`, `training_data`, `datasets`, `license`, `tags`,
+            `eval_dataset`, `eval_split`: see `vqtok.hub.card_fields.CardInputs`. Extra `tags` come
+            after `image-tokenization`, `vqtok` and the quantizer's tag.
 
     Returns:
         a `huggingface_hub.ModelCard` (`.save(path)`, `.push_to_hub(repo_id)`, `str(card)`).
@@ -85,9 +65,8 @@ def render_model_card(
 
     reference = card_reference(config)
     card_data, common = card_fields(
-        TOKENIZER_CARD, config, default_title=f"vqtok {reference.name} tokenizer", extra_tags=[reference.tag, *(getattr(model, "model_tags", None) or [])], repo_id=repo_id,
-        metrics=metrics, training_data=training_data, datasets=datasets, license=license, tags=tags,
-        eval_dataset=eval_dataset, eval_split=eval_split,
+        TOKENIZER_CARD, config, CardInputs.from_keywords(card_inputs), default_title=f"vqtok {reference.name} tokenizer",
+        extra_tags=[reference.tag, *(getattr(model, "model_tags", None) or [])],
     )
     grid_h, grid_w = config.token_grid
     num_parameters = model.num_parameters() if hasattr(model, "num_parameters") else None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from huggingface_hub import create_repo
@@ -27,13 +26,11 @@ from .loading import (
     check_safetensors_weights,
     reinitialise_mismatched,
 )
-from .model_card import DEFAULT_LICENSE, render_model_card
+from .card_fields import CARD_INPUT_NAMES, CardInputs
+from .model_card import render_model_card
 
 # save_pretrained(push_to_hub=True, ...) keywords that belong to push_to_hub.
-_PUSH_TO_HUB_KWARGS = (
-    "repo_id", "metrics", "training_data", "datasets", "license", "tags", "eval_dataset", "eval_split",
-    "commit_message", "commit_description", "private", "revision", "create_pr",
-)
+_PUSH_TO_HUB_KWARGS = (*CARD_INPUT_NAMES, "commit_message", "commit_description", "private", "revision", "create_pr")
 
 
 class SafeHubMixin:
@@ -131,13 +128,6 @@ class SafeHubMixin:
         self,
         repo_id: str,
         *,
-        metrics: Mapping[str, object] | None = None,
-        training_data: str | None = None,
-        datasets: Sequence[str] | None = None,
-        license: str = DEFAULT_LICENSE,  # noqa: A002 - the Hub's name for the field
-        tags: Sequence[str] | None = None,
-        eval_dataset: str | None = None,
-        eval_split: str | None = None,
         commit_message: str | None = None,
         commit_description: str | None = None,
         private: bool | None = None,
@@ -145,28 +135,25 @@ class SafeHubMixin:
         revision: str | None = None,
         create_pr: bool = False,
         max_shard_size: int | str | None = "50GB",
+        **card_inputs,
     ):
         """Upload `config.json`, `model.safetensors` and a model card (`README.md`) to the Hub repo
         `repo_id`, creating the repo if needed.
 
-        The card is `render_card`'s: for a tokenizer, rendered from `model_cards/tokenizer_card.md` (see
-        `vqtok.hub.render_model_card`)
-        on every push and replaces the repo's README.md: quantizer and its paper, config summary,
-        `training_data` (Markdown) and `datasets` (Hub ids), the `metrics` table (name -> value, also
-        as `model-index` evaluation results on `eval_dataset` / `eval_split`), usage, `license`, and
-        the tags `image-tokenization`, `vqtok`, the quantizer's tag and `tags`. The other arguments
-        are those of `transformers`' `push_to_hub` (`revision` is the branch to push to). Returns the
-        `huggingface_hub.CommitInfo`; its `oid` is the commit to pin with
+        The card is `render_card`'s, rendered on every push (for a tokenizer from
+        `model_cards/tokenizer_card.md`, see `vqtok.hub.render_model_card`) and replacing the repo's
+        README.md; `card_inputs` are its keywords (`metrics`, `training_data`, `datasets`, `license`,
+        `tags`, `eval_dataset`, `eval_split`: see `vqtok.hub.card_fields.CardInputs`). The other
+        arguments are those of `transformers`' `push_to_hub` (`revision` is the branch to push to).
+        Returns the `huggingface_hub.CommitInfo`; its `oid` is the commit to pin with
         `from_pretrained(..., revision=oid)`.
         """
-        card_kwargs = dict(
-            metrics=metrics, training_data=training_data, datasets=datasets, license=license, tags=tags,
-            eval_dataset=eval_dataset, eval_split=eval_split,
-        )
-        card = self.render_card(repo_id=repo_id, **card_kwargs)  # bad arguments fail before any upload
+        card_kwargs = {**card_inputs, "repo_id": repo_id}
+        CardInputs.from_keywords(card_kwargs)  # bad arguments fail before any upload
+        card = self.render_card(**card_kwargs)
         full_repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
         if full_repo_id != repo_id:
-            card = self.render_card(repo_id=full_repo_id, **card_kwargs)
+            card = self.render_card(**{**card_kwargs, "repo_id": full_repo_id})
         with tempfile.TemporaryDirectory() as tmp_dir:
             self.save_pretrained(tmp_dir, max_shard_size=max_shard_size)
             card.save(os.path.join(tmp_dir, "README.md"))

@@ -21,14 +21,14 @@ several processes), which it must call so that gradients are averaged over proce
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..options import Option, append_options_doc, check_options
+from ..options import Pluggable
 
 
 @dataclass
@@ -75,7 +75,7 @@ class ObjectiveUpdate:
     start_step: int = 0
 
 
-class TrainingObjective(nn.Module):
+class TrainingObjective(Pluggable, nn.Module):
     """Base class of training objectives.
 
     A subclass sets `name` (its key in the run config's `objectives` section), declares its options
@@ -83,18 +83,6 @@ class TrainingObjective(nn.Module):
     docstring), takes them as keyword arguments, and implements `tokenizer_losses` and/or `updates`.
     Term names must not clash with the tokenizer's (`<name>_loss` is a good choice).
     """
-
-    name: ClassVar[str] = ""
-    options: ClassVar[dict[str, Option]] = {}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        append_options_doc(cls, cls.options)
-
-    @classmethod
-    def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
-        """Raise `TypeError`/`ValueError` naming the first option in `values` that `options` rejects."""
-        check_options(cls.options, values, where or f"{cls.__name__} option")
 
     def tokenizer_losses(self, inputs: ObjectiveInputs) -> dict[str, torch.Tensor]:
         """Named, weighted terms added to the tokenizer's loss for this micro-batch (none by default)."""

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..configuration import VQTokenizerConfig
 from ..losses.likelihoods import vmf_categorical_nll
-from ..options import POSITIVE, Option
+from ..options import Option
 from ..quantizers import VMFSQVAEQuantizer
 from ..hub.references import QuantizerReference
 from .sqvae import ANNEALING_LR_MULTIPLIER, RECONSTRUCTION_OBJECTIVES, SQVAE_PAPER, SQVAEConfig, SQVAEModel

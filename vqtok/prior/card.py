@@ -14,7 +14,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from ..hub.card_fields import CardKind, card_fields, card_template, table_cell
+from ..hub.card_fields import CardInputs, CardKind, card_fields, card_template, table_cell
 
 PRIOR_TEMPLATE_PATH = card_template("prior_card.md")
 # Sampling the prior and decoding the samples generates images from nothing.
@@ -30,13 +30,13 @@ _LM_FIELDS = ("vocab_size", "n_embd", "n_layer", "n_head", "n_positions", "resid
               "attention_dropout", "tie_word_embeddings")
 
 
-def render_prior_card(prior, **card_kwargs) -> ModelCard:
-    """The model card of a `TokenPrior`. Keywords as in `vqtok.hub.render_model_card` (`repo_id`,
-    `metrics`, `training_data`, `datasets`, `license`, `tags`, `eval_dataset`, `eval_split`);
-    `metrics` are held-out bits per token, e.g. `{"prior bits/token": 4.1, "histogram bits/token": 8.6}`."""
+def render_prior_card(prior, **card_inputs) -> ModelCard:
+    """The model card of a `TokenPrior`; `card_inputs` are the card keywords of
+    `vqtok.hub.card_fields.CardInputs`, `metrics` held-out bits per token, e.g.
+    `{"prior bits/token": 4.1, "histogram bits/token": 8.6}`."""
     config = prior.config
-    card_data, common = card_fields(PRIOR_CARD, config, default_title="vqtok token prior",
-                                    extra_tags=[config.architecture], **card_kwargs)
+    card_data, common = card_fields(PRIOR_CARD, config, CardInputs.from_keywords(card_inputs),
+                                    default_title="vqtok token prior", extra_tags=[config.architecture])
     tokenizer = config.tokenizer or "unknown"
     # Only a Hub repo id ("owner/name") gets a link; a local path means nothing on the Hub.
     is_local = os.path.isabs(tokenizer) or tokenizer.startswith(".") or tokenizer.count("/") != 1 or os.path.exists(tokenizer)

@@ -8,14 +8,12 @@ at each evaluation of training (`evaluation_images`), which the trainer saves an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..options import Option, append_options_doc, check_options
+from ..options import Pluggable
 from ..quantizers import Quantizer, QuantizerOutput
 
 
@@ -47,7 +45,7 @@ class RegularizerOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class Regularizer(nn.Module):
+class Regularizer(Pluggable, nn.Module):
     """Base class of regularisers.
 
     A subclass sets `name` (its key in `VQTokenizerConfig.regularizers`), declares its options in
@@ -55,18 +53,6 @@ class Regularizer(nn.Module):
     docstring), takes them as keyword arguments, and implements `forward(inputs) -> RegularizerOutput`. Its loss names must not
     clash with the tokenizer's other terms (`<name>_loss` is a good choice).
     """
-
-    name: ClassVar[str] = ""
-    options: ClassVar[dict[str, Option]] = {}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        append_options_doc(cls, cls.options)
-
-    @classmethod
-    def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
-        """Raise `TypeError`/`ValueError` naming the first option in `values` that `options` rejects."""
-        check_options(cls.options, values, where or f"{cls.__name__} option")
 
     def forward(self, inputs: RegularizerInputs) -> RegularizerOutput:
         raise NotImplementedError

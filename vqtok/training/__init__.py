@@ -1,7 +1,8 @@
-"""Training: the tokenizer's Accelerate loop (`trainer`) and what every loop shares (`loop`), its
-options (`arguments`), the seeded, resumable stream of training rows (`sample_stream`), checkpoints
-(`checkpoints`) and YAML run configs (`run_config`); the prior's loop (`prior_trainer`) and run configs (`prior_run_config`) built from the
-same pieces. Model code never imports from here."""
+"""Training: the tokenizer's Accelerate loop (`trainer`) and what every loop shares (`loop`: a list of
+updates, each a loss, a module, an optimizer, a schedule and a cadence), its options (`arguments`),
+the seeded, resumable stream of training rows (`sample_stream`), checkpoints (`checkpoints`) and YAML
+run configs (`run_config`); the prior's loop (`prior_trainer`) and run configs (`prior_run_config`)
+built from the same pieces. Model code never imports from here."""
 
 from .arguments import DataArguments, TokenDataArguments, TrainingArguments
 from .prior_run_config import PriorModelArguments, PriorRunConfig, load_prior_run_config

@@ -106,8 +106,9 @@ def train_tokenizer(
         hparams = {"training": asdict(args), "model": _model_hparams(model)}
     state = start_training(accelerator, updates, args, hparams)
     model, scheduler = updates[0].model, updates[0].scheduler
-    for buffer in accelerator.unwrap_model(model).buffers():
-        broadcast_(buffer)  # one start for all processes; from here on the quantizers keep them equal
+    for update in updates:
+        for buffer in accelerator.unwrap_model(update.model).buffers():
+            broadcast_(buffer)  # one start for all processes; from here on the quantizers keep them equal
 
     stream = SampleStream(train_dataset, args.seed)
     batches = training_batches(stream, state.samples_seen, args, accelerator)
