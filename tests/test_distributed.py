@@ -2,8 +2,9 @@
 identical on both ranks through k-means initialisation, EMA updates and dead-code restarts; one EMA step on
 two half-batches equals one step on the whole batch in one process; the Accelerate training
 loop (DDP, main-process evaluation, checkpoints) ends with the same model on both ranks; and so does
-training with the HC-VQ topology term, whose eta, entropy buffers, targets and signature agree too; and a
-batch that is not finite on one rank only is skipped by both, in the quantizer and in the loop."""
+training with the HC-VQ topology term, whose eta, entropy buffers, targets and signature agree too; a
+batch that is not finite on one rank only is skipped by both, in the quantizer and in the loop; and a
+training objective's own network (the test-only critic) ends identical on both ranks too."""
 
 import os
 import traceback
@@ -144,6 +145,20 @@ def _run_rank(rank: int, port: int, out: Path) -> None:
         results = train_tokenizer(model, pixel_dataset(images, 16, 3, augment=True), None, args, make_accelerator(args))
     state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
     save_file({**state, "skipped_steps": torch.tensor(results["skipped_steps"])}, out / f"nonfinite_rank{rank}.safetensors")
+
+    # 6. A training objective with a network and an optimizer of its own (the test-only critic), with
+    #    gradient accumulation: tokenizer and critic end identical on both ranks.
+    from example_extensions import CriticObjective
+
+    set_seed(rank)
+    model = VQTokenizer.from_config(tiny_config())
+    critic = CriticObjective(weight=0.5, learning_rate=0.05)
+    args = tiny_args(out / "critic", max_steps=3, batch_size=2, gradient_accumulation_steps=2, log_every=1)
+    train_tokenizer(model, pixel_dataset(images, 16, 3, augment=True), None, args, make_accelerator(args),
+                    objectives={"test-critic": critic})
+    state = {f"tokenizer.{name}": tensor.contiguous() for name, tensor in model.state_dict().items()}
+    state.update({f"critic.{name}": tensor.contiguous() for name, tensor in critic.state_dict().items()})
+    save_file(state, out / f"critic_rank{rank}.safetensors")
     dist.barrier()
     dist.destroy_process_group()
 
@@ -215,3 +230,9 @@ def test_the_loop_skips_a_step_not_finite_on_one_rank_on_both(two_ranks):
     _assert_identical(rank0, rank1)
     assert int(rank0["skipped_steps"]) == 1
     assert all(torch.isfinite(tensor).all() for tensor in rank0.values() if tensor.is_floating_point())
+
+
+def test_an_objective_network_trains_identically_on_both_ranks(two_ranks):
+    rank0, rank1 = _both(two_ranks, "critic")
+    _assert_identical(rank0, rank1)
+    assert any(name.startswith("critic.") for name in rank0)

@@ -23,6 +23,7 @@ from .hub.references import QuantizerReference
 from .options import CODEBOOK_SIZE, NON_NEGATIVE, POSITIVE_INT, Option, check_options, document_options
 from .quantizers import Quantizer
 from .regularizers import check_regularizer_settings
+from .validation import token_shape
 
 # Keys that transformers itself passes through `__post_init__` when it builds or loads a config.
 _TRANSFORMERS_KEYS = frozenset(
@@ -230,8 +231,7 @@ class VQTokenizerConfig(PreTrainedConfig):
     @property
     def token_shape(self) -> tuple[int, ...]:
         """The shape of one image's ids: `(h, w)`, or `(h, w, R)` for R > 1 codes per position."""
-        depth = self.codes_per_position
-        return self.token_grid if depth == 1 else (*self.token_grid, depth)
+        return token_shape(self.token_grid, self.codes_per_position)
 
 
 VQTokenizerConfig.__doc__ = VQTokenizerConfig.__doc__.rstrip() + "\n\n" + textwrap.indent(VQTokenizerConfig._options_doc(), "    ")

@@ -57,6 +57,12 @@ def check_pixel_values(pixel_values, in_channels: int, factor: int) -> None:
         )
 
 
+def token_shape(grid: tuple[int, int], codes_per_position: int) -> tuple[int, ...]:
+    """The shape of one image's ids (the id contract): the grid `(h, w)`, or `(h, w, R)` for R > 1
+    codes per position."""
+    return tuple(grid) if codes_per_position == 1 else (*grid, codes_per_position)
+
+
 def check_token_grid(input_ids, token_shape: tuple[int, ...]) -> torch.Tensor:
     """Return `input_ids` as a grid `[B, h, w]`, or `[B, h, w, R]` when `token_shape` (the config's
     `(h, w)` or `(h, w, R)`) has R codes per position: accepts a grid of any h, w, or the flattening

@@ -12,6 +12,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, check_options
+from ..validation import token_shape
 
 ARCHITECTURES = ("gpt2", "llama")
 
@@ -139,7 +140,7 @@ class PriorConfig(PreTrainedConfig):
     @property
     def token_shape(self) -> tuple[int, ...]:
         """The shape of one image's codes: `(h, w)`, or `(h, w, R)` for R > 1 codes per position."""
-        return self.token_grid if self.codes_per_position == 1 else (*self.token_grid, self.codes_per_position)
+        return token_shape(self.token_grid, self.codes_per_position)
 
     @property
     def bos_token_id(self) -> int:

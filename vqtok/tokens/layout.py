@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..options import CODEBOOK_SIZE, NON_NEGATIVE_INT, POSITIVE_INT, Option, check_options
+from ..validation import token_shape
 
 LAYOUT_FILE = "vqtok_tokens.json"
 
@@ -92,7 +93,7 @@ class TokenLayout:
     @property
     def token_shape(self) -> tuple[int, ...]:
         """The shape of one image's codes: `(h, w)`, or `(h, w, R)` for R > 1 codes per position."""
-        return self.grid if self.codes_per_position == 1 else (*self.grid, self.codes_per_position)
+        return token_shape(self.grid, self.codes_per_position)
 
     @property
     def tokens_per_image(self) -> int:
