@@ -7,8 +7,9 @@ registration line, nothing in the model base, the loader, the Hub code or the tr
 - `PixelShuffleBackboneConfig` / `backbone_type="test-pixel-shuffle"`: a backbone of two 1x1 convs
   around a pixel (un)shuffle;
 - `CriticObjective` / `objectives: {test-critic: {...}}`: a training objective with a network of its
-  own, a tiny patch critic trained by its own optimizer with the hinge loss, whose score of the
-  reconstruction joins the tokenizer's loss.
+  own, a tiny patch critic (built for the tokenizer's channels) trained by its own optimizer with
+  the hinge loss, whose score of the reconstruction joins the tokenizer's loss; it counts its updates
+  in a buffer of its own.
 
 `conftest.py` imports this module, so all three are registered for the whole test session.
 """
@@ -57,8 +58,9 @@ class ResidualSignQuantizer(Quantizer):
     def bit_values(self, device) -> torch.Tensor:
         return 2 ** torch.arange(self.dim, device=device)
 
-    def code_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+    def code_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """Level 0's codes: the +-1 vectors of the ids' bit patterns."""
+        ids = torch.arange(self.codebook_size) if ids is None else ids
         bits = (ids[:, None] // self.bit_values(ids.device)) % 2
         return bits.float() * 2 - 1
 
@@ -149,10 +151,14 @@ class CriticObjective(TrainingObjective):
         "start_step": NON_NEGATIVE_INT.documented("The first step of the critic's updates."),
     }
 
-    def __init__(self, weight: float = 0.1, learning_rate: float = 1e-2, start_step: int = 0, channels: int = 3):
+    def __init__(self, weight: float = 0.1, learning_rate: float = 1e-2, start_step: int = 0):
         super().__init__()
         self.check_options({"weight": weight, "learning_rate": learning_rate, "start_step": start_step})
         self.weight, self.learning_rate, self.start_step = float(weight), float(learning_rate), start_step
+        self.register_buffer("critic_updates", torch.zeros((), dtype=torch.long))  # state outside the critic
+
+    def setup(self, tokenizer):
+        channels = tokenizer.config.in_channels
         self.critic = nn.Sequential(nn.Conv2d(channels, 4, 1), nn.SiLU(), nn.Conv2d(4, 1, 1))
 
     def tokenizer_losses(self, inputs):
@@ -161,8 +167,8 @@ class CriticObjective(TrainingObjective):
     def updates(self):
         return [ObjectiveUpdate("critic", self.critic, self.critic_loss, self.learning_rate, start_step=self.start_step)]
 
-    @staticmethod
-    def critic_loss(critic, inputs):
+    def critic_loss(self, critic, inputs):
+        self.critic_updates.add_(1)
         real = critic(inputs.pixel_values)
         fake = critic(inputs.output.reconstruction.detach())
         return {"critic_loss": F.relu(1 - real).mean() + F.relu(1 + fake).mean()}

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 import vqtok.training.trainer as trainer
+from accelerate.utils import set_seed
 from example_extensions import (
     CriticObjective,
     PixelShuffleBackboneConfig,
@@ -280,7 +281,6 @@ def critic_run(output_dir, seed: int = 0, **overrides):
     critic objective, logged records)."""
     torch.manual_seed(seed)
     model = VQModel(VQConfig(**TINY))
-    torch.manual_seed(seed + 1)
     critic = CriticObjective(weight=0.5, learning_rate=0.05, start_step=1)
     args = TrainingArguments(output_dir=str(output_dir), max_steps=4, batch_size=4, learning_rate=1e-2, warmup_steps=0,
                              log_every=1, report_to="none", checkpoint_every=2, seed=0, **overrides)
@@ -293,10 +293,12 @@ def critic_run(output_dir, seed: int = 0, **overrides):
 
 
 def test_an_objective_trains_its_own_network_beside_the_tokenizer_and_is_never_published(tmp_path, monkeypatch):
-    torch.manual_seed(1)
-    untrained = CriticObjective(weight=0.5, learning_rate=0.05, start_step=1).critic.state_dict()
     model, critic, records = critic_run(tmp_path / "straight")
-    assert any(not torch.equal(untrained[k], v) for k, v in critic.critic.state_dict().items())
+    set_seed(0)  # what train_tokenizer does before the objective's setup
+    untrained = CriticObjective()
+    untrained.setup(model)
+    assert any(not torch.equal(untrained.critic.state_dict()[k], v) for k, v in critic.critic.state_dict().items())
+    assert int(critic.critic_updates) == 3  # steps 1, 2, 3
     assert "train/critic_generator_loss" in records[0][1] and "train/critic_loss" not in records[0][1]  # starts at step 1
     assert "train/critic_loss" in records[-1][1]
     assert not [name for name in model.state_dict() if "critic" in name]
@@ -308,6 +310,7 @@ def test_an_objective_trains_its_own_network_beside_the_tokenizer_and_is_never_p
     for reference, other in ((model, resumed), (critic, resumed_critic)):
         expected = reference.state_dict()
         assert all(torch.equal(expected[k], v) for k, v in other.state_dict().items())
+    assert int(resumed_critic.critic_updates) == 3  # the buffer came back from the checkpoint
 
 
 def test_each_update_backpropagates_into_its_own_parameters_only(tmp_path):
@@ -355,3 +358,20 @@ def test_the_objectives_section_of_a_run_config_is_parsed_and_checked():
     with pytest.raises(ValueError, match="`weight` must lie in"):
         load_run_config(None, ["objectives.test-critic.weight=-1"])
     assert build_objectives(run.objectives)["test-critic"].weight == 0.25
+
+
+def test_fp16_is_refused_with_several_updates_and_an_update_checks_its_cadence(tmp_path):
+    """Accelerate's one fp16 loss scaler would unscale and update for every optimizer at each step."""
+
+    class Fp16Accelerator:  # what start_training reads before preparing anything
+        scaler = object()
+
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to="none")
+    model, other = VQModel(VQConfig(**TINY)), torch.nn.Linear(1, 1)
+    updates = [Update("tokenizer", model, torch.optim.SGD(model.parameters(), lr=0.1), None),
+               Update("critic", other, torch.optim.SGD(other.parameters(), lr=0.1), None)]
+    with pytest.raises(ValueError, match=r"fp16 supports one optimizer, but this run has 2 updates \(tokenizer, critic\)"):
+        start_training(Fp16Accelerator(), updates, args, {})
+    with pytest.raises(ValueError, match="`every` must be an int >= 1, got 0"):
+        Update("x", model, torch.optim.SGD(model.parameters(), lr=0.1), None, every=0)
+    assert Update("x", model, torch.optim.SGD(model.parameters(), lr=0.1), None, every=3, start_step=2).due_steps(10) == 3

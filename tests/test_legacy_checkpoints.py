@@ -129,3 +129,13 @@ def test_statistics_vqtok_0_1_kept_for_a_gradient_codebook_are_dropped_only_from
               metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"not part of the model: quantizer\.codebook\.ema_cluster_size"):
         VQTokenizer.from_pretrained(today)
+
+
+def test_a_vqtok_0_1_ema_codebook_without_its_statistics_is_refused(tmp_path):
+    """Only a gradient codebook's statistics are retired: an EMA codebook needs them."""
+    shutil.copytree(FIXTURES / "flat_backbone_0_1_0" / "vqtok-vq", tmp_path, dirs_exist_ok=True)
+    tensors = load_file(tmp_path / "model.safetensors")
+    del tensors["quantizer.ema_embed_sum"]
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"missing from the checkpoint: quantizer\.codebook\.ema_embed_sum"):
+        VQTokenizer.from_pretrained(tmp_path)

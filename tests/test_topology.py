@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from example_extensions import ResidualSignConfig
+
 from vqtok import VQConfig, VQTokenizer
 from vqtok.quantizers import QuantizerOutput, VectorQuantizer
 from vqtok.quantizers.functional import entropy_from_counts
@@ -300,3 +302,15 @@ def test_training_logs_the_signature_and_draws_the_diagram_at_each_evaluation(tm
     assert (tmp_path / "topology_step2.png").exists() and (tmp_path / "topology_step4.png").exists()
     topology = model.regularizers.topology
     assert int(topology.step) == 4 and float(topology.epsilon0) > 0 and float(topology.eta) > 0
+
+
+def test_the_quantized_cloud_takes_one_vector_per_distinct_code_tuple_with_several_codes_per_position():
+    rows = torch.tensor([[10.0], [11.0], [12.0], [13.0]])
+    ids = torch.tensor([[1, 2], [1, 2], [0, 5], [1, 3]])  # R = 2 codes per row
+    torch.testing.assert_close(distinct_rows(rows, ids), torch.tensor([[12.0], [10.0], [13.0]]))
+    config = ResidualSignConfig(image_size=8, latent_dim=4, backbone_config=dict(base_channels=8, downsampling_factor=2),
+                                regularizers={"topology": {"point_cloud": "quantized", "warmup_steps": 0,
+                                                           "compute_every": 1, "entropy_period": 1}})
+    model = VQTokenizer.from_config(config).train()
+    output = model(torch.rand(2, 3, 8, 8) * 2 - 1)
+    assert torch.isfinite(output.losses["topology_loss"]) and output.stats["topology_betti1"] >= 0

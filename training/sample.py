@@ -67,12 +67,12 @@ def main(argv=None) -> dict[str, torch.Tensor]:
     samples = {}
     for scheme in args.schemes:
         if scheme == "uniform":
-            codes = sample_uniform(config.codebook_size, config.token_grid, args.num_samples, seed=args.seed)
+            codes = sample_uniform(config.codebook_size, config.token_shape, args.num_samples, seed=args.seed)
         elif scheme == "histogram":
             tokens, layout = load_tokenized(args.tokens)
             layout.check_compatible(tokenizer, "tokenizer")
             counts = code_counts(codes_from_dataset(tokens[args.split], layout), config.codebook_size)
-            codes = sample_from_histogram(counts, config.token_grid, args.num_samples, seed=args.seed)
+            codes = sample_from_histogram(counts, config.token_shape, args.num_samples, seed=args.seed)
         else:
             codes = prior.generate_codes(args.num_samples, temperature=args.temperature, top_k=args.top_k,
                                          top_p=args.top_p, seed=args.seed)

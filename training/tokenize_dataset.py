@@ -25,6 +25,7 @@ from datasets import DatasetDict
 
 from vqtok import TokenLayout, save_tokenized, tokenize_dataset
 from vqtok.data import load_image_dataset
+from vqtok.tokens.layout import describe_shape
 from vqtok.tokens.tokenization import load_tokenizer_and_processor, process_state
 
 DEFAULT_TOKENIZER = "outputs/quickstart/tokenizer"
@@ -67,7 +68,7 @@ def main(argv=None) -> DatasetDict:
     save_tokenized(splits, args.output, layout)
     if state.is_main_process:
         images = sum(len(split) for split in splits.values())
-        print(f"\n{layout.grid_height}x{layout.grid_width} tokens per image, K={layout.codebook_size}, "
+        print(f"\n{describe_shape(layout.token_shape)} tokens per image, K={layout.codebook_size}, "
               f"{layout.sequence_length} ids per row; image ids in [{layout.id_offset}, {layout.id_offset + layout.codebook_size})")
         for name, split in splits.items():
             print(f"  {name}: {len(split)} rows, columns {split.column_names}")

@@ -28,11 +28,13 @@ from accelerate.utils import set_seed
 from vqtok import TokenPrior, codes_from_dataset, load_tokenized
 from vqtok.prior import histogram_bits_per_token, save_prior_card
 from vqtok.training import load_prior_run_config, make_accelerator, train_prior
+from vqtok.training.prior_run_config import PRIOR_SECTIONS
+from vqtok.tokens.layout import describe_shape
 from vqtok.training.run_config import command_line, overrides_of
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    return command_line(__doc__, "prior").parse_args(argv)
+    return command_line(__doc__, "prior", PRIOR_SECTIONS).parse_args(argv)
 
 
 def main(argv=None) -> dict:
@@ -48,7 +50,7 @@ def main(argv=None) -> dict:
     prior = TokenPrior(run.model.build_config(layout))
     accelerator.print(
         f"TokenPrior ({prior.config.architecture}): {prior.num_parameters() / 1e6:.2f}M parameters, "
-        f"K={layout.codebook_size} codes + BOS, {layout.grid_height}x{layout.grid_width} tokens per image, "
+        f"K={layout.codebook_size} codes + BOS, {describe_shape(layout.token_shape)} tokens per image, "
         f"{len(train_codes)} training images, {accelerator.num_processes} process(es)"
     )
     results = train_prior(prior, train_codes, eval_codes, training, accelerator, hparams=run.to_dict())
@@ -86,7 +88,7 @@ def _card_metrics(results: dict) -> dict:
 
 
 def _describe(run, layout, num_images: int) -> str:
-    return (f"{num_images} token grids ({layout.grid_height}x{layout.grid_width}, K={layout.codebook_size}) from "
+    return (f"{num_images} token grids ({describe_shape(layout.token_shape)}, K={layout.codebook_size}) from "
             f"`{run.data.tokens}` (split `{run.data.train_split}`), made by the tokenizer `{layout.tokenizer}`.")
 
 

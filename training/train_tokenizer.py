@@ -29,11 +29,12 @@ import torch
 from accelerate.utils import set_seed
 
 from vqtok import VQImageProcessor, VQTokenizer, save_model_card
-from vqtok.losses import build_objectives
 from vqtok.data import SAMPLE_SOURCE, check_images, load_image_dataset, pixel_dataset, stack_pixel_values
+from vqtok.evaluation.visualize import save_reconstruction_grid
+from vqtok.losses import build_objectives
+from vqtok.tokens.layout import describe_shape
 from vqtok.training.run_config import command_line, load_run_config, overrides_of
 from vqtok.training.trainer import make_accelerator, train_tokenizer
-from vqtok.evaluation.visualize import save_reconstruction_grid
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -63,7 +64,7 @@ def main(argv=None) -> dict:
     model = VQTokenizer.from_config(config)
     accelerator.print(
         f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
-        f"K={config.codebook_size}, {config.token_grid[0]}x{config.token_grid[1]} tokens per image, "
+        f"K={config.codebook_size}, {describe_shape(config.token_shape)} tokens per image, "
         f"{len(train_set)} training images, {accelerator.num_processes} process(es)"
     )
 

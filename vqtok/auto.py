@@ -62,7 +62,7 @@ class VQTokenizer:
     """Auto class: builds or loads the right tokenizer for a config's `model_type`.
 
     >>> tokenizer = VQTokenizer.from_pretrained("path/or/repo-id")
-    >>> ids = tokenizer.encode(pixel_values)          # [B, h, w] torch.long
+    >>> ids = tokenizer.encode(pixel_values)          # [B, h, w] torch.long ([B, h, w, R]: R codes per position)
     >>> images = tokenizer.decode(ids)                # [B, C, H, W] in [-1, 1]
     """
 

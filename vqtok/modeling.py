@@ -39,7 +39,7 @@ class VQTokenizerOutput(ModelOutput):
             regularisers.
         reconstruction: the decoder's output (not clamped): images `[B, C, H, W]` unless the type
             decodes otherwise (see `images_from_decoder_output`).
-        input_ids: token ids chosen in this forward `[B, h, w]`.
+        input_ids: token ids chosen in this forward `[B, h, w]` (`[B, h, w, R]` with R codes per position).
         quantized: the vectors the decoder received `[B, D, h, w]`.
     """
 
@@ -89,8 +89,15 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         the config declares for it."""
         if config.quantizer_class is None:
             raise TypeError(f"{type(config).__name__} names no quantizer_class; use a tokenizer type's config")
-        options = config.quantizer_kwargs()
-        return config.quantizer_class(codebook_size=config.codebook_size, dim=config.latent_dim, **options)
+        quantizer = config.quantizer_class(codebook_size=config.codebook_size, dim=config.latent_dim, **config.quantizer_kwargs())
+        built = (quantizer.codebook_size, quantizer.codes_per_position)
+        if built != (config.codebook_size, config.codes_per_position):
+            raise TypeError(
+                f"{type(quantizer).__name__} was built with K={built[0]} and {built[1]} code(s) per position, but its "
+                f"config says K={config.codebook_size} and {config.codes_per_position}: its derived_codebook_size / "
+                "derived_codes_per_position disagree with its constructor"
+            )
+        return quantizer
 
     def build_decoder(self, config: VQTokenizerConfig) -> nn.Module:
         """The backbone's decoder, latents `[B, D, h, w]` -> `[B, C, H, W]`; its output is what

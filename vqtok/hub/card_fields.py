@@ -148,6 +148,13 @@ def card_fields(
     return card_data, variables
 
 
+def token_shape_fields(shape: tuple[int, ...]) -> dict[str, str]:
+    """The template variables of one image's token shape `(h, w)` or `(h, w, R)`: `grid` ("8×8", or
+    "8×8 (×4 codes per position)") and `id_shape` ("8, 8", or "8, 8, 4", for `[B, ...]`)."""
+    grid = f"{shape[0]}×{shape[1]}" + (f" (×{shape[2]} codes per position)" if len(shape) > 2 else "")
+    return {"grid": grid, "id_shape": ", ".join(map(str, shape))}
+
+
 def check_license(license: str) -> None:  # noqa: A002 - the Hub's name for the field
     """ValueError unless `license` is one of the Hub's license identifiers (`HUB_LICENSES`), suggesting
     the nearest one."""

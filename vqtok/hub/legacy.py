@@ -52,15 +52,15 @@ def legacy_key_mapping(config) -> dict[str, str]:
 
 def complete_legacy_state(model, info: dict) -> dict:
     """`info` (transformers' loading info) of a vqtok 0.1 checkpoint loaded into `model`, less the
-    quantizer tensors that the quantizer no longer keeps (`legacy_retired_state`) and those it set
-    from the loaded state (`restore_legacy_state`)."""
+    missing quantizer tensors it set from the loaded state (`restore_legacy_state`) and the
+    unexpected ones it no longer keeps (`retired_legacy_state`)."""
     prefix = "quantizer."
     quantizer = model.quantizer
     missing = {key[len(prefix):] for key in info.get("missing_keys") or () if key.startswith(prefix)}
-    settled = {prefix + name for name in quantizer.restore_legacy_state(missing)}
-    settled |= {prefix + name for name in quantizer.legacy_retired_state}
+    restored = {prefix + name for name in quantizer.restore_legacy_state(missing)}
+    retired = {prefix + name for name in quantizer.retired_legacy_state()}
     return {
         **info,
-        "missing_keys": {key for key in info.get("missing_keys") or () if key not in settled},
-        "unexpected_keys": {key for key in info.get("unexpected_keys") or () if key not in settled},
+        "missing_keys": {key for key in info.get("missing_keys") or () if key not in restored},
+        "unexpected_keys": {key for key in info.get("unexpected_keys") or () if key not in retired},
     }

@@ -21,7 +21,7 @@ from huggingface_hub import ModelCard
 from transformers import PreTrainedConfig
 
 from .references import QuantizerReference, generic_reference
-from .card_fields import CardInputs, CardKind, card_fields, card_template, table_cell
+from .card_fields import CardInputs, CardKind, card_fields, card_template, table_cell, token_shape_fields
 
 TEMPLATE_PATH = card_template("tokenizer_card.md")
 """The default card template (a Jinja2 Markdown file with a YAML metadata header)."""
@@ -68,7 +68,6 @@ def render_model_card(model, *, template_path: str | os.PathLike | None = None, 
         TOKENIZER_CARD, config, CardInputs.from_keywords(card_inputs), default_title=f"vqtok {reference.name} tokenizer",
         extra_tags=[reference.tag, *(getattr(model, "model_tags", None) or [])],
     )
-    grid_h, grid_w = config.token_grid
     num_parameters = model.num_parameters() if hasattr(model, "num_parameters") else None
     return ModelCard.from_template(
         card_data,
@@ -82,9 +81,7 @@ def render_model_card(model, *, template_path: str | os.PathLike | None = None, 
         num_parameters=f"{num_parameters:,}" if num_parameters is not None else None,
         image_size=config.image_size,
         in_channels=config.in_channels,
-        grid=f"{grid_h}×{grid_w}",
-        grid_h=grid_h,
-        grid_w=grid_w,
+        **token_shape_fields(config.token_shape),
         codebook_size=config.codebook_size,
         bits_per_token=f"{math.log2(config.codebook_size):.3g}",
         topology=_topology_rows(model),

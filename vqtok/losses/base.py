@@ -7,9 +7,13 @@ An objective can do two things, each optional:
 - add named, weighted terms to the tokenizer's loss (`tokenizer_losses`), computed from the step's
   images and the tokenizer's forward output (the reconstruction, ...); and
 - train networks of its own (`updates`): each `ObjectiveUpdate` names a module, the loss that
-  trains it and its optimizer settings. The training loop prepares every such module and its
-  optimizer with Accelerate, steps them beside the tokenizer's, and saves them in every checkpoint;
-  only the tokenizer is published.
+  trains it and its optimizer and schedule settings. The training loop prepares every such module
+  and its optimizer with Accelerate, steps them beside the tokenizer's, and saves them in every
+  checkpoint, with the objective's buffers (state it keeps outside those modules); its frozen
+  networks' weights are not saved, and only the tokenizer is published.
+
+Networks whose shape depends on the tokenizer (its image channels) are built in `setup(tokenizer)`,
+which the trainer calls once before the first step.
 
 Within one step the loop runs the tokenizer's update first, then each objective update that is
 due; each update's backward reaches its own parameters only (the loop holds the others' gradients
@@ -61,7 +65,9 @@ class ObjectiveUpdate:
         loss: `loss(module, inputs) -> {name: weighted term}`, called with `module` as Accelerate
             prepared it; the terms are summed and logged by name.
         learning_rate / betas / weight_decay: its AdamW optimizer.
-        every: run on every `every`-th step only.
+        lr_scheduler / warmup_steps: its learning-rate schedule (any `transformers.get_scheduler`
+            name), over the steps the update runs.
+        every: run on every `every`-th step only (>= 1).
         start_step: run from this step on (steps before it leave the module untouched).
     """
 
@@ -71,6 +77,8 @@ class ObjectiveUpdate:
     learning_rate: float
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
+    lr_scheduler: str = "constant"
+    warmup_steps: int = 0
     every: int = 1
     start_step: int = 0
 
@@ -83,6 +91,10 @@ class TrainingObjective(Pluggable, nn.Module):
     docstring), takes them as keyword arguments, and implements `tokenizer_losses` and/or `updates`.
     Term names must not clash with the tokenizer's (`<name>_loss` is a good choice).
     """
+
+    def setup(self, tokenizer: nn.Module) -> None:
+        """Build what depends on the tokenizer (its image channels, ...); called once by the trainer
+        before the updates are made (nothing by default)."""
 
     def tokenizer_losses(self, inputs: ObjectiveInputs) -> dict[str, torch.Tensor]:
         """Named, weighted terms added to the tokenizer's loss for this micro-batch (none by default)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from ..hub.card_fields import CardInputs, CardKind, card_fields, card_template, table_cell
+from ..hub.card_fields import CardInputs, CardKind, card_fields, card_template, table_cell, token_shape_fields
 
 PRIOR_TEMPLATE_PATH = card_template("prior_card.md")
 # Sampling the prior and decoding the samples generates images from nothing.
@@ -51,10 +51,8 @@ def render_prior_card(prior, **card_inputs) -> ModelCard:
         architecture_name={"gpt2": "GPT-2", "llama": "Llama"}[config.architecture],
         codebook_size=config.codebook_size,
         uniform_bits=f"{math.log2(config.codebook_size):.4g}",
-        grid=f"{config.grid_height}×{config.grid_width}",
-        grid_h=config.grid_height,
-        grid_w=config.grid_width,
-        sequence_length=config.grid_height * config.grid_width * config.codes_per_position + 1,
+        **token_shape_fields(config.token_shape),
+        sequence_length=math.prod(config.token_shape) + 1,
         num_parameters=f"{prior.num_parameters():,}",
         lm_rows=[(name, table_cell(json.dumps(lm[name]))) for name in _LM_FIELDS if name in lm],
     )

@@ -67,7 +67,7 @@ class PriorConfig(PreTrainedConfig):
         lm_config (`dict` or `PreTrainedConfig`, *optional*):
             The causal language model: a `GPT2Config` (default) or a `LlamaConfig`, or a dict with its
             `model_type`. Whatever it says, its vocabulary size, BOS/EOS/PAD ids and number of
-            positions are set from K and the grid (K + 1, K / none / none, h*w + 1).
+            positions are set from K and the token shape (K + 1, K / none / none, h*w*R + 1).
         training_metadata (`dict`, *optional*):
             Written by `training/train_prior.py`: the token data, the run's settings and the held-out
             bits per token. Informational only.

@@ -1,6 +1,7 @@
 """`TokenPrior`: an autoregressive prior over token grids, a `transformers` causal LM underneath.
 
-The sequence of an image is BOS (= K) followed by its h*w codes in row-major order. The model
+The sequence of an image is BOS (= K) followed by its h*w codes in row-major order (h*w*R, a
+position's R codes consecutively, for a tokenizer with R codes per position). The model
 predicts each code from the ones before it; its probabilities are those of the language model's
 softmax restricted to the K codes (BOS is never a code: it is left out of the loss and suppressed
 when sampling), so `bits_per_token` is an exact code length. Sampling goes through the language
@@ -25,11 +26,11 @@ from .sampling import check_num_samples
 
 
 class TokenPrior(SafeHubMixin, PreTrainedModel):
-    """An autoregressive prior `p(c_1 ... c_{h*w}) = prod_i p(c_i | c_<i)` over a tokenizer's codes.
+    """An autoregressive prior `p(c_1 ... c_n) = prod_i p(c_i | c_<i)` over a tokenizer's n codes per image.
 
     >>> prior = TokenPrior(PriorConfig.for_tokenizer(tokenizer))
     >>> loss = prior(input_ids=prior.layout.to_sequences(codes), labels=...).loss   # nats per code
-    >>> codes = prior.generate_codes(16, temperature=1.0, top_k=100, seed=0)        # [16, h, w]
+    >>> codes = prior.generate_codes(16, temperature=1.0, top_k=100, seed=0)        # [16, *token_shape]
     >>> images = tokenizer.decode(codes)
 
     Saved and loaded with `save_pretrained` / `from_pretrained` (config.json + safetensors, never a
@@ -76,7 +77,7 @@ class TokenPrior(SafeHubMixin, PreTrainedModel):
 
     @torch.no_grad()
     def negative_log_likelihood(self, codes: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """-log p(codes) in nats, one value per image, for codes `[B, h, w]` or `[B, h*w]`."""
+        """-log p(codes) in nats, one value per image, for codes `[B, *token_shape]` or flattened."""
         sequences = self.layout.to_sequences(codes)
         totals = []
         with _eval_mode(self):

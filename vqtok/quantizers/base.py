@@ -56,7 +56,8 @@ class QuantizerOutput:
 
     Attributes:
         quantized: vectors for the decoder, same shape and dtype as the input `z_e`.
-        indices: chosen token ids, `[B, *spatial]`, `torch.long`.
+        indices: chosen token ids, `[B, *spatial]` (`[B, *spatial, R]` with R codes per position),
+            `torch.long`.
         losses: named loss terms (already weighted), e.g. `commitment_loss`, `codebook_loss`.
         stats: named scalar diagnostics, e.g. `perplexity`, `usage`.
         skipped_update: True when the training batch held a non-finite value on some process: the
@@ -102,8 +103,6 @@ class Quantizer(nn.Module):
     the paper's, ...); also shown in the tokenizer config's docstring."""
     legacy_state_names: ClassVar[dict[str, str]] = {}
     """Names of this quantizer's tensors in vqtok 0.1 checkpoints -> today's (see `vqtok.hub.legacy`)."""
-    legacy_retired_state: ClassVar[tuple[str, ...]] = ()
-    """Today's names of tensors that vqtok 0.1 saved for this quantizer and that it no longer keeps."""
 
     def __init__(self, codebook_size: int, dim: int, codes_per_position: int = 1):
         super().__init__()
@@ -148,6 +147,11 @@ class Quantizer(nn.Module):
                 "options give (leave it out to have it filled in)"
             )
 
+    def retired_legacy_state(self) -> set[str]:
+        """Today's names of the tensors that vqtok 0.1 saved for this quantizer (with these options) and
+        that it no longer keeps; none by default."""
+        return set()
+
     def restore_legacy_state(self, missing: set[str]) -> set[str]:
         """After loading a vqtok 0.1 checkpoint that lacks the tensors `missing` (names relative to
         the quantizer), set those that follow from the loaded state; returns the names set."""
@@ -170,15 +174,17 @@ class Quantizer(nn.Module):
         """Deterministic ids `[N]` (or `[N, R]`) for fp32 rows `[N, D]`."""
         raise NotImplementedError
 
-    def code_vectors(self, ids: torch.Tensor) -> torch.Tensor:
-        """Decoder-side vectors `[n, D]` (fp32, differentiable) of the codes `ids` `[n]` in [0, K):
-        rows of the `codebook` where there is one; a quantizer with implicit codes computes them
-        (one with several codes per position says which level's codes these are)."""
+    def code_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder-side vectors `[n, D]` (fp32, differentiable) of the codes `ids` `[n]` in [0, K), all
+        K of them when None (for a small K): rows of the `codebook` where there is one; a quantizer
+        with implicit codes computes them (one with several codes per position says which level's
+        codes these are)."""
         codebook = getattr(self, "codebook", None)
         if codebook is None:
             raise NotImplementedError(f"{type(self).__name__} has no codebook: its codes are implicit, so it must "
                                       "implement code_vectors")
-        return codebook.weight[ids].float()
+        table = codebook.weight if ids is None else codebook.weight[ids]
+        return table.float()
 
     def _embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """Decoder-side vectors `[N, D]` for the ids of N positions, `[N]` (or `[N, R]`), already

@@ -178,26 +178,28 @@ class Codebook(nn.Module):
 
     @torch.no_grad()
     def restart_dead_codes(self, rows: torch.Tensor, global_counts: torch.Tensor, threshold: float) -> torch.Tensor:
-        """Fold this batch's code counts `[K]` (summed over processes) into `usage`, and move the
-        codes whose usage fell below `threshold` onto random rows of the batch (rank 0's draw),
-        their usage reset to the batch's average per code (at least `threshold`) so they get time to
-        be chosen. Every process finds the same dead codes. Returns how many moved."""
+        """Fold this batch's code counts `[K]` (summed over processes) into `usage`, then
+        `restart_below(usage, ...)`: codes used less than `threshold` times per batch move onto rows
+        of the batch. Returns how many moved."""
         self.usage.mul_(USAGE_DECAY).add_(global_counts, alpha=1 - USAGE_DECAY)
-        if threshold <= 0:
-            return rows.new_zeros(())
-        dead = self.usage < threshold
-        if not bool(dead.any()):
-            return rows.new_zeros(())
-        fresh_count = max(float(global_counts.sum()) / self.size, threshold)
-        self.usage[dead] = fresh_count
-        return self.restart(dead, rows, fresh_count)
+        return self.restart_below(self.usage, threshold, rows, global_counts.sum())
 
     @torch.no_grad()
-    def restart(self, dead: torch.Tensor, rows: torch.Tensor, count: float | None = None) -> torch.Tensor:
-        """Move the codes of the mask `dead` onto random rows of the batch (rank 0's draw, broadcast),
-        with EMA statistics of weight `count`; returns how many moved."""
+    def restart_below(self, use: torch.Tensor, threshold: float, rows: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+        """Move the codes whose `use` `[K]` (a per-code measure of use, the same on every process:
+        `usage`, or the EMA cluster sizes N) is below `threshold` onto random rows of the batch (rank
+        0's draw, broadcast). Their `use` and EMA statistics get the weight max(`total` / K,
+        `threshold`), which keeps them where they were put and gives them time to be chosen (0 or a
+        negative threshold restarts nothing). Returns how many moved."""
+        if threshold <= 0:
+            return rows.new_zeros(())
+        dead = use < threshold
+        if not bool(dead.any()):
+            return rows.new_zeros(())
+        fresh_count = max(float(total) / self.size, threshold)
+        use[dead] = fresh_count
         num_dead = int(dead.sum())
-        self.move_codes(dead, replacement_vectors(rows, num_dead), count)
+        self.move_codes(dead, replacement_vectors(rows, num_dead), fresh_count)
         return torch.tensor(float(num_dead), device=rows.device)
 
     def extra_repr(self) -> str:

@@ -138,11 +138,5 @@ class SoftVQQuantizer(Quantizer):
         the batch, with statistics N_k = max(sum N / K, threshold), M_k = N_k e_k that keep them
         there. N is the same on every process (its updates are summed over processes), so all take
         the same branch. Returns how many moved."""
-        if self.dead_code_threshold <= 0:
-            return torch.zeros((), device=rows.device)
         cluster_size = self.codebook.ema_cluster_size
-        dead = cluster_size < self.dead_code_threshold
-        if not bool(dead.any()):
-            return torch.zeros((), device=rows.device)
-        fresh_count = max(float(cluster_size.sum()) / self.codebook_size, self.dead_code_threshold)
-        return self.codebook.restart(dead, rows, fresh_count)
+        return self.codebook.restart_below(cluster_size, self.dead_code_threshold, rows, cluster_size.sum())

@@ -137,7 +137,7 @@ class StochasticQuantizer(Quantizer):
             stats.update(context.get("stats", {}))
         return QuantizerOutput(
             quantized=self._from_rows(quantized, shape).to(z_e.dtype),
-            indices=indices.reshape(shape[0], *shape[2:]),
+            indices=self._ids_from_rows(indices, shape),
             losses=losses,
             stats=stats,
         )
@@ -150,17 +150,12 @@ class StochasticQuantizer(Quantizer):
         """The codes at k-means centres of the first batch's latents as the posterior sees them."""
         self.codebook.initialize(self.latents_of(rows), self.kmeans_iters)
 
-    def code_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
-        """The codes `[n, D]` (fp32) the decoder sees, of `ids` (all K when None)."""
-        table = self.codebook.weight if ids is None else self.codebook.weight[ids]
-        return table.float()
-
     @torch.no_grad()
     def select(self, z_e: torch.Tensor) -> torch.Tensor:
         rows, shape = self._to_rows(z_e)
         with fp32_no_autocast(z_e.device):
             _, logits, _ = self._posterior(rows.float(), shape[0])
-        return logits.argmax(dim=1).reshape(shape[0], *shape[2:])
+        return self._ids_from_rows(logits.argmax(dim=1), shape)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.temperature.extra_repr()}"

@@ -48,8 +48,6 @@ class VectorQuantizer(Quantizer):
         "embedding": "codebook.weight", "initialized": "codebook.initialized", "code_usage": "codebook.usage",
         "ema_cluster_size": "codebook.ema_cluster_size", "ema_embed_sum": "codebook.ema_embed_sum",
     }
-    # vqtok 0.1 kept EMA statistics also for a codebook learnt by gradient (unused there).
-    legacy_retired_state = ("codebook.ema_cluster_size", "codebook.ema_embed_sum")
 
     def __init__(
         self,
@@ -75,6 +73,10 @@ class VectorQuantizer(Quantizer):
             codebook_size, dim, trainable=not use_ema, ema=use_ema, ema_decay=self.ema_decay,
             ema_epsilon=self.ema_epsilon, track_usage=True, unit_norm=use_cosine, chunk_rows=chunk_rows,
         )
+
+    def retired_legacy_state(self) -> set[str]:
+        """vqtok 0.1 kept EMA statistics also for a codebook learnt by gradient (unused there)."""
+        return set() if self.use_ema else {"codebook.ema_cluster_size", "codebook.ema_embed_sum"}
 
     def project(self, rows: torch.Tensor) -> torch.Tensor:
         """Unit-length latents in cosine mode, unchanged otherwise."""

@@ -50,11 +50,12 @@ _MIN_INPUT_ENTROPY = 1e-6
 
 
 def distinct_rows(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """One row per distinct id in `ids` (its first occurrence), in increasing id order."""
-    ids = ids.flatten()
-    unique, inverse = torch.unique(ids, return_inverse=True)
-    positions = torch.arange(ids.numel(), device=ids.device)
-    first = torch.full((unique.numel(),), ids.numel(), dtype=torch.long, device=ids.device)
+    """One row of `rows` `[N, D]` per distinct id in `ids` (`[N]`-shaped, or the R ids of each row with
+    R codes per position: one row per distinct tuple), its first occurrence, in increasing id order."""
+    ids = ids.reshape(rows.shape[0], -1)
+    unique, inverse = torch.unique(ids, dim=0, return_inverse=True)
+    positions = torch.arange(rows.shape[0], device=ids.device)
+    first = torch.full((unique.shape[0],), rows.shape[0], dtype=torch.long, device=ids.device)
     first.scatter_reduce_(0, inverse, positions, reduce="amin")
     return rows[first]
 

@@ -147,7 +147,8 @@ def tokenize_dataset(
         processor: the image processor; default: the one saved with the tokenizer (see
             `load_tokenizer_and_processor`).
         id_offset, bos_token_id, eos_token_id: the layout of `input_ids` (see `TokenLayout`): each
-            row is `[bos] codes+id_offset [eos]`, the codes in row-major order.
+            row is `[bos] codes+id_offset [eos]`, the codes in row-major order (a position's R codes
+            consecutively, for a tokenizer with R codes per position).
         batch_size: images per `map` batch (one processor call and one `encode` each).
         num_proc: `datasets` worker processes (CPU only; each uses a share of torch's threads).
         on_bad_image: `"fail"` (default) raises `ValueError` naming the first unreadable image's row;
@@ -271,7 +272,7 @@ def load_tokenized(path: str | os.PathLike) -> tuple[Dataset | DatasetDict, Toke
 
 
 def codes_from_dataset(dataset: Dataset, layout: TokenLayout, column: str = "input_ids") -> torch.Tensor:
-    """The codes `[N, h, w]` (torch.long, in [0, K)) of a token dataset's `column`, checked against
+    """The codes `[N, *layout.token_shape]` (torch.long, in [0, K)) of a token dataset's `column`, checked against
     `layout` (ValueError naming the first row that does not fit)."""
     if column not in dataset.column_names:
         raise ValueError(f"dataset has no column {column!r}; columns: {dataset.column_names}")

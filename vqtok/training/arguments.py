@@ -15,7 +15,16 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from ..data import BAD_IMAGE_CHOICES
-from ..options import FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Option, check_options
+from ..options import (
+    FLAG,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    Option,
+    append_options_doc,
+    check_options,
+)
 
 TEXT = Option(str)
 
@@ -67,25 +76,29 @@ def arguments_from_dict(cls, values: Mapping, section: str):
     return cls(**parse_options(cls.options, values, section))
 
 
+# The splits of a run's data, shared by the image and the token data.
+SPLIT_OPTIONS = {
+    "train_split": TEXT.documented("The training split's name."),
+    "eval_split": Option(str, optional=True, doc="The held-out split's name (null: no evaluation)."),
+}
+
+
 @dataclass
 class DataArguments:
-    """Where the images come from and how they are prepared.
-
-    Args:
-        source: `"sample"` (bundled, offline), a local image folder, or a Hub dataset name.
-        train_split / eval_split: split names (`eval_split: null` skips evaluation).
-        image_column: the column holding images in a Hub dataset.
-        augment: random crop and horizontal flip on the training images.
-        on_bad_image: what to do with images that cannot be read (a truncated or corrupt file):
-            `fail` (default) reads every image of the local folder or dataset before training and
-            raises one error listing them all (files by path, dataset rows by index); `skip` drops
-            them with a warning naming each, and the count is recorded in the trained tokenizer's
-            `training_metadata` (`dataset.skipped_images`). The bundled sample set is not checked.
-    """
+    """Where the images come from and how they are prepared."""
 
     options: ClassVar[dict[str, Option]] = {
-        "source": TEXT, "train_split": TEXT, "eval_split": Option(str, optional=True), "image_column": TEXT,
-        "augment": FLAG, "on_bad_image": Option(str, choices=BAD_IMAGE_CHOICES),
+        "source": TEXT.documented('`"sample"` (bundled, offline), a local image folder, or a Hub dataset name.'),
+        **SPLIT_OPTIONS,
+        "image_column": TEXT.documented("The column holding images in a Hub dataset."),
+        "augment": FLAG.documented("Random crop and horizontal flip on the training images."),
+        "on_bad_image": Option(str, choices=BAD_IMAGE_CHOICES, doc=(
+            "What to do with images that cannot be read (a truncated or corrupt file): `fail` reads every image "
+            "of the local folder or dataset before training and raises one error listing them all (files by "
+            "path, dataset rows by index); `skip` drops them with a warning naming each, and the count is "
+            "recorded in the trained tokenizer's `training_metadata` (`dataset.skipped_images`). The bundled "
+            "sample set is not checked."
+        )),
     }
 
     source: str = "sample"
@@ -101,16 +114,14 @@ class DataArguments:
 
 @dataclass
 class TokenDataArguments:
-    """Where the tokens of a prior's training run come from.
-
-    Args:
-        tokens: a token dataset folder written by `training/tokenize_dataset.py` (or
-            `vqtok.save_tokenized`): `save_to_disk` splits plus `vqtok_tokens.json`.
-        train_split / eval_split: split names (`eval_split: null` skips evaluation).
-    """
+    """Where the tokens of a prior's training run come from."""
 
     options: ClassVar[dict[str, Option]] = {
-        "tokens": TEXT, "train_split": TEXT, "eval_split": Option(str, optional=True),
+        "tokens": TEXT.documented(
+            "A token dataset folder written by `training/tokenize_dataset.py` (or `vqtok.save_tokenized`): "
+            "`save_to_disk` splits plus `vqtok_tokens.json`."
+        ),
+        **SPLIT_OPTIONS,
     }
 
     tokens: str = "outputs/quickstart/tokens"
@@ -122,68 +133,63 @@ class TokenDataArguments:
 
 
 TRAINING_OPTIONS = {
-    "output_dir": TEXT,
-    "max_steps": POSITIVE_INT,
-    "batch_size": POSITIVE_INT,
-    "learning_rate": POSITIVE,
-    "weight_decay": NON_NEGATIVE,
-    "lr_scheduler": TEXT,
-    "warmup_steps": NON_NEGATIVE_INT,
-    "gradient_accumulation_steps": POSITIVE_INT,
-    "max_grad_norm": NON_NEGATIVE,
-    "max_consecutive_skipped_steps": POSITIVE_INT,
-    "mixed_precision": Option(str, choices=("no", "fp16", "bf16")),
-    "eval_every": NON_NEGATIVE_INT,
-    "eval_batch_size": POSITIVE_INT,
-    "log_every": POSITIVE_INT,
-    "report_to": TEXT,
-    "checkpoint_every": NON_NEGATIVE_INT,
-    "checkpoints_total_limit": Option(int, low=1, optional=True),
-    "resume_from_checkpoint": Option(str, optional=True),
-    "seed": Option(int),
-    "num_workers": NON_NEGATIVE_INT,
+    "output_dir": TEXT.documented(
+        "Where checkpoints, logs, evaluation grids (and, in the script, the trained tokenizer) are written."
+    ),
+    "max_steps": POSITIVE_INT.documented("Optimizer steps to run."),
+    "batch_size": POSITIVE_INT.documented(
+        "Images per process per micro-batch (the global batch of one optimizer step is "
+        "`batch_size x processes x gradient_accumulation_steps`)."
+    ),
+    "learning_rate": POSITIVE.documented(
+        "Peak learning rate of the optimizer (AdamW unless the tokenizer type's `build_optimizer` says otherwise)."
+    ),
+    "weight_decay": NON_NEGATIVE.documented("The optimizer's weight decay."),
+    "lr_scheduler": TEXT.documented(
+        "Any `transformers.get_scheduler` name (`cosine`, `linear`, `constant_with_warmup`, ...). It is stepped "
+        "once per optimizer step, whatever the number of processes."
+    ),
+    "warmup_steps": NON_NEGATIVE_INT.documented("Linear warm-up steps."),
+    "gradient_accumulation_steps": POSITIVE_INT.documented("Micro-batches per optimizer step."),
+    "max_grad_norm": NON_NEGATIVE.documented("Gradient clipping (0 disables)."),
+    "max_consecutive_skipped_steps": POSITIVE_INT.documented(
+        "A step whose loss or gradients are not finite on some process is skipped on every process (no optimizer "
+        "or scheduler step; the quantizers' and regularisers' state is left as it was) with a warning, and "
+        "counted; this many skipped steps in a row stop the run with an error."
+    ),
+    "mixed_precision": Option(str, choices=("no", "fp16", "bf16"), doc=(
+        "`no`, `fp16` or `bf16` (quantizer maths stays fp32 regardless; fp16 takes one optimizer, so a run with "
+        "training objectives that train networks of their own needs bf16)."
+    )),
+    "eval_every": NON_NEGATIVE_INT.documented(
+        "Evaluate (MSE, PSNR, perplexity, codes used) on the main process and write a reconstruction grid every "
+        "this many steps (0: only at the end)."
+    ),
+    "eval_batch_size": POSITIVE_INT.documented("Images per evaluation batch."),
+    "log_every": POSITIVE_INT.documented(
+        "Steps between log records (every loss term and statistic the model reports, by name, averaged over the "
+        "step's micro-batches and over processes, plus learning rate and images/s)."
+    ),
+    "report_to": TEXT.documented(
+        "Accelerate trackers, comma-separated (`tensorboard`, `wandb`, ...), `all`, or `none`. Logs go to "
+        "`output_dir/logs`."
+    ),
+    "checkpoint_every": NON_NEGATIVE_INT.documented(
+        "`accelerator.save_state` into `output_dir/checkpoints/step_N` every this many steps (0: never)."
+    ),
+    "checkpoints_total_limit": Option(int, low=1, optional=True, doc="Keep only the newest this many checkpoints (None: keep all)."),
+    "resume_from_checkpoint": Option(str, optional=True, doc=(
+        "`latest` (the newest checkpoint in `output_dir/checkpoints`; a fresh start when there is none, so a "
+        "preempted job can be rerun unchanged) or a checkpoint folder."
+    )),
+    "seed": Option(int, doc="Seed for model initialisation, data order and augmentation."),
+    "num_workers": NON_NEGATIVE_INT.documented("DataLoader worker processes (results do not depend on it)."),
 }
 
 
 @dataclass
 class TrainingArguments:
-    """Options of the training loop.
-
-    Args:
-        output_dir: where checkpoints, logs, evaluation grids (and, in the script, the trained
-            tokenizer) are written.
-        max_steps: optimizer steps to run.
-        batch_size: images per process per micro-batch (the global batch of one optimizer step is
-            `batch_size x processes x gradient_accumulation_steps`).
-        learning_rate: peak learning rate of the optimizer (AdamW unless the tokenizer type's
-            `build_optimizer` says otherwise).
-        weight_decay: the optimizer's weight decay.
-        lr_scheduler: any `transformers.get_scheduler` name (`cosine`, `linear`, `constant_with_warmup`, ...).
-            It is stepped once per optimizer step, whatever the number of processes.
-        warmup_steps: linear warm-up steps.
-        gradient_accumulation_steps: micro-batches per optimizer step.
-        max_grad_norm: gradient clipping (0 disables).
-        max_consecutive_skipped_steps: a step whose loss or gradients are not finite on some process is
-            skipped on every process (no optimizer or scheduler step; the quantizers' and
-            regularisers' state is left as it was) with a warning, and counted; this many skipped
-            steps in a row stop the run with an error.
-        mixed_precision: `no`, `fp16` or `bf16` (quantizer maths stays fp32 regardless).
-        eval_every: evaluate (MSE, PSNR, perplexity, codes used) on the main process and write a
-            reconstruction grid every this many steps (0: only at the end).
-        eval_batch_size: images per evaluation batch.
-        log_every: steps between log records (every loss term and statistic the model reports, by
-            name, averaged over the step's micro-batches and over processes, plus learning rate and
-            images/s).
-        report_to: Accelerate trackers, comma-separated (`tensorboard`, `wandb`, ...), `all`, or
-            `none`. Logs go to `output_dir/logs`.
-        checkpoint_every: `accelerator.save_state` into `output_dir/checkpoints/step_N` every this
-            many steps (0: never).
-        checkpoints_total_limit: keep only the newest this many checkpoints (None: keep all).
-        resume_from_checkpoint: `latest` (the newest checkpoint in `output_dir/checkpoints`; a fresh
-            start when there is none, so a preempted job can be rerun unchanged) or a checkpoint folder.
-        seed: seed for model initialisation, data order and augmentation.
-        num_workers: DataLoader worker processes (results do not depend on it).
-    """
+    """Options of the training loop."""
 
     options: ClassVar[dict[str, Option]] = TRAINING_OPTIONS
 
@@ -218,3 +224,7 @@ class TrainingArguments:
         """`report_to` as a list of tracker names (empty for `none`)."""
         names = [name.strip() for name in self.report_to.split(",") if name.strip()]
         return [] if names in ([], ["none"]) else names
+
+
+for _arguments in (DataArguments, TokenDataArguments, TrainingArguments):
+    append_options_doc(_arguments, _arguments.options)

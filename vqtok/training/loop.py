@@ -88,6 +88,9 @@ class Update:
             makes one from the run's arguments when None).
         every / start_step: the update runs on step s when s >= start_step and (s - start_step) is a
             multiple of `every`.
+        clip_parameters: the parameters whose gradient norm is clipped (default: the optimizer's).
+        state: objects with `state_dict` / `load_state_dict` saved in every checkpoint beside the model
+            and the optimizer (state an objective keeps outside the network it trains).
     """
 
     name: str
@@ -97,12 +100,25 @@ class Update:
     scheduler: Any = None
     every: int = 1
     start_step: int = 0
+    clip_parameters: list[nn.Parameter] | None = None
+    state: list[Any] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not isinstance(self.every, int) or self.every < 1:
+            raise ValueError(f"update {self.name!r}: `every` must be an int >= 1, got {self.every!r}")
+        if not isinstance(self.start_step, int) or self.start_step < 0:
+            raise ValueError(f"update {self.name!r}: `start_step` must be an int >= 0, got {self.start_step!r}")
 
     def is_due(self, step: int) -> bool:
         return step >= self.start_step and (step - self.start_step) % self.every == 0
 
+    def due_steps(self, max_steps: int) -> int:
+        """How many of the steps 0 .. max_steps-1 run this update (the length of its LR schedule)."""
+        return max(0, -(-(max_steps - self.start_step) // self.every))
+
     @property
     def parameters(self) -> list[nn.Parameter]:
+        """The parameters it trains: every parameter of its optimizer."""
         return [parameter for group in self.optimizer.param_groups for parameter in group["params"]]
 
 
@@ -136,28 +152,39 @@ def make_accelerator(args: TrainingArguments) -> Accelerator:
 
 
 def start_training(accelerator: Accelerator, updates: list[Update], args: TrainingArguments, hparams: dict) -> TrainerState:
-    """Prepare a run: each update's LR scheduler (the one of `args` where it brings none), one
-    `accelerator.prepare` of every update's model and optimizer (the updates then hold the prepared
-    ones), the schedulers and a fresh `TrainerState` registered for checkpointing and restored from
-    the checkpoint `args.resume_from_checkpoint` names (if any), and the trackers started with the
-    flattened `hparams`. Returns the state; every model is in training mode.
+    """Prepare a run: each update's LR scheduler (the one of `args`, over the steps the update runs,
+    where it brings none), one `accelerator.prepare` of every update's model and optimizer (the
+    updates then hold the prepared ones), the schedulers, a fresh `TrainerState` and every update's
+    extra `state` registered for checkpointing and restored from the checkpoint
+    `args.resume_from_checkpoint` names (if any), and the trackers started with the flattened
+    `hparams`. Returns the state; every model is in training mode.
 
-    The schedulers are not prepared: Accelerate would step them once per process per step."""
+    The schedulers are not prepared: Accelerate would step them once per process per step. fp16
+    mixed precision takes one update only: Accelerate's one loss scaler unscales and updates for
+    every optimizer at each optimizer's step."""
     names = [update.name for update in updates]
     if len(set(names)) != len(names):
         raise ValueError(f"the training updates must have distinct names, got {names}")
+    if accelerator.scaler is not None and len(updates) > 1:
+        raise ValueError(
+            f"training.mixed_precision=fp16 supports one optimizer, but this run has {len(updates)} updates "
+            f"({', '.join(names)}): use bf16 (or no mixed precision) with training objectives that train networks "
+            "of their own"
+        )
     for update in updates:
         if update.scheduler is None:
-            update.scheduler = get_scheduler(
-                args.lr_scheduler, update.optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=args.max_steps
-            )
+            update.scheduler = get_scheduler(args.lr_scheduler, update.optimizer, num_warmup_steps=args.warmup_steps,
+                                             num_training_steps=update.due_steps(args.max_steps))
     with warnings.catch_warnings():  # torch >= 2.13 renames the flag; accelerate passes the old name
         warnings.filterwarnings("ignore", message=".*broadcast_buffers.*deprecated", category=FutureWarning)
         prepared = accelerator.prepare(*[part for update in updates for part in (update.model, update.optimizer)])
     for index, update in enumerate(updates):
         update.model, update.optimizer = prepared[2 * index], prepared[2 * index + 1]
     state = TrainerState()
-    accelerator.register_for_checkpointing(updates[0].scheduler, state, *[update.scheduler for update in updates[1:]])
+    accelerator.register_for_checkpointing(
+        updates[0].scheduler, state, *[update.scheduler for update in updates[1:]],
+        *[extra for update in updates for extra in update.state],
+    )
     checkpoint = resolve_checkpoint(args)
     if checkpoint is not None:
         accelerator.load_state(checkpoint)
@@ -189,7 +216,7 @@ def optimization_step(
     An update whose loss is not finite on some process, or whose gradient norm is not (then on
     every process, since gradients are averaged), is skipped everywhere: gradients dropped, no
     optimizer or scheduler step. Under fp16 the loss scaler keeps its own say over non-finite
-    gradients. Returns True when some update was skipped."""
+    gradients. Returns the names of the updates skipped (empty when every one went through)."""
     due = [update for update in updates if update.is_due(step)]
     not_finite = {update.name: torch.zeros((), device=accelerator.device) for update in due}
     skipped = dict.fromkeys(not_finite, False)
@@ -208,9 +235,9 @@ def optimization_step(
     if not accelerator.sync_gradients:
         raise RuntimeError("gradient accumulation is out of step with the loop (accelerator.step was changed)")
     for update in due:
-        if not skipped[update.name] and not accelerator.optimizer_step_was_skipped:
+        if not skipped[update.name] and not update.optimizer.step_was_skipped:
             update.scheduler.step()
-    return any(skipped.values())
+    return [name for name, was_skipped in skipped.items() if was_skipped]
 
 
 def _optimizer_step(accelerator: Accelerator, update: Update, args: TrainingArguments, loss_not_finite,
@@ -218,7 +245,8 @@ def _optimizer_step(accelerator: Accelerator, update: Update, args: TrainingArgu
     """The optimizer step of `update` (a no-op between accumulated micro-batches), unless its loss or
     gradients were not finite (recorded in `skipped`)."""
     if accelerator.sync_gradients:
-        skipped[update.name] = _step_is_bad(accelerator, update.parameters, args, loss_not_finite)
+        parameters = update.clip_parameters if update.clip_parameters is not None else update.parameters
+        skipped[update.name] = _step_is_bad(accelerator, parameters, args, loss_not_finite)
         if skipped[update.name] and accelerator.scaler is None:
             update.optimizer.zero_grad()  # the step is dropped: no optimizer.step, no moments moved
     if not (skipped[update.name] and accelerator.scaler is None):
@@ -253,22 +281,25 @@ def _step_is_bad(accelerator: Accelerator, parameters: list, args: TrainingArgum
     return bool(bad.sum() > 0)
 
 
-def count_skipped_step(state: TrainerState, skipped: bool, args: TrainingArguments) -> None:
-    """Count a skipped step in `state` with a warning, and raise once `args.max_consecutive_skipped_steps`
-    steps in a row were skipped; a step that went through resets the run of skips."""
+def count_skipped_step(state: TrainerState, skipped: list[str], args: TrainingArguments, updates: int = 1) -> None:
+    """Count a step in which the updates `skipped` (names; of `updates` in the run) were skipped, in
+    `state` with a warning, and raise once `args.max_consecutive_skipped_steps` steps in a row had a
+    skipped update; a step in which every update went through resets the run of skips."""
     if not skipped:
         state.consecutive_skipped_steps = 0
         return
     state.skipped_steps += 1
     state.consecutive_skipped_steps += 1
     limit = args.max_consecutive_skipped_steps
-    message = (f"step {state.step} skipped: the loss or the gradients were not finite (NaN or inf) on some "
+    which = f" (updates skipped: {', '.join(skipped)})" if updates > 1 else ""
+    message = (f"step {state.step} skipped{which}: the loss or the gradients were not finite (NaN or inf) on some "
                f"process; {state.consecutive_skipped_steps} in a row, {state.skipped_steps} in all")
     if state.consecutive_skipped_steps >= limit:
         raise FloatingPointError(
             f"{message}: stopping after {limit} skipped steps in a row (training.max_consecutive_skipped_steps). "
-            "Weights, codebooks and quantizer state are those of the last good step; lower the learning rate, "
-            "use bf16 instead of fp16, or look for non-finite inputs"
+            "What a skipped update trains (weights, codebooks and quantizer state, an objective's network) is as "
+            "its last good step left it; lower the learning rate, use bf16 instead of fp16, or look for "
+            "non-finite inputs"
         )
     warnings.warn(message, RuntimeWarning, stacklevel=2)
 

@@ -56,8 +56,8 @@ def train_prior(
     """Train `prior` (a `TokenPrior`) in place on token grids.
 
     Args:
-        prior: the prior; its K and grid must fit the codes.
-        train_codes / eval_codes: codes `[N, h, w]` in [0, K) (see `vqtok.codes_from_dataset`);
+        prior: the prior; its K and token shape must fit the codes.
+        train_codes / eval_codes: codes `[N, *token_shape]` in [0, K) (see `vqtok.codes_from_dataset`);
             `eval_codes` None: no evaluation.
         args: the loop's options (`max_steps`, `batch_size` in sequences per process, learning rate,
             schedule, accumulation, clipping, precision, `eval_every`, `log_every`, checkpoints and
@@ -77,7 +77,8 @@ def train_prior(
     accelerator = accelerator or make_accelerator(args)
     set_seed(args.seed)
     sequences = prior.layout.to_sequences(train_codes)
-    update = Update("prior", prior, prior_optimizer(prior, args.learning_rate, args.weight_decay), _forward)
+    update = Update("prior", prior, prior_optimizer(prior, args.learning_rate, args.weight_decay), _forward,
+                    clip_parameters=list(prior.parameters()))
     state = start_training(accelerator, [update], args, hparams or {"training": vars(args)})
     model, scheduler = update.model, update.scheduler
 

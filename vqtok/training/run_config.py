@@ -10,8 +10,7 @@ Example (`training/configs/vq.yaml`)::
       source: sample  # "sample", a local image folder, or a Hub dataset name
     training:
       max_steps: 1000
-    objectives:       # training objectives with networks of their own (see vqtok.losses), by name
-      some-objective: {weight: 0.1}
+    objectives: {}    # training objectives with networks of their own, name -> options (see vqtok.losses)
 """
 
 from __future__ import annotations
@@ -198,11 +197,12 @@ def load_run_config(path: str | None, overrides: list[str] | None = None) -> Run
     return build_run_config(read_run_config(path, overrides))
 
 
-def command_line(description: str, model_name: str) -> argparse.ArgumentParser:
-    """The arguments every training script takes: `--config`, `--resume_from_checkpoint`,
-    `--push_to_hub` (publishing the trained `model_name`) and `section.key=value` overrides."""
+def command_line(description: str, model_name: str, sections: tuple[str, ...] = SECTIONS) -> argparse.ArgumentParser:
+    """The arguments every training script takes: `--config` (a YAML run config of `sections`),
+    `--resume_from_checkpoint`, `--push_to_hub` (publishing the trained `model_name`) and
+    `section.key=value` overrides."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML run config (sections: model, data, training)")
+    parser.add_argument("--config", help=f"YAML run config (sections: {', '.join(sections)})")
     parser.add_argument(
         "--resume_from_checkpoint",
         help="'latest' (newest checkpoint in output_dir/checkpoints, or a fresh start if none) or a checkpoint "

@@ -33,6 +33,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from datasets import Dataset
 from tqdm.auto import tqdm
+from transformers import get_scheduler
 
 from ..data import stack_pixel_values
 from ..evaluation.metrics import evaluate_tokenizer
@@ -97,11 +98,13 @@ def train_tokenizer(
     set_seed(args.seed)
     objectives = dict(objectives or {})
     for objective in objectives.values():
+        objective.setup(model)
         objective.to(accelerator.device)
     tokenizer = model
     updates = [Update("tokenizer", model, model.build_optimizer(args.learning_rate, args.weight_decay),
-                      lambda prepared, context: _tokenizer_forward(prepared, context, tokenizer, objectives))]
-    updates += [_objective_update(spec, tokenizer) for objective in objectives.values() for spec in objective.updates()]
+                      lambda prepared, context: _tokenizer_forward(prepared, context, tokenizer, objectives, accelerator),
+                      state=[ObjectiveBuffers(objective) for objective in objectives.values()])]
+    updates += [_objective_update(spec, tokenizer, args) for objective in objectives.values() for spec in objective.updates()]
     if hparams is None:
         hparams = {"training": asdict(args), "model": _model_hparams(model)}
     state = start_training(accelerator, updates, args, hparams)
@@ -122,7 +125,7 @@ def train_tokenizer(
         skipped = optimization_step(accelerator, updates, batches, args, state.step,
                                     lambda outputs: add_step_values(totals, _logged_values(outputs)))
         state.step += 1
-        count_skipped_step(state, skipped, args)
+        count_skipped_step(state, skipped, args, len(updates))
         state.samples_seen += draws_per_step
         progress.update(1)
         if state.step > first_step + THROUGHPUT_SKIP_STEPS:
@@ -157,16 +160,33 @@ def _model_hparams(model) -> dict:
     return {"model_type": config.model_type, **{k: v for k, v in config.to_diff_dict().items() if k != "training_metadata"}}
 
 
-def _tokenizer_forward(model, context: StepContext, tokenizer, objectives: dict[str, TrainingObjective]):
+def _tokenizer_forward(model, context: StepContext, tokenizer, objectives: dict[str, TrainingObjective], accelerator):
     """The tokenizer's training forward on the micro-batch, with the terms of every objective added
-    to its loss (checked against the tokenizer's own names)."""
+    to its loss (checked against the tokenizer's own names), computed in the run's precision."""
     output = model(context.batch)
     for name, objective in objectives.items():
-        terms = objective.tokenizer_losses(ObjectiveInputs(context.batch, output, tokenizer, context.step))
+        with accelerator.autocast():
+            terms = objective.tokenizer_losses(ObjectiveInputs(context.batch, output, tokenizer, context.step))
         if terms:
             merge_named_terms(output.losses, terms, f"objective {name!r}")
             output.loss = output.loss + sum(terms.values())
     return output
+
+
+class ObjectiveBuffers:
+    """An objective's buffers (state it keeps outside the networks its updates train), for the
+    checkpoints; its parameters are not included (frozen networks come from their weights files)."""
+
+    def __init__(self, objective: TrainingObjective):
+        self.objective = objective
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: buffer.detach().cpu().clone() for name, buffer in self.objective.named_buffers()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, buffer in self.objective.named_buffers():
+                buffer.copy_(state[name])
 
 
 @dataclass
@@ -177,7 +197,7 @@ class ObjectiveOutput:
     losses: dict[str, torch.Tensor]
 
 
-def _objective_update(spec, tokenizer) -> Update:
+def _objective_update(spec, tokenizer, args: TrainingArguments) -> Update:
     """The loop's update of an objective's own network (`vqtok.losses.ObjectiveUpdate`)."""
     trainable = [parameter for parameter in spec.module.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, betas=spec.betas, weight_decay=spec.weight_decay)
@@ -187,7 +207,10 @@ def _objective_update(spec, tokenizer) -> Update:
         losses = spec.loss(module, inputs)
         return ObjectiveOutput(sum(losses.values()), losses)
 
-    return Update(spec.name, spec.module, optimizer, compute, every=spec.every, start_step=spec.start_step)
+    update = Update(spec.name, spec.module, optimizer, compute, every=spec.every, start_step=spec.start_step)
+    update.scheduler = get_scheduler(spec.lr_scheduler, optimizer, num_warmup_steps=spec.warmup_steps,
+                                     num_training_steps=update.due_steps(args.max_steps))
+    return update
 
 
 def _logged_values(outputs: dict) -> dict:
@@ -198,7 +221,7 @@ def _logged_values(outputs: dict) -> dict:
     values.update({f"train/{k}": v for k, v in (output.stats or {}).items()})
     for name, update_output in outputs.items():
         if name != "tokenizer":
-            values.update({f"train/{k}": v for k, v in update_output.losses.items()})
+            merge_named_terms(values, {f"train/{k}": v for k, v in update_output.losses.items()}, f"update {name!r}")
     return values
 
 
