@@ -137,9 +137,10 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         return torch.optim.AdamW(groups, lr=learning_rate)
 
     @classmethod
-    def checkpoint_key_mapping(cls, config: VQTokenizerConfig) -> dict[str, str]:
-        """The renaming of vqtok 0.1's tensor names (`vqtok.hub.legacy`), applied to every load."""
-        return legacy_key_mapping(config)
+    def checkpoint_key_mapping(cls, source: str, download: dict, config: VQTokenizerConfig | None = None) -> dict[str, str]:
+        """The renaming of vqtok 0.1's tensor names (`vqtok.hub.legacy`), applied to every load; it
+        depends on the config (read from `source` when the caller gave none)."""
+        return legacy_key_mapping(config if config is not None else cls.config_class.from_pretrained(source, **download))
 
     def complete_renamed_checkpoint(self, info: dict) -> dict:
         """A vqtok 0.1 checkpoint: see `vqtok.hub.legacy.complete_legacy_state`."""

@@ -158,11 +158,12 @@ class Registry:
 
     Args:
         kind: what is registered, for messages ("regulariser").
-        field: where the settings are written, for messages ("config field `regularizers`").
+        where: what holds the settings, for messages ("config field").
+        key: the settings' key there ("regularizers").
     """
 
-    def __init__(self, kind: str, field: str):
-        self.kind, self.field = kind, field
+    def __init__(self, kind: str, where: str, key: str):
+        self.kind, self.where, self.key = kind, where, key
         self.classes: dict[str, type] = {}
 
     def register(self, cls: type) -> type:
@@ -176,12 +177,14 @@ class Registry:
         """Raise `ValueError`/`TypeError` unless `settings` maps registered names to valid option dicts."""
         for name, options in (settings or {}).items():
             if name not in self.classes:
-                raise ValueError(f"{self.field} names an unknown {self.kind} {name!r}; registered: {sorted(self.classes)}")
+                raise ValueError(
+                    f"{self.where} `{self.key}` names an unknown {self.kind} {name!r}; registered: {sorted(self.classes)}"
+                )
             if not isinstance(options, Mapping):
                 raise TypeError(
-                    f"{self.field[:-1]}.{name}` must map option names to values, got {type(options).__name__}"
+                    f"{self.where} `{self.key}.{name}` must map option names to values, got {type(options).__name__}"
                 )
-            check_options(self.classes[name].options, options, f"{self.field[:-1]}.{name}` option")
+            check_options(self.classes[name].options, options, f"{self.where} `{self.key}.{name}` option")
 
     def build(self, settings: Mapping | None) -> dict[str, Any]:
         """One instance per name switched on in `settings` (name -> options), in their order."""

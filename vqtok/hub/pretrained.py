@@ -67,7 +67,7 @@ class SafeHubMixin:
         weights_path = check_safetensors_weights(source, download, kwargs.get("variant"))
         return_info = kwargs.pop("output_loading_info", False)
         allow_mismatch = kwargs.pop("ignore_mismatched_sizes", False)
-        key_mapping = cls.checkpoint_key_mapping(kwargs.get("config") or cls.config_class.from_pretrained(source, **download))
+        key_mapping = cls.checkpoint_key_mapping(source, download, kwargs.get("config"))
         try:
             # transformers 5 only logs missing/unexpected tensors; they are checked below.
             model, info = super().from_pretrained(
@@ -88,9 +88,10 @@ class SafeHubMixin:
         return (model, info) if return_info else model
 
     @classmethod
-    def checkpoint_key_mapping(cls, config) -> dict[str, str] | None:
-        """Renames (regex -> name) of the tensors in checkpoints written for `config` by earlier
-        versions (see `from_pretrained`'s `key_mapping`); none by default."""
+    def checkpoint_key_mapping(cls, source: str, download: dict, config=None) -> dict[str, str] | None:
+        """Renames (regex -> name) of the tensors in checkpoints that earlier versions wrote at `source`
+        (`download`: the Hub arguments; `config`: the caller's config, if any), for `from_pretrained`'s
+        `key_mapping`; none by default."""
         return None
 
     def complete_renamed_checkpoint(self, info: dict) -> dict:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from ..options import Registry
 from .base import ObjectiveInputs, ObjectiveUpdate, TrainingObjective
 
-OBJECTIVES = Registry("training objective", "run config section `objectives`")
+OBJECTIVES = Registry("training objective", "run config section", "objectives")
 """Every training objective a run config can switch on, by name."""
 
 

@@ -311,7 +311,6 @@ class Quantizer(nn.Module):
         return f"codebook_size={self.codebook_size}, dim={self.dim}{depth}"
 
 
-
 @contextmanager
 def _state_restored(module: nn.Module) -> Iterator[None]:
     """Run the block, then put every parameter and buffer of `module` back to its value before it."""

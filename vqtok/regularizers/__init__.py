@@ -15,7 +15,7 @@ from ..options import Registry
 from .base import Regularizer, RegularizerInputs, RegularizerOutput
 from .topology import TopologyRegularizer
 
-REGULARIZERS = Registry("regulariser", "config field `regularizers`")
+REGULARIZERS = Registry("regulariser", "config field", "regularizers")
 """Every regulariser a config can switch on, by name."""
 
 

@@ -84,8 +84,10 @@ class Update:
         optimizer: the optimizer that steps its parameters (every parameter of its groups).
         compute: `compute(model, context) -> output`, the output having a scalar `loss`; called with
             `model` as Accelerate prepared it.
-        scheduler: its LR scheduler, stepped once per optimizer step that went through (`start_training`
-            makes one from the run's arguments when None).
+        lr_scheduler / warmup_steps: its LR schedule (a `transformers.get_scheduler` name) and warm-up,
+            over the steps the update runs; None: the run's `training.lr_scheduler` / `warmup_steps`.
+        scheduler: the LR scheduler `start_training` makes from them, stepped once per optimizer step
+            that went through.
         every / start_step: the update runs on step s when s >= start_step and (s - start_step) is a
             multiple of `every`.
         clip_parameters: the parameters whose gradient norm is clipped (default: the optimizer's).
@@ -97,11 +99,13 @@ class Update:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     compute: Callable[[nn.Module, StepContext], Any]
-    scheduler: Any = None
+    lr_scheduler: str | None = None
+    warmup_steps: int | None = None
     every: int = 1
     start_step: int = 0
     clip_parameters: list[nn.Parameter] | None = None
     state: list[Any] = field(default_factory=list)
+    scheduler: Any = field(default=None, init=False)
 
     def __post_init__(self):
         if not isinstance(self.every, int) or self.every < 1:
@@ -152,8 +156,8 @@ def make_accelerator(args: TrainingArguments) -> Accelerator:
 
 
 def start_training(accelerator: Accelerator, updates: list[Update], args: TrainingArguments, hparams: dict) -> TrainerState:
-    """Prepare a run: each update's LR scheduler (the one of `args`, over the steps the update runs,
-    where it brings none), one `accelerator.prepare` of every update's model and optimizer (the
+    """Prepare a run: each update's LR scheduler (over the steps the update runs; the schedule of
+    `args` where the update names none), one `accelerator.prepare` of every update's model and optimizer (the
     updates then hold the prepared ones), the schedulers, a fresh `TrainerState` and every update's
     extra `state` registered for checkpointing and restored from the checkpoint
     `args.resume_from_checkpoint` names (if any), and the trackers started with the flattened
@@ -172,9 +176,9 @@ def start_training(accelerator: Accelerator, updates: list[Update], args: Traini
             "of their own"
         )
     for update in updates:
-        if update.scheduler is None:
-            update.scheduler = get_scheduler(args.lr_scheduler, update.optimizer, num_warmup_steps=args.warmup_steps,
-                                             num_training_steps=update.due_steps(args.max_steps))
+        warmup_steps = args.warmup_steps if update.warmup_steps is None else update.warmup_steps
+        update.scheduler = get_scheduler(update.lr_scheduler or args.lr_scheduler, update.optimizer,
+                                         num_warmup_steps=warmup_steps, num_training_steps=update.due_steps(args.max_steps))
     with warnings.catch_warnings():  # torch >= 2.13 renames the flag; accelerate passes the old name
         warnings.filterwarnings("ignore", message=".*broadcast_buffers.*deprecated", category=FutureWarning)
         prepared = accelerator.prepare(*[part for update in updates for part in (update.model, update.optimizer)])

@@ -33,7 +33,6 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from datasets import Dataset
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from ..data import stack_pixel_values
 from ..evaluation.metrics import evaluate_tokenizer
@@ -104,7 +103,7 @@ def train_tokenizer(
     updates = [Update("tokenizer", model, model.build_optimizer(args.learning_rate, args.weight_decay),
                       lambda prepared, context: _tokenizer_forward(prepared, context, tokenizer, objectives, accelerator),
                       state=[ObjectiveBuffers(objective) for objective in objectives.values()])]
-    updates += [_objective_update(spec, tokenizer, args) for objective in objectives.values() for spec in objective.updates()]
+    updates += [_objective_update(spec, tokenizer) for objective in objectives.values() for spec in objective.updates()]
     if hparams is None:
         hparams = {"training": asdict(args), "model": _model_hparams(model)}
     state = start_training(accelerator, updates, args, hparams)
@@ -197,7 +196,7 @@ class ObjectiveOutput:
     losses: dict[str, torch.Tensor]
 
 
-def _objective_update(spec, tokenizer, args: TrainingArguments) -> Update:
+def _objective_update(spec, tokenizer) -> Update:
     """The loop's update of an objective's own network (`vqtok.losses.ObjectiveUpdate`)."""
     trainable = [parameter for parameter in spec.module.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, betas=spec.betas, weight_decay=spec.weight_decay)
@@ -207,10 +206,8 @@ def _objective_update(spec, tokenizer, args: TrainingArguments) -> Update:
         losses = spec.loss(module, inputs)
         return ObjectiveOutput(sum(losses.values()), losses)
 
-    update = Update(spec.name, spec.module, optimizer, compute, every=spec.every, start_step=spec.start_step)
-    update.scheduler = get_scheduler(spec.lr_scheduler, optimizer, num_warmup_steps=spec.warmup_steps,
-                                     num_training_steps=update.due_steps(args.max_steps))
-    return update
+    return Update(spec.name, spec.module, optimizer, compute, lr_scheduler=spec.lr_scheduler,
+                  warmup_steps=spec.warmup_steps, every=spec.every, start_step=spec.start_step)
 
 
 def _logged_values(outputs: dict) -> dict:
