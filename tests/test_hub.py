@@ -210,6 +210,12 @@ PAPERS = {
     "vqtok-sqvae": ["SQ-VAE: Variational Bayes on Discrete Representation with Self-annealed Stochastic Quantization"],
     "vqtok-vmf-sqvae": ["SQ-VAE: Variational Bayes on Discrete Representation with Self-annealed Stochastic Quantization"],
     "vqtok-hypervq": ["HyperVQ: MLR-based Vector Quantization in Hyperbolic Space", "Hyperbolic Neural Networks++"],
+    "vqtok-fsq": ["Finite Scalar Quantization: VQ-VAE Made Simple"],
+    "vqtok-lfq": ["Language Model Beats Diffusion -- Tokenizer is Key to Visual Generation"],
+    "vqtok-bsq": ["Image and Video Tokenization with Binary Spherical Quantization"],
+    "vqtok-rvq": ["SoundStream: An End-to-End Neural Audio Codec", "Autoregressive Image Generation using Residual Quantization"],
+    "vqtok-simvq": ["Addressing Representation Collapse in Vector Quantized Models with One Linear Layer"],
+    "vqtok-ibq": ["Taming Scalable Visual Tokenizer for Autoregressive Image Generation"],
 }
 
 
@@ -220,6 +226,17 @@ def test_every_type_module_declares_its_papers_and_a_bibtex_entry():
         assert [paper.title for paper in reference.papers] == titles
         assert reference.bibtex.count("@") == len(titles)
         assert all(paper.url for paper in reference.papers)
+
+
+def test_the_rotation_trick_is_cited_where_it_is_switched_on():
+    rotation = "Restructuring Vector Quantization with the Rotation Trick"
+    for model_type in ("vqtok-vq", "vqtok-simvq", "vqtok-rvq"):
+        config_class = TOKENIZER_REGISTRY[model_type][0]
+        assert rotation not in [paper.title for paper in card_reference(config_class(**TINY)).papers]
+        with_trick = card_reference(config_class(**TINY, rotation_trick=True))
+        assert [paper.title for paper in with_trick.papers] == PAPERS[model_type] + [rotation]
+    card = render_model_card(VQConfig(**TINY, rotation_trick=True)).content
+    assert "arXiv:2410.06424" in card and "@inproceedings{fifty2025restructuring" in card
 
 
 def test_card_keywords_are_checked_once_for_every_card_function():

@@ -103,3 +103,13 @@ def test_override_fills_an_empty_section(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("training:\n")
     assert load_run_config(str(path), ["training.max_steps=3"]).training.max_steps == 3
+
+
+def test_exponents_without_a_dot_are_floats_inside_nested_options_too(tmp_path):
+    # PyYAML (YAML 1.1) reads 1e-3 as a string; nested option dicts are not parsed by declared type, so
+    # the loader itself must read it as the float every user means.
+    config = LOADERS["tokenizer"](None, ["model.regularizers.topology.weight=1e-3"])
+    assert config.model.regularizers == {"topology": {"weight": 0.001}}
+    path = tmp_path / "run.yaml"
+    path.write_text("model:\n  regularizers:\n    topology:\n      weight: 2E-2\n")
+    assert LOADERS["tokenizer"](str(path), []).model.regularizers == {"topology": {"weight": 0.02}}

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vqtok.quantizers import VectorQuantizer, nearest_code, perplexity_from_counts
 from vqtok.quantizers.kmeans import kmeans
@@ -221,3 +222,43 @@ def test_constructor_rejects_bad_options():
         VectorQuantizer(1, 3)
     with pytest.raises(ValueError, match="dead_code_threshold"):
         VectorQuantizer(8, 3, dead_code_threshold=-1)
+
+
+# --- the rotation trick -------------------------------------------------------------------------
+def test_rotation_trick_hand_case_value_and_gradient():
+    # z = (1, 0), its code q = (0, 2): lambda = 2 and R the quarter turn [[0, -1], [1, 0]] taking e1 to e2,
+    # so the output is lambda R z = q and the gradient reaching z is lambda R^T g.
+    quantizer = VectorQuantizer(2, 2, use_ema=False, kmeans_init=False, dead_code_threshold=0, rotation_trick=True)
+    with torch.no_grad():
+        quantizer.codebook.weight.copy_(torch.tensor([[0.0, 2.0], [10.0, 10.0]]))
+    z = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    out = quantizer.train()(z.reshape(1, 2, 1, 1))
+    assert torch.allclose(out.quantized.flatten(), torch.tensor([0.0, 2.0]))
+    rotation = torch.tensor([[0.0, -1.0], [1.0, 0.0]])
+    for upstream in (torch.tensor([1.0, 0.0]), torch.tensor([0.3, -0.7])):
+        (grad,) = torch.autograd.grad((out.quantized.flatten() * upstream).sum(), z, retain_graph=True)
+        assert torch.allclose(grad.flatten(), 2 * rotation.t() @ upstream, atol=1e-6)
+
+
+def test_rotation_trick_matches_the_papers_formula_on_random_vectors():
+    from vqtok.quantizers import rotate_to_codes
+
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 5, generator=generator, requires_grad=True)
+    q = torch.randn(6, 5, generator=generator)
+    upstream = torch.randn(6, 5, generator=generator)
+    out = rotate_to_codes(z, q)
+    assert torch.allclose(out, q, atol=1e-6)
+    (grad,) = torch.autograd.grad((out * upstream).sum(), z)
+    for n in range(6):
+        z_hat, q_hat = F.normalize(z[n].detach(), dim=0), F.normalize(q[n], dim=0)
+        r = F.normalize(z_hat + q_hat, dim=0)
+        rotation = torch.eye(5) - 2 * torch.outer(r, r) + 2 * torch.outer(q_hat, z_hat)
+        assert torch.allclose(rotation @ z_hat, q_hat, atol=1e-6)  # R is the rotation taking z^ to q^
+        scale = q[n].norm() / z[n].detach().norm()
+        assert torch.allclose(grad[n], scale * rotation.t() @ upstream[n], atol=1e-5)
+    # Where the rotation is undefined (z = 0, or z opposite q), the gradient is the straight-through one.
+    z = torch.tensor([[0.0, 0.0], [-1.0, 0.0]], requires_grad=True)
+    out = rotate_to_codes(z, torch.tensor([[1.0, 1.0], [2.0, 0.0]]))
+    (grad,) = torch.autograd.grad(out.sum(), z)
+    assert torch.equal(grad, torch.ones(2, 2)) and torch.allclose(out, torch.tensor([[1.0, 1.0], [2.0, 0.0]]))

@@ -19,7 +19,7 @@ from transformers import PreTrainedConfig
 
 from .backbones import BackboneConfig, build_backbone_config
 from .hub.legacy import FLAT_BACKBONE_KEYS, upgrade_config_dict
-from .hub.references import QuantizerReference
+from .hub.references import Paper, QuantizerReference
 from .options import CODEBOOK_SIZE, NON_NEGATIVE, POSITIVE_INT, Option, check_options, document_options
 from .quantizers import Quantizer
 from .regularizers import check_regularizer_settings
@@ -93,6 +93,9 @@ class VQTokenizerConfig(PreTrainedConfig):
     paper's, ...): appended to the option's entry in the type's docstring."""
     reference: ClassVar[QuantizerReference | None] = None
     """The method's display name, Hub tag, papers and summary, for model cards."""
+    option_papers: ClassVar[dict[str, Paper]] = {}
+    """Papers of options the type shares with others (the rotation trick, ...), cited on the model
+    card where the option is switched on."""
     paper_settings: ClassVar[dict[str, Any]] = {}
     """The field values of the method's reference implementation, where they differ from the class
     defaults (which are tuned for short runs on small images); see `paper_preset`."""
@@ -187,7 +190,9 @@ class VQTokenizerConfig(PreTrainedConfig):
         return {name: getattr(self, name) for name in self.type_fields() if name in declared}
 
     def check(self) -> None:
-        """Raise `TypeError`/`ValueError` naming the first invalid field."""
+        """Raise `TypeError`/`ValueError` naming the first invalid field (the type's own fields first:
+        a derived `codebook_size` is only as good as the options it follows from)."""
+        self._check_type_fields()
         shared = {name: getattr(self, name) for name in SHARED_OPTIONS if name != "backbone_config"}
         check_options(SHARED_OPTIONS, shared, "config field")
         if self.image_size % self.downsampling_factor:
@@ -196,7 +201,8 @@ class VQTokenizerConfig(PreTrainedConfig):
                 f"`downsampling_factor` ({self.downsampling_factor})"
             )
         check_regularizer_settings(self.regularizers)
-        self._check_type_fields()
+        if self.quantizer_class is not None:
+            self.quantizer_class.check_codebook_size(self.codebook_size, self.latent_dim, self.quantizer_kwargs(), "config field")
 
     def _check_type_fields(self) -> None:
         declared = set(self._quantizer_options()) | set(self.model_options)
@@ -208,7 +214,6 @@ class VQTokenizerConfig(PreTrainedConfig):
             )
         if self.quantizer_class is not None:
             self.quantizer_class.check_options(self.quantizer_kwargs(), "config field")
-            self.quantizer_class.check_codebook_size(self.codebook_size, self.latent_dim, self.quantizer_kwargs(), "config field")
         model_values = {name: getattr(self, name) for name in self.type_fields() if name in self.model_options}
         check_options(self.model_options, model_values, "config field")
 

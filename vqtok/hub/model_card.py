@@ -38,8 +38,12 @@ TOKENIZER_CARD = CardKind(
 
 
 def card_reference(config: PreTrainedConfig) -> QuantizerReference:
-    """The reference its config class declares (name, Hub tag, papers, summary), or a generic one."""
-    return getattr(type(config), "reference", None) or generic_reference(config.model_type)
+    """The reference its config class declares (name, Hub tag, papers, summary), or a generic one;
+    with the papers of the options switched on in `config` (its class's `option_papers`) added."""
+    reference = getattr(type(config), "reference", None) or generic_reference(config.model_type)
+    extra = [paper for option, paper in getattr(type(config), "option_papers", {}).items()
+             if getattr(config, option, False) and paper not in reference.papers]
+    return dataclasses.replace(reference, papers=reference.papers + tuple(extra)) if extra else reference
 
 
 def render_model_card(model, *, template_path: str | os.PathLike | None = None, **card_inputs) -> ModelCard:

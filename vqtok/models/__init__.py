@@ -6,6 +6,12 @@ Registering a type makes it loadable by `VQTokenizer`, `transformers.AutoConfig`
 """
 
 from ..auto import register_tokenizer
+from .bsq import BSQConfig, BSQModel
+from .fsq import FSQConfig, FSQModel
+from .ibq import IBQConfig, IBQModel
+from .lfq import LFQConfig, LFQModel
+from .rvq import RVQConfig, RVQModel
+from .simvq import SimVQConfig, SimVQModel
 from .gumbel import GumbelVQConfig, GumbelVQModel
 from .hypervq import HyperVQConfig, HyperVQModel
 from .nsvq import NSVQConfig, NSVQModel
@@ -21,20 +27,38 @@ register_tokenizer(GumbelVQModel)
 register_tokenizer(SQVAEModel)
 register_tokenizer(VMFSQVAEModel)
 register_tokenizer(HyperVQModel)
+register_tokenizer(FSQModel)
+register_tokenizer(LFQModel)
+register_tokenizer(BSQModel)
+register_tokenizer(RVQModel)
+register_tokenizer(SimVQModel)
+register_tokenizer(IBQModel)
 
 __all__ = [
+    "BSQConfig",
+    "BSQModel",
+    "FSQConfig",
+    "FSQModel",
     "GumbelVQConfig",
     "GumbelVQModel",
     "HyperVQConfig",
     "HyperVQModel",
+    "IBQConfig",
+    "IBQModel",
+    "LFQConfig",
+    "LFQModel",
     "NSVQConfig",
     "NSVQModel",
+    "RVQConfig",
+    "RVQModel",
     "SQVAEConfig",
     "SQVAEModel",
+    "SimVQConfig",
+    "SimVQModel",
     "SoftVQConfig",
     "SoftVQModel",
-    "VQConfig",
     "VMFSQVAEConfig",
     "VMFSQVAEModel",
+    "VQConfig",
     "VQModel",
 ]

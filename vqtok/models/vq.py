@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..configuration import VQTokenizerConfig
 from ..modeling import VQTokenizerPreTrainedModel
 from ..quantizers import VectorQuantizer
-from ..hub.references import NEURIPS, Paper, QuantizerReference
+from ..hub.references import ROTATION_TRICK_PAPER, NEURIPS, Paper, QuantizerReference
 
 VQ_VAE_PAPER = Paper(
     "vandenoord2017neural", "Neural Discrete Representation Learning",
@@ -23,6 +23,7 @@ class VQConfig(VQTokenizerConfig):
 
     model_type = "vqtok-vq"
     quantizer_class = VectorQuantizer
+    option_papers = {"rotation_trick": ROTATION_TRICK_PAPER}
     reference = QuantizerReference(
         "VQ-VAE", "vq-vae", (VQ_VAE_PAPER,),
         "Nearest-code vector quantization with a straight-through gradient and a commitment loss; the codebook "
@@ -37,6 +38,7 @@ class VQConfig(VQTokenizerConfig):
     kmeans_iters: int = 10
     dead_code_threshold: float | int = 1.0
     use_cosine: bool = False
+    rotation_trick: bool = False
 
 
 class VQModel(VQTokenizerPreTrainedModel):

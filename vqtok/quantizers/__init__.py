@@ -13,9 +13,16 @@ from .functional import (
     nearest_code,
     perplexity_from_counts,
     sample_codes,
+    rotate_to_codes,
     squared_distances,
     usage_stats,
 )
+from .bsq import BSQuantizer
+from .fsq import FSQuantizer
+from .ibq import IBQuantizer
+from .lfq import LFQuantizer
+from .rvq import ResidualVectorQuantizer
+from .simvq import SimVQuantizer
 from .gumbel import GumbelQuantizer, hard_gumbel_softmax, soft_gumbel_softmax
 from .hypervq import HyperVQQuantizer
 from .nsvq import NSVQuantizer
@@ -26,7 +33,13 @@ from .vmf_sqvae import VMFSQVAEQuantizer
 from .vq import VectorQuantizer
 
 __all__ = [
+    "BSQuantizer",
     "Codebook",
+    "FSQuantizer",
+    "IBQuantizer",
+    "LFQuantizer",
+    "ResidualVectorQuantizer",
+    "SimVQuantizer",
     "GumbelQuantizer",
     "HyperVQQuantizer",
     "NSVQuantizer",
@@ -42,6 +55,7 @@ __all__ = [
     "hard_gumbel_softmax",
     "nearest_code",
     "perplexity_from_counts",
+    "rotate_to_codes",
     "sample_codes",
     "soft_gumbel_softmax",
     "squared_distances",

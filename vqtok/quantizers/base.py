@@ -139,6 +139,7 @@ class Quantizer(nn.Module):
         """Raise `TypeError`/`ValueError` unless `codebook_size` is a valid K for `dim` and these
         options: an int >= 2, equal to the derived K where they fix one."""
         where = where or f"{cls.__name__} argument"
+        cls.check_dim(dim, options, where)
         CODEBOOK_SIZE.check("codebook_size", codebook_size, where)
         derived = cls.derived_codebook_size(dim, options)
         if derived is not None and codebook_size != derived:
@@ -146,6 +147,11 @@ class Quantizer(nn.Module):
                 f"{where} `codebook_size` ({codebook_size}) must equal the {derived} codes that {cls.__name__}'s "
                 "options give (leave it out to have it filled in)"
             )
+
+    @classmethod
+    def check_dim(cls, dim: int, options: Mapping[str, Any], where: str | None = None) -> None:
+        """Raise `ValueError` unless the latent dimension `dim` suits these options (FSQ: one level
+        per dimension); any dimension by default."""
 
     def retired_legacy_state(self) -> set[str]:
         """Today's names of the tensors that vqtok 0.1 saved for this quantizer (with these options) and

@@ -18,6 +18,17 @@ CHUNK_OPTIONS = {
 }
 
 
+# The option of the nearest-code quantizers that can pass gradients by the rotation trick.
+ROTATION_OPTIONS = {
+    "rotation_trick": Option(bool, doc=(
+        "Pass the gradient from the code to the latent by the rotation trick (Fifty et al. 2024) instead of "
+        "copying it straight through: the decoder receives `sg[lambda R] z`, with R the rotation that takes z's "
+        "direction to its code's and lambda = ||q|| / ||z||; its value is the code, its gradient with respect to "
+        "z is lambda R^T times the gradient at the code."
+    )),
+}
+
+
 def fp32_no_autocast(device: torch.device):
     """Context manager that disables autocast on `device`'s type, so maths stays in fp32."""
     return torch.autocast(device_type=device.type, enabled=False)
@@ -88,6 +99,30 @@ def sample_codes(
             probs = torch.softmax(logits, dim=1)
             samples[start : start + chunk_rows] = torch.multinomial(probs, num_samples, replacement=True)
     return samples
+
+
+def rotate_to_codes(rows: torch.Tensor, codes: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """The rotation trick (Fifty et al. 2024, eq. 4): `sg[lambda R] z` for each row z `[N, D]` and its
+    code q `[N, D]`, with lambda = ||q|| / ||z|| and R = I - 2 r r^T + 2 q^ z^T the rotation taking
+    z^ = z / ||z|| to q^ = q / ||q|| (r = (z^ + q^) / ||z^ + q^||), applied without forming R:
+    R z = z - 2 r (r.z) + 2 q^ (z^.z). The value is q (up to one rounding, as with the straight-through
+    estimator); the gradient reaching z is lambda R^T times the gradient at the output. A zero latent,
+    or one exactly opposite its code (R undefined), gets the straight-through gradient instead."""
+    with torch.no_grad():
+        row_norms = rows.norm(dim=1, keepdim=True)
+        code_norms = codes.norm(dim=1, keepdim=True)
+        row_dirs = rows / row_norms.clamp_min(eps)
+        code_dirs = codes / code_norms.clamp_min(eps)
+        halfway = row_dirs + code_dirs
+        halfway_norms = halfway.norm(dim=1, keepdim=True)
+        rotatable = (row_norms > eps) & (halfway_norms > eps)
+        halfway = halfway / halfway_norms.clamp_min(eps)
+        scale = code_norms / row_norms.clamp_min(eps)
+    rotated = rows - 2 * halfway * (halfway * rows).sum(1, keepdim=True) + 2 * code_dirs * (row_dirs * rows).sum(1, keepdim=True)
+    rotated = scale * rotated
+    straight_through = rows + (codes - rows).detach()
+    exact = rotated + (codes - rotated).detach()  # the value is exactly the code, the gradient the rotation's
+    return torch.where(rotatable, exact, straight_through)
 
 
 def code_histogram(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:

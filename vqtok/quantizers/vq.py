@@ -11,7 +11,7 @@ from ..options import FLAG, NON_NEGATIVE
 from ..parallel.collectives import all_reduce_sum_
 from .base import Quantizer, QuantizerOutput
 from .codebook import DEAD_CODE_OPTIONS, EMA_OPTIONS, Codebook
-from .functional import CHUNK_OPTIONS, code_histogram, usage_stats
+from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, rotate_to_codes, usage_stats
 from .kmeans import KMEANS_OPTIONS
 
 
@@ -19,7 +19,8 @@ class VectorQuantizer(Quantizer):
     """Nearest-neighbour vector quantizer with a straight-through estimator.
 
     Training forward, on rows z (fp32):
-      k = argmin_k ||z - e_k||^2,  z_q = e_k,  decoder input z + sg(z_q - z);
+      k = argmin_k ||z - e_k||^2,  z_q = e_k,  decoder input z + sg(z_q - z)
+        (or, with `rotation_trick`, sg[lambda R] z: see `functional.rotate_to_codes`);
       commitment_loss = beta * mean((z - sg z_q)^2);
       codebook_loss = mean((z_q - sg z)^2)        (only when `use_ema=False`).
     With `use_ema=True` the codebook has no gradient; in train mode each forward updates
@@ -42,6 +43,7 @@ class VectorQuantizer(Quantizer):
         ),
         **EMA_OPTIONS,
         **KMEANS_OPTIONS,
+        **ROTATION_OPTIONS,
         **CHUNK_OPTIONS,
     }
     legacy_state_names = {
@@ -61,13 +63,14 @@ class VectorQuantizer(Quantizer):
         kmeans_iters: int = 10,
         dead_code_threshold: float = 1.0,
         use_cosine: bool = False,
+        rotation_trick: bool = False,
         chunk_rows: int | None = None,
     ):
         super().__init__(codebook_size, dim)
         self._set_options(
             commitment_cost=commitment_cost, use_ema=use_ema, ema_decay=ema_decay, ema_epsilon=ema_epsilon,
             kmeans_init=kmeans_init, kmeans_iters=kmeans_iters, dead_code_threshold=dead_code_threshold,
-            use_cosine=use_cosine, chunk_rows=chunk_rows,
+            use_cosine=use_cosine, rotation_trick=rotation_trick, chunk_rows=chunk_rows,
         )
         self.codebook = Codebook(
             codebook_size, dim, trainable=not use_ema, ema=use_ema, ema_decay=self.ema_decay,
@@ -100,7 +103,7 @@ class VectorQuantizer(Quantizer):
         losses = {"commitment_loss": self.commitment_cost * F.mse_loss(rows, codes.detach())}
         if not self.use_ema:
             losses["codebook_loss"] = F.mse_loss(codes, rows.detach())
-        quantized = rows + (codes - rows).detach()
+        quantized = rotate_to_codes(rows, codes.detach()) if self.rotation_trick else rows + (codes - rows).detach()
 
         stats = usage_stats(counts)
         if self.training:

@@ -16,6 +16,7 @@ Example (`training/configs/vq.yaml`)::
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import asdict, dataclass, field
 
 import yaml
@@ -115,8 +116,24 @@ def apply_overrides(raw: dict, overrides: list[str], sections: tuple[str, ...] =
     return raw
 
 
+class _RunConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader, also reading `1e-5` (no dot) as a float, as YAML 1.2 and Python do: PyYAML
+    follows YAML 1.1, where it is the string "1e-5"."""
+
+
+_RunConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load_yaml(stream):
+    return yaml.load(stream, Loader=_RunConfigLoader)
+
+
 def _override_value(text: str):
-    value = yaml.safe_load(text)
+    value = _load_yaml(text)
     if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
         return text.strip()  # YAML 1.1 reads yes/no/on/off as booleans; a string option wants the word
     return value
@@ -177,7 +194,7 @@ def read_run_config(path: str | None, overrides: list[str] | None = None, sectio
     raw: dict = {}
     if path is not None:
         with open(path, encoding="utf-8") as handle:
-            raw = yaml.safe_load(handle) or {}
+            raw = _load_yaml(handle) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"run config {path} must be a mapping with sections {list(sections)}")
     raw = apply_overrides(raw, overrides or [], sections)

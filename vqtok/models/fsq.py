@@ -1,0 +1,44 @@
+"""FSQ tokenizer (Mentzer et al. 2024): finite scalar quantization, a fixed grid of codes with no
+table and no codebook loss."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..configuration import VQTokenizerConfig
+from ..modeling import VQTokenizerPreTrainedModel
+from ..quantizers import FSQuantizer
+from ..quantizers.fsq import DEFAULT_LEVELS
+from ..hub.references import ICLR, Paper, QuantizerReference
+
+FSQ_PAPER = Paper(
+    "mentzer2024finite", "Finite Scalar Quantization: VQ-VAE Made Simple",
+    ("Mentzer, Fabian", "Minnen, David", "Agustsson, Eirikur", "Tschannen, Michael"), 2024, ICLR,
+    arxiv_id="2309.15505",
+)
+
+
+class FSQConfig(VQTokenizerConfig):
+    r"""FSQ tokenizer (Mentzer et al. 2024): each of the D = len(levels) latent dimensions is bounded
+    and rounded to one of its levels (straight-through); the codes are the grid of all combinations,
+    K = prod(levels), so there is no codebook to learn, initialise or restart, and every code keeps
+    its place. `latent_dim` must equal the number of levels; `codebook_size` is filled in.
+    """
+
+    model_type = "vqtok-fsq"
+    quantizer_class = FSQuantizer
+    reference = QuantizerReference(
+        "FSQ", "fsq", (FSQ_PAPER,),
+        "Finite scalar quantization: each latent dimension is bounded and rounded to a few levels; the codes are "
+        "the fixed grid of level combinations (no codebook, no codebook loss).",
+    )
+
+    latent_dim: int = len(DEFAULT_LEVELS)
+    codebook_size: int | None = None
+    levels: list = dataclasses.field(default_factory=lambda: list(DEFAULT_LEVELS))
+
+
+class FSQModel(VQTokenizerPreTrainedModel):
+    """FSQ tokenizer (`FSQConfig`): finite scalar quantization."""
+
+    config_class = FSQConfig

@@ -1,0 +1,121 @@
+"""Finite scalar quantization (Mentzer et al. 2024): each latent dimension is bounded and rounded to
+one of a few levels; the codes are the grid of all level combinations, so there is no table and no
+codebook loss."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..options import Option
+from .base import Quantizer, QuantizerOutput
+from .functional import code_histogram, usage_stats
+
+DEFAULT_LEVELS = (8, 5, 5, 5)
+
+
+class FSQuantizer(Quantizer):
+    """Finite scalar quantizer: dimension i of the latent z (D = len(levels)) takes one of L_i levels.
+
+    Training forward, on rows z (fp32), per dimension with L levels and h = floor(L / 2):
+      bounded  b = a tanh(z + s) - o,  a = (1 + 1e-3)(L - 1)/2,  o = 1/2 for even L (else 0),  s = atanh(o / a),
+               so that round(b) takes exactly the L integer values in [-h, L - 1 - h] (the 1e-3 keeps s
+               finite at L = 2);
+      code     q = round(b) / h  (in [-1, 1]), passed to the decoder as b/h + sg(q - b/h) (straight through);
+      id       sum_i (round(b_i) + h_i) * prod_{j<i} L_j  (mixed radix, dimension 0 least significant).
+    K = prod(levels) follows from the levels; ids and codes map to each other exactly both ways
+    (`code_vectors`). The maths runs in fp32 whatever the autocast, so no code is lost to a bf16
+    rounding of the level indices. FSQ has no loss terms of its own.
+    """
+
+    options = {
+        "levels": Option(list, doc=(
+            "L_i, the number of levels of each latent dimension (each an int >= 2; their count is the latent "
+            "dimension D, and K = their product). The paper's choices: [8, 5, 5, 5] for K = 1000, [8, 8, 8, 6, 5] "
+            "for 15360, [8, 8, 8, 5, 5, 5] for 64000."
+        )),
+    }
+
+    def __init__(self, codebook_size: int | None = None, dim: int = len(DEFAULT_LEVELS), levels: list[int] | None = None):
+        levels = list(DEFAULT_LEVELS) if levels is None else levels
+        self.check_options({"levels": levels})
+        derived = self.derived_codebook_size(dim, {"levels": levels})
+        self.check_codebook_size(derived if codebook_size is None else codebook_size, dim, {"levels": levels})
+        super().__init__(derived, dim)
+        self.levels = [int(level) for level in levels]
+
+    @staticmethod
+    def _valid_levels(levels: Any) -> bool:
+        return isinstance(levels, list) and bool(levels) and all(
+            isinstance(level, int) and not isinstance(level, bool) and level >= 2 for level in levels
+        )
+
+    @classmethod
+    def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
+        super().check_options(values, where)
+        levels = values.get("levels")
+        if levels is not None and not cls._valid_levels(levels):
+            raise ValueError(f"{where or cls.__name__ + ' argument'} `levels` must be a non-empty list of ints >= 2, got {levels!r}")
+
+    @classmethod
+    def check_dim(cls, dim: int, options: Mapping[str, Any], where: str | None = None) -> None:
+        levels = options.get("levels", DEFAULT_LEVELS)
+        if cls._valid_levels(levels) and dim != len(levels):
+            raise ValueError(
+                f"{where or cls.__name__ + ' argument'} the latent dimension ({dim}) must equal the number of FSQ levels "
+                f"({len(levels)}: {list(levels)}); set `latent_dim` to {len(levels)} or give one level per dimension"
+            )
+
+    @classmethod
+    def derived_codebook_size(cls, dim: int, options: Mapping[str, Any]) -> int | None:
+        levels = options.get("levels", list(DEFAULT_LEVELS))
+        return math.prod(levels) if cls._valid_levels(levels) else None  # bad levels are reported by check_options
+
+    # FSQ has no state: its constants are made from `levels` where used, on the latents' device.
+    def _level_counts(self, device: torch.device) -> torch.Tensor:
+        return torch.tensor(self.levels, dtype=torch.long, device=device)
+
+    def _radix(self, device: torch.device) -> torch.Tensor:
+        """prod_{j<i} L_j of each dimension i: the place value of its level in an id."""
+        return torch.cumprod(torch.tensor([1, *self.levels[:-1]], dtype=torch.long, device=device), dim=0)
+
+    def _half_widths(self, device: torch.device) -> torch.Tensor:
+        return (self._level_counts(device) // 2).float()
+
+    def bound(self, rows: torch.Tensor) -> torch.Tensor:
+        """b: each dimension squashed so that rounding it gives one of its L integer levels."""
+        counts = self._level_counts(rows.device)
+        half_span = (1 + 1e-3) * (counts.float() - 1) / 2
+        offset = (counts % 2 == 0).float() * 0.5
+        shift = torch.atanh(offset / half_span)
+        return half_span * torch.tanh(rows + shift) - offset
+
+    def _level_indices(self, rows: torch.Tensor) -> torch.Tensor:
+        """The level of each dimension, in [0, L_i), as long."""
+        return (torch.round(self.bound(rows)) + self._half_widths(rows.device)).long()
+
+    def _ids(self, level_indices: torch.Tensor) -> torch.Tensor:
+        return (level_indices * self._radix(level_indices.device)).sum(dim=1)
+
+    def code_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The codes `[n, D]` of ids `[n]` (all K when None): each dimension's level, scaled into [-1, 1]."""
+        ids = torch.arange(self.codebook_size) if ids is None else ids
+        level_indices = (ids[:, None] // self._radix(ids.device)) % self._level_counts(ids.device)
+        half_widths = self._half_widths(ids.device)
+        return (level_indices.float() - half_widths) / half_widths
+
+    def _select_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return self._ids(self._level_indices(rows))
+
+    def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
+        scaled = self.bound(rows) / self._half_widths(rows.device)
+        ids = self._select_rows(rows)
+        codes = self.code_vectors(ids)
+        quantized = scaled + (codes - scaled).detach()
+        return QuantizerOutput(quantized, ids, {}, usage_stats(code_histogram(ids, self.codebook_size)))
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, codebook_size={self.codebook_size}"

@@ -1,0 +1,159 @@
+"""Lookup-free quantization (Yu et al. 2024, MAGVIT-v2): each latent dimension is one bit, q = sign(z);
+the codes are the 2^D corners of the cube, so there is no table. Its entropy loss (confident bits per
+position, all codes used over the batch) is computed here without forming the `[N, 2^D]`
+probabilities: see `code_entropies`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from ..options import NON_NEGATIVE, POSITIVE, Option
+from .base import Quantizer, QuantizerOutput
+from .functional import code_histogram, usage_stats
+
+# K = 2^D codes; beyond 2^24 even the `[K]` vector of mean code probabilities gets large.
+MAX_BITS = 24
+# Probabilities per chunk of the batch entropy: about one million floats, as for the nearest-code search.
+ENTROPY_CHUNK_ELEMENTS = 1 << 20
+
+BINARY_CODE_OPTIONS = {
+    "commitment_cost": NON_NEGATIVE.documented("beta, the weight of the commitment loss `mean((z - sg q)^2)`."),
+    "entropy_weight": NON_NEGATIVE.documented(
+        "Weight of the entropy loss `mean_n H(p(c|z_n)) - diversity_gamma * H(mean_n p(c|z_n))` (0 switches it off)."
+    ),
+    "diversity_gamma": NON_NEGATIVE.documented(
+        "gamma, the weight of the batch entropy (code diversity) inside the entropy loss."
+    ),
+    "entropy_temperature": POSITIVE.documented(
+        "tau of the soft code assignment p(c|z) = softmax_c(-||z - c||^2 / tau) that the entropy loss scores."
+    ),
+}
+
+
+def code_bits(ids: torch.Tensor, bits: int) -> torch.Tensor:
+    """The bit pattern `[n, bits]` (0/1, long) of ids `[n]`, bit 0 first: id = sum_i 2^i bit_i."""
+    return (ids[:, None] >> torch.arange(bits, device=ids.device)) & 1
+
+
+def ids_of_signs(rows: torch.Tensor) -> torch.Tensor:
+    """id = sum_i 2^i [z_i > 0] of each row `[N, D]`."""
+    weights = 2 ** torch.arange(rows.shape[1], device=rows.device)
+    return ((rows > 0).long() * weights).sum(dim=1)
+
+
+def _probability_sum(logits: torch.Tensor, log_normalizer: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """sum_n p(c|z_n) for the codes c in [start, stop): log p(c|z_n) = log_normalizer_n + logits_n . bits_c."""
+    bits = code_bits(torch.arange(start, stop, device=logits.device), logits.shape[1]).float()
+    return torch.exp(torch.addmm(log_normalizer[:, None], logits, bits.t())).sum(dim=0)
+
+
+def code_entropies(logits: torch.Tensor, chunk_elements: int = ENTROPY_CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean per-sample entropy, batch entropy), in nats, of the soft binary codes with bit logits
+    `logits` `[N, D]`: p(c|z_n) = prod_i p_ni^{c_i} (1 - p_ni)^{1 - c_i}, p_ni = sigmoid(logits_ni).
+
+    Every code distribution of LFQ and BSQ has this form: softmax_c(-||z - c||^2 / tau) over the
+    corners c of a cube factorises into one Bernoulli per dimension. So the per-sample entropy is
+    exactly the sum of the D bits' entropies (no `[N, 2^D]` term at all). The batch entropy
+    H(mean_n p(c|z_n)) does not factorise (the mean of product distributions is not one); it is
+    computed exactly, over chunks of codes: each chunk's `[N, chunk]` block of probabilities,
+    exp(log_normalizer_n + logits_n . bits_c) with log_normalizer_n = -sum_i softplus(logits_ni),
+    is summed over n and dropped, and recomputed in the backward pass (activation checkpointing),
+    so memory stays at one chunk (about `chunk_elements` floats) plus the `[2^D]` mean probabilities.
+    """
+    probabilities = torch.sigmoid(logits)
+    bit_entropies = probabilities * F.softplus(-logits) + (1 - probabilities) * F.softplus(logits)
+    per_sample = bit_entropies.sum(dim=1).mean()
+
+    rows, bits = logits.shape
+    codes = 1 << bits
+    log_normalizer = -F.softplus(logits).sum(dim=1)
+    chunk = max(1, min(codes, chunk_elements // max(rows, 1)))
+    sums = []
+    for start in range(0, codes, chunk):
+        stop = min(start + chunk, codes)
+        if torch.is_grad_enabled() and logits.requires_grad:
+            sums.append(checkpoint(_probability_sum, logits, log_normalizer, start, stop, use_reentrant=False))
+        else:
+            sums.append(_probability_sum(logits, log_normalizer, start, stop))
+    mean_probabilities = torch.cat(sums) / rows
+    batch = -(mean_probabilities * torch.log(mean_probabilities.clamp_min(1e-30))).sum()
+    return per_sample, batch
+
+
+class LFQuantizer(Quantizer):
+    """Lookup-free quantizer: bit i of the code is [z_i > 0]; the code is q = s (2 bits - 1), s = 1 here.
+
+    Training forward, on rows z (fp32) of D = log2 K dimensions:
+      q = sign(z) (a zero counts as negative), id = sum_i 2^i [z_i > 0], decoder input z + sg(q - z);
+      commitment_loss = beta * mean((z - sg q)^2);
+      entropy_loss = w * (mean_n H(p(c|z_n)) - gamma * H(mean_n p(c|z_n))),
+        p(c|z) = softmax_c(-||z - c||^2 / tau), i.e. bit i is 1 with probability sigmoid(4 s z_i / tau).
+    The first term makes each position's bits confident, the second spreads the batch over all codes.
+    The batch entropy is the exact one, computed in chunks of codes (`code_entropies`), over this
+    process's rows (not gathered across processes). K = 2^D follows from D.
+    """
+
+    options = BINARY_CODE_OPTIONS
+
+    def __init__(
+        self,
+        codebook_size: int | None = None,
+        dim: int = 10,
+        commitment_cost: float = 0.25,
+        entropy_weight: float = 0.1,
+        diversity_gamma: float = 1.0,
+        entropy_temperature: float = 0.01,
+    ):
+        self.check_codebook_size(2**dim if codebook_size is None else codebook_size, dim, {})
+        super().__init__(2**dim, dim)
+        self._set_options(
+            commitment_cost=commitment_cost, entropy_weight=entropy_weight, diversity_gamma=diversity_gamma,
+            entropy_temperature=entropy_temperature,
+        )
+
+    @classmethod
+    def check_dim(cls, dim: int, options: Mapping[str, Any], where: str | None = None) -> None:
+        if dim > MAX_BITS:
+            raise ValueError(
+                f"{where or cls.__name__ + ' argument'} the latent dimension is the number of bits, so K = 2^{dim}; "
+                f"at most {MAX_BITS} bits are supported"
+            )
+
+    @classmethod
+    def derived_codebook_size(cls, dim: int, options: Mapping[str, Any]) -> int | None:
+        return 2**dim
+
+    @property
+    def code_scale(self) -> float:
+        """s, the magnitude of every code component."""
+        return 1.0
+
+    def project(self, rows: torch.Tensor) -> torch.Tensor:
+        """The latents the codes approximate: unchanged here (BSQ puts them on the unit sphere)."""
+        return rows
+
+    def code_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The codes `[n, D]` of ids `[n]` (all K when None; only for a small K): s (2 bits - 1)."""
+        ids = torch.arange(self.codebook_size) if ids is None else ids
+        return (code_bits(ids, self.dim).float() * 2 - 1) * self.code_scale
+
+    def _select_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return ids_of_signs(self.project(rows))
+
+    def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
+        latents = self.project(rows)
+        ids = ids_of_signs(latents.detach())
+        codes = (latents.detach() > 0).float().mul(2).sub(1).mul(self.code_scale)
+        losses = {"commitment_loss": self.commitment_cost * F.mse_loss(latents, codes)}
+        stats = usage_stats(code_histogram(ids, self.codebook_size))
+        if self.entropy_weight > 0:
+            logits = 4 * self.code_scale * latents / self.entropy_temperature
+            per_sample, batch = code_entropies(logits)
+            losses["entropy_loss"] = self.entropy_weight * (per_sample - self.diversity_gamma * batch)
+            stats.update(per_sample_entropy=per_sample.detach(), batch_entropy=batch.detach())
+        return QuantizerOutput(latents + (codes - latents).detach(), ids, losses, stats)

@@ -1,0 +1,66 @@
+"""SimVQ (Zhu et al. 2024): a frozen random codebook C and a learnt linear map W; the codes are the
+rows of C W, so every gradient step on W moves the whole codebook and no code is left behind."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..options import NON_NEGATIVE
+from .base import Quantizer, QuantizerOutput
+from .codebook import Codebook
+from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, nearest_code, rotate_to_codes, usage_stats
+
+
+class SimVQuantizer(Quantizer):
+    """Nearest code among the codes C W: C `[K, D]` frozen (drawn from N(0, 1/D) at construction and
+    saved with the weights), W `[D, D]` learnt.
+
+    Training forward, on rows z (fp32), with the codes E = C W:
+      k = argmin_k ||z - E_k||^2,  decoder input z + sg(E_k - z) (or the rotation trick);
+      commitment_loss = beta * mean((z - sg E_k)^2);  codebook_loss = mean((E_k - sg z)^2), whose
+      gradient reaches W and so every code.
+    `code_vectors` computes C W for the ids asked for; the nearest-code search forms E once per
+    forward and searches it in chunks, so memory is bounded by one `[rows, K]` chunk and E itself.
+    """
+
+    options = {
+        "commitment_cost": NON_NEGATIVE.documented("beta, the weight of the commitment loss `mean((z - sg q)^2)`."),
+        **ROTATION_OPTIONS,
+        **CHUNK_OPTIONS,
+    }
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        commitment_cost: float = 0.25,
+        rotation_trick: bool = False,
+        chunk_rows: int | None = None,
+    ):
+        super().__init__(codebook_size, dim)
+        self._set_options(commitment_cost=commitment_cost, rotation_trick=rotation_trick, chunk_rows=chunk_rows)
+        self.codebook = Codebook(codebook_size, dim, initial="normal", trainable=False, chunk_rows=chunk_rows)
+        with torch.no_grad():
+            self.codebook.weight.mul_(dim**-0.5)
+        self.codebook.initialized.fill_(True)  # a frozen table: nothing to start on the data
+        self.projection = nn.Linear(dim, dim, bias=False)
+
+    def code_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The codes C W `[n, D]` of ids `[n]` (all K when None), differentiable with respect to W."""
+        table = self.codebook.weight if ids is None else self.codebook.weight[ids]
+        return self.projection(table.float())
+
+    def _select_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return nearest_code(rows, self.code_vectors().detach(), self.chunk_rows)
+
+    def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
+        ids = self._select_rows(rows)
+        codes = self.code_vectors(ids)
+        losses = {
+            "commitment_loss": self.commitment_cost * F.mse_loss(rows, codes.detach()),
+            "codebook_loss": F.mse_loss(codes, rows.detach()),
+        }
+        quantized = rotate_to_codes(rows, codes.detach()) if self.rotation_trick else rows + (codes - rows).detach()
+        return QuantizerOutput(quantized, ids, losses, usage_stats(code_histogram(ids, self.codebook_size)))
