@@ -58,7 +58,12 @@ QUICKSTART = os.path.join(os.path.dirname(__file__), "..", "training", "configs"
 # Rows of a type other than its defaults: model_type -> [(row name, config fields)]; they replace the
 # type's one default row, and appear only once the type is registered.
 VARIANTS = {
-    "vqtok-vq": [("vq-ema", {}), ("vq-ste", {"use_ema": False})],
+    "vqtok-vq": [("vq-ema", {}), ("vq-ste", {"use_ema": False}), ("vq-ema-rotation", {"rotation_trick": True}),
+                 ("vq-ste-rotation", {"use_ema": False, "rotation_trick": True})],
+    # The implicit-code types at K = 512 = 8^3 = 2^9, as the table types: D follows from K.
+    "vqtok-fsq": [("fsq", {"levels": [8, 8, 8], "latent_dim": 3})],
+    "vqtok-lfq": [("lfq", {"latent_dim": 9})],
+    "vqtok-bsq": [("bsq", {"latent_dim": 9})],
     "vqtok-sqvae": [(f"sqvae-{variance}", {"variance": variance}) for variance in ("I", "II", "III", "IV")],
 }
 # The row every ratio is taken against (always run, even when --types leaves it out).
@@ -298,10 +303,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--types", nargs="+", choices=sorted(rows), metavar="ROW",
                         help=f"rows to run (default: all); known now: {', '.join(rows)}. {REFERENCE} always runs.")
+    return parse_run_arguments(parser, argv, "outputs/compare_quantizers")
+
+
+def parse_run_arguments(parser: argparse.ArgumentParser, argv, output_dir: str) -> argparse.Namespace:
+    """`parser` with the arguments every comparison run takes (`--steps`, `--eval_every`, `--seed`,
+    `--output_dir`, default `output_dir`), parsed from `argv` and checked."""
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per row (quickstart: 300)")
     parser.add_argument("--eval_every", type=int, default=25, help="steps between points of the held-out curves")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output_dir", default="outputs/compare_quantizers")
+    parser.add_argument("--output_dir", default=output_dir)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.eval_every < 1:
         parser.error("--steps and --eval_every must be positive")

@@ -34,7 +34,8 @@ The rows (K = 512 everywhere; D = 64 unless said):
 
 Options matched, and the differences that remain (vqp 1.32.0):
 
-  - LFQ / BSQ: commitment 0.25 (vqp `commitment_loss_weight`, default 0 there), entropy weight 0.1,
+  - LFQ / BSQ: commitment 0.25 (vqp `commitment_loss_weight`, default 0 there), entropy weight 0.1
+    (MAGVIT-v2's and vqp's; vqtok's LFQ default is 0.05),
     diversity gamma 1.0, and the soft assignment's temperature 0.01 (vqp's `inv_temperature=100`, a
     forward argument). vqp forms the `[N, K]` code probabilities and clamps them at 1e-5 inside the
     logs; vqtok computes the same entropies exactly without that matrix. BSQ in vqp is `LFQ` with
@@ -51,12 +52,13 @@ Options matched, and the differences that remain (vqp 1.32.0):
     decay 0.9, and gives a restarted code max(N/K, 1). vqp's `VectorQuantize` (and so each level of
     its `ResidualVQ`) uses the rotation trick by default: the RVQ rows both pass straight through,
     without quantizer dropout.
-  - SimVQ: on both sides a frozen N(0, 1/D) codebook times a learnt bias-free D x D linear map,
-    straight through (vqp's default is the rotation trick, turned off here), codebook loss weight 1
-    and commitment 0.25 (vqp: `commitment_weight=1`, `input_to_quantize_commit_loss_weight=0.25`).
+  - SimVQ: on both sides a frozen N(0, 1/D) codebook through a learnt D x D linear map, straight
+    through (vqp's default is the rotation trick, turned off here), codebook loss weight 1 and
+    commitment 0.25 (vqp: `commitment_weight=1`, `input_to_quantize_commit_loss_weight=0.25`). vqtok's
+    map has a bias (as the SimVQ reference code's), vqp's has none.
   - Initial weights: the seed is the same and the encoder is built before the quantizer, so it starts
     identical; the decoder does too where both quantizers draw the same random numbers when they are
-    built (FSQ, LFQ, BSQ: none; SimVQ: the same codebook and map, so equal codes too), not for VQ and
+    built (FSQ, LFQ, BSQ: none), not for SimVQ (vqtok's map has a bias), VQ and
     RVQ (vqtok draws an initial table that k-means then replaces, vqp starts from zeros).
 
 A side that cannot run is listed with the reason instead of numbers: a vqtok type that is not
@@ -86,7 +88,6 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -109,15 +110,7 @@ ROW_RESULT = "row.json"
 
 
 # --- vector-quantize-pytorch behind vqtok's quantizer interface ---------------------------------
-@contextmanager
-def eval_mode(module: torch.nn.Module):
-    """Run the block with `module` in eval mode, then put its mode back."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
+
 
 
 class VQPytorchQuantizer(Quantizer):
@@ -176,8 +169,12 @@ class VQPytorchQuantizer(Quantizer):
 
     @torch.no_grad()
     def _select_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        with eval_mode(self.inner):
+        was_training = self.inner.training
+        self.inner.eval()  # vqp updates its EMA statistics in train mode
+        try:
             return self.inner(rows[None], **self.forward_kwargs)[1][0].long()
+        finally:
+            self.inner.train(was_training)
 
 
 class VQPFSQ(VQPytorchQuantizer):
@@ -282,8 +279,7 @@ class Method:
 BINARY = {"latent_dim": 9, "commitment_cost": 0.25, "entropy_weight": 0.1, "diversity_gamma": 1.0, "entropy_temperature": 0.01}
 VQP_BINARY = {"commitment_loss_weight": 0.25, "entropy_loss_weight": 0.1, "diversity_gamma": 1.0, "inv_temperature": 100.0}
 # vqtok's VQ defaults (EMA decay 0.99, k-means init, dead codes below 1, commitment 0.25) under vqp's names;
-# vqp's `eps` default is vqtok's `ema_epsilon`, 1e-5 (not passed: `row_run_config` writes it as `1e-05`,
-# which YAML reads as a string).
+# vqp's `eps` default is vqtok's `ema_epsilon`, 1e-5.
 VQP_EMA_VQ = {"kmeans_init": True, "kmeans_iters": 10, "decay": 0.99, "threshold_ema_dead_code": 1,
               "commitment_weight": 0.25}
 
@@ -459,16 +455,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), metavar="METHOD",
                         help=f"methods to compare (default: all): {', '.join(METHODS)}")
-    parser.add_argument("--steps", type=int, default=300, help="optimizer steps per row (quickstart: 300)")
-    parser.add_argument("--eval_every", type=int, default=25, help="steps between points of the held-out curves")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output_dir", default="outputs/compare_with_vqp")
     parser.add_argument("--one-row", dest="one_row", choices=list(all_rows()), metavar="ROW",
                         help="internal: train this one row in this process and write <output_dir>/runs/ROW/row.json")
-    args = parser.parse_args(argv)
-    if args.steps < 1 or args.eval_every < 1:
-        parser.error("--steps and --eval_every must be positive")
-    return args
+    return compare_quantizers.parse_run_arguments(parser, argv, "outputs/compare_with_vqp")
 
 
 def main(argv=None) -> int:

@@ -214,6 +214,7 @@ PAPERS = {
     "vqtok-lfq": ["Language Model Beats Diffusion -- Tokenizer is Key to Visual Generation"],
     "vqtok-bsq": ["Image and Video Tokenization with Binary Spherical Quantization"],
     "vqtok-rvq": ["SoundStream: An End-to-End Neural Audio Codec", "Autoregressive Image Generation using Residual Quantization"],
+    "vqtok-msrvq": ["Visual Autoregressive Modeling: Scalable Image Generation via Next-Scale Prediction"],
     "vqtok-simvq": ["Addressing Representation Collapse in Vector Quantized Models with One Linear Layer"],
     "vqtok-ibq": ["Taming Scalable Visual Tokenizer for Autoregressive Image Generation"],
 }

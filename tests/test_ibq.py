@@ -52,3 +52,35 @@ def test_codes_are_chosen_by_inner_product_not_distance():
         quantizer.codebook.weight.copy_(torch.tensor([[1.0, 0.0], [3.0, 0.0]]))
     # z = (1, 0) is nearest to code 0 but has the larger logit with code 1 (3 > 1).
     assert quantizer.select(rows_to_map(torch.tensor([[1.0, 0.0]]))).item() == 1
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 5, 100])
+def test_entropy_terms_equal_the_dense_form_for_any_chunking(chunk_rows):
+    from vqtok.quantizers.ibq import code_entropies
+
+    generator = torch.Generator().manual_seed(1)
+    rows = torch.randn(17, 4, generator=generator, requires_grad=True)
+    table = torch.randn(9, 4, generator=generator, requires_grad=True)
+    log_p = torch.log_softmax(rows @ table.t() / 0.5, dim=1)
+    dense_per_sample = -(log_p.exp() * log_p).sum(dim=1).mean()
+    mean = log_p.exp().mean(dim=0)
+    dense_batch = -(mean * mean.log()).sum()
+    per_sample, batch = code_entropies(rows, table, 0.5, chunk_rows)
+    assert per_sample.item() == pytest.approx(dense_per_sample.item(), rel=1e-5)
+    assert batch.item() == pytest.approx(dense_batch.item(), rel=1e-5)
+    ours = torch.autograd.grad(per_sample - 0.7 * batch, (rows, table))
+    theirs = torch.autograd.grad(dense_per_sample - 0.7 * dense_batch, (rows, table))
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_the_losses_are_the_reference_terms():
+    torch.manual_seed(0)
+    quantizer = IBQuantizer(8, 3, entropy_weight=0.0).train()
+    z = torch.randn(10, 3)
+    out = quantizer(rows_to_map(z))
+    codes = quantizer.codebook.weight[out.indices.flatten()]
+    squared_error = F.mse_loss(codes, z).item()
+    assert out.losses["index_loss"].item() == pytest.approx(squared_error, rel=1e-5)
+    assert out.losses["commitment_loss"].item() == pytest.approx(squared_error, rel=1e-5)
+    assert out.losses["codebook_loss"].item() == pytest.approx(0.25 * squared_error, rel=1e-5)

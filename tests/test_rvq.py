@@ -1,11 +1,12 @@
 """Residual VQ: a hand case, residual norms falling with depth, shared and per-level codebooks,
-quantizer dropout, and R ids per position through `tokenize_dataset`, the prior and sampling."""
+quantizer dropout, and R ids per position (residual and multi-scale residual VQ) through
+`tokenize_dataset`, the prior and sampling."""
 
 import pytest
 import torch
 from tiny_data import tiny_images
 
-from vqtok import PriorConfig, RVQConfig, RVQModel, TokenLayout, TokenPrior, VQImageProcessor, codes_from_dataset
+from vqtok import MSRVQConfig, PriorConfig, RVQConfig, TokenLayout, VQTokenizer, TokenPrior, VQImageProcessor, codes_from_dataset
 from vqtok import decode_samples, tokenize_dataset
 from vqtok.quantizers import ResidualVectorQuantizer
 
@@ -74,11 +75,12 @@ def test_quantizer_dropout_uses_a_prefix_of_the_levels():
     assert int(quantizer.eval()(rows_to_map(z)).stats["levels_used"]) == 3
 
 
-def test_r_ids_per_position_through_tokenization_the_prior_and_sampling(tmp_path):
+@pytest.mark.parametrize("config_class, depth", [(RVQConfig, dict(num_quantizers=3)), (MSRVQConfig, dict(scales=[1, 2, 4]))])
+def test_r_ids_per_position_through_tokenization_the_prior_and_sampling(tmp_path, config_class, depth):
     torch.manual_seed(0)
-    config = RVQConfig(image_size=16, backbone_config=dict(base_channels=8, downsampling_factor=4), latent_dim=8,
-                       codebook_size=16, num_quantizers=3)
-    model = RVQModel(config).train()
+    config = config_class(image_size=16, backbone_config=dict(base_channels=8, downsampling_factor=4), latent_dim=8,
+                          codebook_size=16, **depth)
+    model = VQTokenizer.from_config(config).train()
     model(torch.rand(8, 3, 16, 16) * 2 - 1)  # k-means start, so the levels differ
     model.eval().save_pretrained(tmp_path)
     VQImageProcessor.for_tokenizer(config).save_pretrained(tmp_path)

@@ -1,5 +1,5 @@
-"""SimVQ: the codes are C W with C frozen, training moves W (and so every code) but never C, and the
-nearest code is searched among C W."""
+"""SimVQ: the codes are C W + b with C frozen, training moves W and b (and so every code) but never C,
+and the nearest code is searched among C W + b."""
 
 import pytest
 import torch
@@ -16,7 +16,7 @@ def test_codes_are_the_frozen_table_times_the_learnt_map():
     quantizer = SimVQuantizer(8, 3).eval()
     table = quantizer.codebook.weight
     assert not table.requires_grad
-    assert torch.allclose(quantizer.code_vectors(), table @ quantizer.projection.weight.t())
+    assert torch.allclose(quantizer.code_vectors(), table @ quantizer.projection.weight.t() + quantizer.projection.bias)
     z = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
     expected = torch.cdist(z, quantizer.code_vectors()).argmin(dim=1)
     assert torch.equal(quantizer.select(rows_to_map(z)).flatten(), expected)
@@ -47,3 +47,4 @@ def test_rotation_trick_keeps_the_forward_value():
     assert torch.allclose(out.quantized.reshape(4, -1).t(), quantizer.code_vectors(out.indices.flatten()), atol=1e-6)
     with pytest.raises(TypeError, match="rotation_trick"):
         SimVQuantizer(16, 4, rotation_trick=1)
+

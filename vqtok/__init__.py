@@ -17,6 +17,8 @@ from .models import (
     IBQModel,
     LFQConfig,
     LFQModel,
+    MSRVQConfig,
+    MSRVQModel,
     NSVQConfig,
     NSVQModel,
     RVQConfig,
@@ -92,6 +94,8 @@ __all__ = [
     "LFQModel",
     "RVQConfig",
     "RVQModel",
+    "MSRVQConfig",
+    "MSRVQModel",
     "SimVQConfig",
     "SimVQModel",
 ]

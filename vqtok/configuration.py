@@ -126,9 +126,7 @@ class VQTokenizerConfig(PreTrainedConfig):
                 f"unknown config key(s) {unknown} for {type(self).__name__}; known keys: {sorted(self.declared_options())}"
             )
         self.backbone_config = build_backbone_config(self.backbone_config)
-        derived = self._derived_codebook_size()
-        if self.codebook_size is None:
-            self.codebook_size = derived
+        self.fill_derived_fields()
         super().__post_init__(**kwargs)
         self.check()
 
@@ -178,6 +176,12 @@ class VQTokenizerConfig(PreTrainedConfig):
                  for name in {*quantizer_notes, *cls.option_notes}}
         declared = cls.declared_options()
         return document_options({n: declared[n] for n in names if n in declared}, defaults, notes)
+
+    def fill_derived_fields(self) -> None:
+        """Fill in the fields left None that follow from the others (`codebook_size` from the
+        quantizer's options, where it derives K); a type with more such fields extends this."""
+        if self.codebook_size is None:
+            self.codebook_size = self._derived_codebook_size()
 
     def _derived_codebook_size(self) -> int | None:
         if self.quantizer_class is None or not POSITIVE_INT.accepts(self.latent_dim):

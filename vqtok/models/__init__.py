@@ -14,6 +14,7 @@ from .rvq import RVQConfig, RVQModel
 from .simvq import SimVQConfig, SimVQModel
 from .gumbel import GumbelVQConfig, GumbelVQModel
 from .hypervq import HyperVQConfig, HyperVQModel
+from .msrvq import MSRVQConfig, MSRVQModel
 from .nsvq import NSVQConfig, NSVQModel
 from .softvq import SoftVQConfig, SoftVQModel
 from .sqvae import SQVAEConfig, SQVAEModel
@@ -31,6 +32,7 @@ register_tokenizer(FSQModel)
 register_tokenizer(LFQModel)
 register_tokenizer(BSQModel)
 register_tokenizer(RVQModel)
+register_tokenizer(MSRVQModel)
 register_tokenizer(SimVQModel)
 register_tokenizer(IBQModel)
 
@@ -47,6 +49,8 @@ __all__ = [
     "IBQModel",
     "LFQConfig",
     "LFQModel",
+    "MSRVQConfig",
+    "MSRVQModel",
     "NSVQConfig",
     "NSVQModel",
     "RVQConfig",

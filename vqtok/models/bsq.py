@@ -27,6 +27,10 @@ class BSQConfig(LFQConfig):
         "Binary spherical quantization: the latent is projected onto the unit sphere and each dimension is one "
         "bit, q = sign(u)/sqrt(D); an entropy loss keeps the bits confident and the codes used.",
     )
+    option_notes = {}
+    paper_settings = {}
+
+    entropy_weight: float | int = 0.1
 
 
 class BSQModel(VQTokenizerPreTrainedModel):

@@ -18,8 +18,9 @@ IBQ_PAPER = Paper(
 class IBQConfig(VQTokenizerConfig):
     r"""IBQ tokenizer (Shi et al. 2025): a position's code is the one of largest logit z.e_k; the decoder
     receives (onehot - sg(softmax) + softmax) E, whose value is that code and whose gradient reaches
-    every code through the softmax, so the whole codebook follows the encoder. Memory stays bounded at
-    large K: the softmax is recomputed in chunks of rows in the backward pass.
+    every code through the softmax, so the whole codebook follows the encoder; the reference's
+    quantization terms and entropy penalty (weights from its configs) train it. Memory stays bounded
+    at large K: the softmax is recomputed in chunks of rows in the backward pass.
     """
 
     model_type = "vqtok-ibq"
@@ -30,8 +31,12 @@ class IBQConfig(VQTokenizerConfig):
         "code gets a gradient at every step.",
     )
 
-    commitment_cost: float | int = 0.25
-    kmeans_init: bool = True
+    commitment_cost: float | int = 1.0
+    codebook_cost: float | int = 0.25
+    entropy_weight: float | int = 0.05
+    diversity_gamma: float | int = 1.0
+    entropy_temperature: float | int = 0.01
+    kmeans_init: bool = False
     kmeans_iters: int = 10
 
 

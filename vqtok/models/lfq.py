@@ -23,6 +23,11 @@ class LFQConfig(VQTokenizerConfig):
     """
 
     model_type = "vqtok-lfq"
+    option_notes = {
+        "entropy_weight": "MAGVIT-v2 uses 0.1 (`paper_preset()`); at 0.1 a 300-step quickstart run reached held-out "
+                          "MSE 1.54x EMA VQ's, at 0.05 1.36x, with every code used either way.",
+    }
+    paper_settings = dict(entropy_weight=0.1)
     quantizer_class = LFQuantizer
     reference = QuantizerReference(
         "LFQ", "lfq", (MAGVIT2_PAPER,),
@@ -33,7 +38,7 @@ class LFQConfig(VQTokenizerConfig):
     latent_dim: int = 10
     codebook_size: int | None = None
     commitment_cost: float | int = 0.25
-    entropy_weight: float | int = 0.1
+    entropy_weight: float | int = 0.05
     diversity_gamma: float | int = 1.0
     entropy_temperature: float | int = 0.01
 

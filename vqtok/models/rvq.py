@@ -3,8 +3,8 @@ each coding the residual of the ones before it; ids `[B, h, w, R]`."""
 
 from __future__ import annotations
 
-from ..configuration import VQTokenizerConfig
 from ..modeling import VQTokenizerPreTrainedModel
+from .vq import LearntCodebookConfig
 from ..quantizers import ResidualVectorQuantizer
 from ..hub.references import ROTATION_TRICK_PAPER, Paper, QuantizerReference
 
@@ -21,7 +21,7 @@ SOUNDSTREAM_PAPER = Paper(
 )
 
 
-class RVQConfig(VQTokenizerConfig):
+class RVQConfig(LearntCodebookConfig):
     r"""Residual VQ tokenizer (SoundStream, RQ-VAE): `num_quantizers` nearest-code levels per position,
     level l coding what levels 0..l-1 left, so a position's token is R ids (`[B, h, w, R]`, level 0
     first) and the decoder receives the sum of their codes. Each level's codebook learns by EMA
@@ -41,13 +41,6 @@ class RVQConfig(VQTokenizerConfig):
     num_quantizers: int = 4
     shared_codebook: bool = False
     quantizer_dropout: float | int = 0.0
-    commitment_cost: float | int = 0.25
-    use_ema: bool = True
-    ema_decay: float = 0.99
-    ema_epsilon: float = 1e-5
-    kmeans_init: bool = True
-    kmeans_iters: int = 10
-    dead_code_threshold: float | int = 1.0
     rotation_trick: bool = False
 
 

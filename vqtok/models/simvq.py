@@ -16,8 +16,8 @@ SIMVQ_PAPER = Paper(
 
 
 class SimVQConfig(VQTokenizerConfig):
-    r"""SimVQ tokenizer (Zhu et al. 2025): the codes are C W, with C a frozen random table (saved with
-    the weights) and W a learnt D x D linear map; nearest code, straight-through (or rotation-trick)
+    r"""SimVQ tokenizer (Zhu et al. 2025): the codes are C W + b, with C a frozen random table (saved
+    with the weights) and W, b a learnt D x D linear map with its bias; nearest code, straight-through (or rotation-trick)
     gradient, commitment and codebook losses. The codebook loss trains W, which moves every code at
     once, so codes do not fall out of use.
     """

@@ -15,7 +15,22 @@ VQ_VAE_PAPER = Paper(
 )
 
 
-class VQConfig(VQTokenizerConfig):
+class LearntCodebookConfig(VQTokenizerConfig):
+    r"""The fields of the types whose codebook learns as VQ-VAE's does (by EMA or by gradient, from a
+    k-means start, with dead-code restarts) under a commitment loss: `vqtok-vq`, `vqtok-rvq` and
+    `vqtok-msrvq` subclass it. Not a type of its own.
+    """
+
+    commitment_cost: float | int = 0.25
+    use_ema: bool = True
+    ema_decay: float = 0.99
+    ema_epsilon: float = 1e-5
+    kmeans_init: bool = True
+    kmeans_iters: int = 10
+    dead_code_threshold: float | int = 1.0
+
+
+class VQConfig(LearntCodebookConfig):
     r"""VQ-VAE tokenizer (van den Oord et al. 2017) with straight-through gradients, optionally with
     EMA codebook updates. Defaults keep the codebook healthy: k-means initialisation on the first
     training batch, EMA updates, and restart of codes that fall out of use.
@@ -30,13 +45,6 @@ class VQConfig(VQTokenizerConfig):
         "is learnt by gradient or by exponential moving averages.",
     )
 
-    commitment_cost: float | int = 0.25
-    use_ema: bool = True
-    ema_decay: float = 0.99
-    ema_epsilon: float = 1e-5
-    kmeans_init: bool = True
-    kmeans_iters: int = 10
-    dead_code_threshold: float | int = 1.0
     use_cosine: bool = False
     rotation_trick: bool = False
 

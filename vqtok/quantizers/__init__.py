@@ -25,6 +25,7 @@ from .rvq import ResidualVectorQuantizer
 from .simvq import SimVQuantizer
 from .gumbel import GumbelQuantizer, hard_gumbel_softmax, soft_gumbel_softmax
 from .hypervq import HyperVQQuantizer
+from .msrvq import MultiScaleResidualQuantizer
 from .nsvq import NSVQuantizer
 from .schedules import TemperatureSchedule
 from .softvq import SoftVQQuantizer
@@ -42,6 +43,7 @@ __all__ = [
     "SimVQuantizer",
     "GumbelQuantizer",
     "HyperVQQuantizer",
+    "MultiScaleResidualQuantizer",
     "NSVQuantizer",
     "Quantizer",
     "QuantizerOutput",

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..options import NON_NEGATIVE, NUMBER, POSITIVE, Option
+from ..options import FLAG, NON_NEGATIVE, NUMBER, POSITIVE, Option
 from ..parallel.collectives import all_reduce_sum_, broadcast_
 from .functional import code_histogram, nearest_code
-from .kmeans import sample_rows, shared_kmeans_codebook
+from .kmeans import KMEANS_OPTIONS, sample_rows, shared_kmeans_codebook
 
 # The options of a codebook learnt by exponential moving averages.
 EMA_OPTIONS = {
@@ -33,6 +33,18 @@ DEAD_CODE_OPTIONS = {
         "A code whose use falls below this many assignments per batch moves onto a random latent vector of "
         "the current batch, with its statistics reset to keep it there; 0 disables restarts."
     ),
+}
+
+# The options of a codebook learnt by EMA or by gradient, started by k-means, with dead-code restarts
+# (VQ-VAE's, shared by the residual quantizers).
+LEARNT_CODEBOOK_OPTIONS = {
+    "use_ema": FLAG.documented(
+        "Learn the codebook by exponential moving averages (no codebook gradient) instead of the codebook loss "
+        "`mean((z_q - sg z_e)^2)`."
+    ),
+    **DEAD_CODE_OPTIONS,
+    **EMA_OPTIONS,
+    **KMEANS_OPTIONS,
 }
 
 # A code's use is a moving average of its per-batch assignment count, summed over all processes,

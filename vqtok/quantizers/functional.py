@@ -34,6 +34,18 @@ def fp32_no_autocast(device: torch.device):
     return torch.autocast(device_type=device.type, enabled=False)
 
 
+def fp32_backward(backward):
+    """Decorator for a custom autograd Function's `backward`: run it with autocast off. Autograd runs a
+    backward inside the caller's autocast context (a `loss.backward()` under bf16 autocast), where its
+    matmuls would otherwise drop to bf16."""
+
+    def run(ctx, *grads):
+        with fp32_no_autocast(ctx.saved_tensors[0].device):
+            return backward(ctx, *grads)
+
+    return run
+
+
 def default_chunk_rows(codebook_size: int, budget_elements: int = 1 << 20) -> int:
     """Rows per chunk so one chunk's `[rows, K]` distance block holds about `budget_elements` floats."""
     return max(64, budget_elements // codebook_size)

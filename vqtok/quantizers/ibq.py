@@ -7,10 +7,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..options import NON_NEGATIVE
+from ..options import NON_NEGATIVE, POSITIVE
 from .base import Quantizer, QuantizerOutput
 from .codebook import Codebook
-from .functional import CHUNK_OPTIONS, code_histogram, default_chunk_rows, usage_stats
+from .functional import CHUNK_OPTIONS, code_histogram, default_chunk_rows, fp32_backward, usage_stats
 from .kmeans import KMEANS_OPTIONS
 
 
@@ -21,6 +21,53 @@ def largest_logit_code(rows: torch.Tensor, table: torch.Tensor, chunk_rows: int 
     for start in range(0, rows.shape[0], chunk_rows):
         ids[start : start + chunk_rows] = (rows[start : start + chunk_rows] @ table.t()).argmax(dim=1)
     return ids
+
+
+class SoftmaxEntropies(torch.autograd.Function):
+    """(mean_n H(p(.|z_n)), mean_n p(.|z_n) `[K]`) for p(k|z) = softmax_k(z.e_k / tau), one chunk of rows
+    at a time in both passes, with one `[chunk_rows, K]` block alive at a time.
+
+    Backward, with l = z E^T / tau and upstream g_H (scalar) and g_p `[K]`, per row n:
+      d/dl_n = (1/N) p_n * (g_p - <g_p, p_n> - g_H (l_n - <p_n, l_n>)),
+    then d/dz = (d/dl) E / tau and d/dE = (d/dl)^T z / tau."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, table: torch.Tensor, temperature: float, chunk_rows: int):
+        entropy_sum, probability_sum = rows.new_zeros(()), rows.new_zeros(table.shape[0])
+        for start in range(0, rows.shape[0], chunk_rows):
+            logits = rows[start : start + chunk_rows] @ table.t() / temperature
+            probabilities = torch.softmax(logits, dim=1)
+            entropy_sum += (torch.logsumexp(logits, dim=1) - (probabilities * logits).sum(dim=1)).sum()
+            probability_sum += probabilities.sum(dim=0)
+        ctx.save_for_backward(rows, table)
+        ctx.temperature, ctx.chunk_rows = temperature, chunk_rows
+        return entropy_sum / rows.shape[0], probability_sum / rows.shape[0]
+
+    @staticmethod
+    @fp32_backward
+    def backward(ctx, grad_entropy: torch.Tensor, grad_probabilities: torch.Tensor):
+        rows, table = ctx.saved_tensors
+        count, tau = rows.shape[0], ctx.temperature
+        grad_rows, grad_table = torch.empty_like(rows), torch.zeros_like(table)
+        for start in range(0, count, ctx.chunk_rows):
+            block = rows[start : start + ctx.chunk_rows]
+            logits = block @ table.t() / tau
+            probabilities = torch.softmax(logits, dim=1)
+            mean_logit = (probabilities * logits).sum(dim=1, keepdim=True)
+            mean_grad = probabilities @ grad_probabilities
+            grad_logits = logits.sub_(mean_logit).mul_(-grad_entropy).add_(grad_probabilities).sub_(mean_grad[:, None])
+            grad_logits = grad_logits.mul_(probabilities).div_(count * tau)
+            grad_rows[start : start + ctx.chunk_rows] = grad_logits @ table
+            grad_table += grad_logits.t() @ block
+        return grad_rows, grad_table, None, None
+
+
+def code_entropies(rows: torch.Tensor, table: torch.Tensor, temperature: float, chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean per-sample entropy, batch entropy), in nats, of p(k|z) = softmax_k(z.e_k / tau) over the
+    rows `[N, D]` and codes `[K, D]`: exact, one chunk of rows at a time (`SoftmaxEntropies`), so
+    memory stays at one `[chunk_rows, K]` block plus the `[K]` mean probabilities."""
+    per_sample, mean = SoftmaxEntropies.apply(rows, table, temperature, chunk_rows)
+    return per_sample, -(mean * torch.log(mean.clamp_min(1e-30))).sum()
 
 
 class IndexBackpropagation(torch.autograd.Function):
@@ -38,6 +85,7 @@ class IndexBackpropagation(torch.autograd.Function):
         return table[ids], ids
 
     @staticmethod
+    @fp32_backward
     def backward(ctx, grad_codes: torch.Tensor, grad_ids: torch.Tensor | None):
         rows, table, ids = ctx.saved_tensors
         grad_rows = torch.empty_like(rows)
@@ -55,15 +103,26 @@ class IndexBackpropagation(torch.autograd.Function):
 class IBQuantizer(Quantizer):
     """Index backpropagation quantizer: codes chosen by inner product, gradients through the softmax.
 
-    Training forward, on rows z (fp32), with the codebook E `[K, D]`:
-      k = argmax_k z.e_k,  decoder input q = (onehot(k) - sg(s) + s) E with s = softmax(z E^T): its value
-      is e_k, its gradient reaches z and every code through s (`IndexBackpropagation`);
-      commitment_loss = beta * mean((z - sg q)^2);  codebook_loss = mean((q - sg z)^2).
-    The codebook starts as k-means centres of the first batch (default) and is learnt by gradient.
+    Training forward, on rows z (fp32), with the codebook E `[K, D]` (drawn from N(0, 1), as the
+    reference's embedding table, unless `kmeans_init`):
+      k = argmax_k z.e_k,  q = e_k;  the decoder receives z^ = (onehot(k) - sg(s) + s) E, s = softmax(z E^T):
+      its value is q, its gradient reaches z and every code through s (`IndexBackpropagation`);
+      index_loss = mean((z^ - z)^2);  commitment_loss = beta * mean((z - sg q)^2);
+      codebook_loss = codebook_cost * mean((q - sg z)^2);
+      entropy_loss = w * (mean_n H(p(.|z_n)) - gamma * H(mean_n p(.|z_n))), p(k|z) = softmax_k(z.e_k / tau).
+    These are the reference code's terms and weights (its "double quantization loss" plus the
+    entropy penalty of its configs). Every term works one chunk of rows at a time: memory stays
+    bounded by one `[chunk_rows, K]` block however large K is.
     """
 
     options = {
         "commitment_cost": NON_NEGATIVE.documented("beta, the weight of the commitment loss `mean((z - sg q)^2)`."),
+        "codebook_cost": NON_NEGATIVE.documented("Weight of the codebook loss `mean((q - sg z)^2)`."),
+        "entropy_weight": NON_NEGATIVE.documented(
+            "Weight of the entropy loss `mean_n H(p(.|z_n)) - diversity_gamma * H(mean_n p(.|z_n))` (0 switches it off)."
+        ),
+        "diversity_gamma": NON_NEGATIVE.documented("gamma, the weight of the batch entropy inside the entropy loss."),
+        "entropy_temperature": POSITIVE.documented("tau of p(k|z) = softmax_k(z.e_k / tau) that the entropy loss scores."),
         **KMEANS_OPTIONS,
         **CHUNK_OPTIONS,
     }
@@ -72,21 +131,30 @@ class IBQuantizer(Quantizer):
         self,
         codebook_size: int,
         dim: int,
-        commitment_cost: float = 0.25,
-        kmeans_init: bool = True,
+        commitment_cost: float = 1.0,
+        codebook_cost: float = 0.25,
+        entropy_weight: float = 0.05,
+        diversity_gamma: float = 1.0,
+        entropy_temperature: float = 0.01,
+        kmeans_init: bool = False,
         kmeans_iters: int = 10,
         chunk_rows: int | None = None,
     ):
         super().__init__(codebook_size, dim)
-        self._set_options(commitment_cost=commitment_cost, kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
-                          chunk_rows=chunk_rows)
-        self.codebook = Codebook(codebook_size, dim, chunk_rows=chunk_rows)
+        self._set_options(
+            commitment_cost=commitment_cost, codebook_cost=codebook_cost, entropy_weight=entropy_weight,
+            diversity_gamma=diversity_gamma, entropy_temperature=entropy_temperature, kmeans_init=kmeans_init,
+            kmeans_iters=kmeans_iters, chunk_rows=chunk_rows,
+        )
+        self.codebook = Codebook(codebook_size, dim, initial="normal", chunk_rows=chunk_rows)
+        if not kmeans_init:
+            self.codebook.initialized.fill_(True)
 
     def needs_initialization(self) -> bool:
         return not bool(self.codebook.initialized)
 
     def initialize(self, rows: torch.Tensor) -> None:
-        self.codebook.initialize(rows, self.kmeans_iters if self.kmeans_init else None)
+        self.codebook.initialize(rows, self.kmeans_iters)
 
     def _chunk_rows(self) -> int:
         return self.chunk_rows or default_chunk_rows(self.codebook_size)
@@ -95,9 +163,17 @@ class IBQuantizer(Quantizer):
         return largest_logit_code(rows, self.codebook.weight.detach(), self._chunk_rows())
 
     def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
-        quantized, ids = IndexBackpropagation.apply(rows, self.codebook.weight, self._chunk_rows())
+        table = self.codebook.weight
+        quantized, ids = IndexBackpropagation.apply(rows, table, self._chunk_rows())
+        codes = table[ids]
         losses = {
-            "commitment_loss": self.commitment_cost * F.mse_loss(rows, quantized.detach()),
-            "codebook_loss": F.mse_loss(quantized, rows.detach()),
+            "index_loss": F.mse_loss(quantized, rows),
+            "commitment_loss": self.commitment_cost * F.mse_loss(rows, codes.detach()),
+            "codebook_loss": self.codebook_cost * F.mse_loss(codes, rows.detach()),
         }
-        return QuantizerOutput(quantized, ids, losses, usage_stats(code_histogram(ids, self.codebook_size)))
+        stats = usage_stats(code_histogram(ids, self.codebook_size))
+        if self.entropy_weight > 0:
+            per_sample, batch = code_entropies(rows, table, self.entropy_temperature, self._chunk_rows())
+            losses["entropy_loss"] = self.entropy_weight * (per_sample - self.diversity_gamma * batch)
+            stats.update(per_sample_entropy=per_sample.detach(), batch_entropy=batch.detach())
+        return QuantizerOutput(quantized, ids, losses, stats)

@@ -10,11 +10,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
-from ..options import NON_NEGATIVE, POSITIVE, Option
+from ..options import NON_NEGATIVE, POSITIVE
 from .base import Quantizer, QuantizerOutput
-from .functional import code_histogram, usage_stats
+from .functional import code_histogram, fp32_backward, usage_stats
 
 # K = 2^D codes; beyond 2^24 even the `[K]` vector of mean code probabilities gets large.
 MAX_BITS = 24
@@ -46,10 +45,50 @@ def ids_of_signs(rows: torch.Tensor) -> torch.Tensor:
     return ((rows > 0).long() * weights).sum(dim=1)
 
 
-def _probability_sum(logits: torch.Tensor, log_normalizer: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """sum_n p(c|z_n) for the codes c in [start, stop): log p(c|z_n) = log_normalizer_n + logits_n . bits_c."""
-    bits = code_bits(torch.arange(start, stop, device=logits.device), logits.shape[1]).float()
-    return torch.exp(torch.addmm(log_normalizer[:, None], logits, bits.t())).sum(dim=0)
+class MeanCodeProbabilities(torch.autograd.Function):
+    """mean_n p(c|z_n) `[2^D]` for bit logits `[N, D]`, where log p(c|z_n) = A_n + logits_n . bits_c and
+    A_n = -sum_i softplus(logits_ni), one chunk of codes at a time in both passes.
+
+    Backward: d log p(c|z_n) / d logits_ni = bits_ci - sigmoid(logits_ni), so with upstream g_c,
+    grad_ni = (1/N) [sum_c g_c p(c|z_n) bits_ci - sigmoid(logits_ni) sum_c g_c p(c|z_n)]: two
+    accumulators `[N, D]` and `[N]` filled chunk by chunk. Each chunk's `[N, chunk]` block is the
+    only large tensor, made in place and dropped, so memory stays at one block."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, chunk: int):
+        rows, bits = logits.shape
+        log_normalizer = -F.softplus(logits).sum(dim=1, keepdim=True)
+        means = logits.new_empty(1 << bits)
+        for start in range(0, means.shape[0], chunk):
+            block = _probability_block(logits, log_normalizer, start, min(start + chunk, means.shape[0]))
+            means[start : start + block.shape[1]] = block.sum(dim=0) / rows
+        ctx.save_for_backward(logits)
+        ctx.chunk = chunk
+        return means
+
+    @staticmethod
+    @fp32_backward
+    def backward(ctx, grad_means: torch.Tensor):
+        (logits,) = ctx.saved_tensors
+        rows, bits = logits.shape
+        log_normalizer = -F.softplus(logits).sum(dim=1, keepdim=True)
+        weighted_bits = torch.zeros_like(logits)
+        weighted = logits.new_zeros(rows)
+        for start in range(0, grad_means.shape[0], ctx.chunk):
+            stop = min(start + ctx.chunk, grad_means.shape[0])
+            block = _probability_block(logits, log_normalizer, start, stop).mul_(grad_means[start:stop])
+            weighted_bits += block @ _bit_matrix(start, stop, bits, logits.device)
+            weighted += block.sum(dim=1)
+        return (weighted_bits - torch.sigmoid(logits) * weighted[:, None]) / rows, None
+
+
+def _bit_matrix(start: int, stop: int, bits: int, device) -> torch.Tensor:
+    return code_bits(torch.arange(start, stop, device=device), bits).float()
+
+
+def _probability_block(logits: torch.Tensor, log_normalizer: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """p(c|z_n) `[N, stop - start]` for the codes c in [start, stop), made in place."""
+    return torch.addmm(log_normalizer, logits, _bit_matrix(start, stop, logits.shape[1], logits.device).t()).exp_()
 
 
 def code_entropies(logits: torch.Tensor, chunk_elements: int = ENTROPY_CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,27 +99,17 @@ def code_entropies(logits: torch.Tensor, chunk_elements: int = ENTROPY_CHUNK_ELE
     corners c of a cube factorises into one Bernoulli per dimension. So the per-sample entropy is
     exactly the sum of the D bits' entropies (no `[N, 2^D]` term at all). The batch entropy
     H(mean_n p(c|z_n)) does not factorise (the mean of product distributions is not one); it is
-    computed exactly, over chunks of codes: each chunk's `[N, chunk]` block of probabilities,
-    exp(log_normalizer_n + logits_n . bits_c) with log_normalizer_n = -sum_i softplus(logits_ni),
-    is summed over n and dropped, and recomputed in the backward pass (activation checkpointing),
-    so memory stays at one chunk (about `chunk_elements` floats) plus the `[2^D]` mean probabilities.
+    computed exactly, over chunks of codes (`MeanCodeProbabilities`): each chunk's `[N, chunk]` block
+    of probabilities is summed over n and dropped, and recomputed in the backward pass, so memory
+    stays at one chunk (about `chunk_elements` floats) plus the `[2^D]` mean probabilities.
     """
     probabilities = torch.sigmoid(logits)
     bit_entropies = probabilities * F.softplus(-logits) + (1 - probabilities) * F.softplus(logits)
     per_sample = bit_entropies.sum(dim=1).mean()
 
     rows, bits = logits.shape
-    codes = 1 << bits
-    log_normalizer = -F.softplus(logits).sum(dim=1)
-    chunk = max(1, min(codes, chunk_elements // max(rows, 1)))
-    sums = []
-    for start in range(0, codes, chunk):
-        stop = min(start + chunk, codes)
-        if torch.is_grad_enabled() and logits.requires_grad:
-            sums.append(checkpoint(_probability_sum, logits, log_normalizer, start, stop, use_reentrant=False))
-        else:
-            sums.append(_probability_sum(logits, log_normalizer, start, stop))
-    mean_probabilities = torch.cat(sums) / rows
+    chunk = max(1, min(1 << bits, chunk_elements // max(rows, 1)))
+    mean_probabilities = MeanCodeProbabilities.apply(logits, chunk)
     batch = -(mean_probabilities * torch.log(mean_probabilities.clamp_min(1e-30))).sum()
     return per_sample, batch
 

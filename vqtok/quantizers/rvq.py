@@ -14,9 +14,8 @@ from torch import nn
 from ..options import FLAG, NON_NEGATIVE, UNIT_INTERVAL, Option
 from ..parallel.collectives import all_reduce_sum_, broadcast_
 from .base import Quantizer, QuantizerOutput
-from .codebook import DEAD_CODE_OPTIONS, EMA_OPTIONS, Codebook
+from .codebook import LEARNT_CODEBOOK_OPTIONS, Codebook
 from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, rotate_to_codes, usage_stats
-from .kmeans import KMEANS_OPTIONS
 
 # Enough for every residual quantizer in the literature (SoundStream: 8-32, RQ-VAE: 4-8).
 MAX_DEPTH = 64
@@ -45,10 +44,7 @@ class ResidualVectorQuantizer(Quantizer):
             "quantizer dropout; 0 switches it off)."
         ),
         "commitment_cost": NON_NEGATIVE.documented("beta, the weight of the commitment loss, summed over levels."),
-        "use_ema": FLAG.documented("Learn the codebooks by exponential moving averages instead of the codebook loss."),
-        **DEAD_CODE_OPTIONS,
-        **EMA_OPTIONS,
-        **KMEANS_OPTIONS,
+        **LEARNT_CODEBOOK_OPTIONS,
         **ROTATION_OPTIONS,
         **CHUNK_OPTIONS,
     }

@@ -1,5 +1,5 @@
 """SimVQ (Zhu et al. 2024): a frozen random codebook C and a learnt linear map W; the codes are the
-rows of C W, so every gradient step on W moves the whole codebook and no code is left behind."""
+rows of C W + b, so every gradient step on W moves the whole codebook and no code is left behind."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, nearest
 
 
 class SimVQuantizer(Quantizer):
-    """Nearest code among the codes C W: C `[K, D]` frozen (drawn from N(0, 1/D) at construction and
-    saved with the weights), W `[D, D]` learnt.
+    """Nearest code among the codes C W + b: C `[K, D]` frozen (drawn from N(0, 1/D) at construction
+    and saved with the weights), W `[D, D]` and b `[D]` learnt (a `nn.Linear`, with its bias as in the
+    reference code, so the codes can follow latents that are not centred on 0).
 
-    Training forward, on rows z (fp32), with the codes E = C W:
+    Training forward, on rows z (fp32), with the codes E = C W + b:
       k = argmin_k ||z - E_k||^2,  decoder input z + sg(E_k - z) (or the rotation trick);
       commitment_loss = beta * mean((z - sg E_k)^2);  codebook_loss = mean((E_k - sg z)^2), whose
-      gradient reaches W and so every code.
-    `code_vectors` computes C W for the ids asked for; the nearest-code search forms E once per
+      gradient reaches W and b, and so every code.
+    `code_vectors` computes C W + b for the ids asked for; the nearest-code search forms E once per
     forward and searches it in chunks, so memory is bounded by one `[rows, K]` chunk and E itself.
     """
 
@@ -45,10 +46,10 @@ class SimVQuantizer(Quantizer):
         with torch.no_grad():
             self.codebook.weight.mul_(dim**-0.5)
         self.codebook.initialized.fill_(True)  # a frozen table: nothing to start on the data
-        self.projection = nn.Linear(dim, dim, bias=False)
+        self.projection = nn.Linear(dim, dim)
 
     def code_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
-        """The codes C W `[n, D]` of ids `[n]` (all K when None), differentiable with respect to W."""
+        """The codes C W + b `[n, D]` of ids `[n]` (all K when None), differentiable with respect to W."""
         table = self.codebook.weight if ids is None else self.codebook.weight[ids]
         return self.projection(table.float())
 

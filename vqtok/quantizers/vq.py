@@ -10,9 +10,8 @@ import torch.nn.functional as F
 from ..options import FLAG, NON_NEGATIVE
 from ..parallel.collectives import all_reduce_sum_
 from .base import Quantizer, QuantizerOutput
-from .codebook import DEAD_CODE_OPTIONS, EMA_OPTIONS, Codebook
+from .codebook import LEARNT_CODEBOOK_OPTIONS, Codebook
 from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, rotate_to_codes, usage_stats
-from .kmeans import KMEANS_OPTIONS
 
 
 class VectorQuantizer(Quantizer):
@@ -33,16 +32,10 @@ class VectorQuantizer(Quantizer):
 
     options = {
         "commitment_cost": NON_NEGATIVE.documented("beta, the weight of the commitment loss `mean((z_e - sg z_q)^2)`."),
-        "use_ema": FLAG.documented(
-            "Learn the codebook by exponential moving averages (no codebook gradient) instead of the codebook loss "
-            "`mean((z_q - sg z_e)^2)`."
-        ),
-        **DEAD_CODE_OPTIONS,
+        **LEARNT_CODEBOOK_OPTIONS,
         "use_cosine": FLAG.documented(
             "l2-normalise latents and codes, so the nearest code is the one of largest cosine similarity."
         ),
-        **EMA_OPTIONS,
-        **KMEANS_OPTIONS,
         **ROTATION_OPTIONS,
         **CHUNK_OPTIONS,
     }

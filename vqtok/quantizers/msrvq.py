@@ -1,0 +1,215 @@
+"""Multi-scale residual quantization (Tian et al. 2024, VAR): one codebook quantizes the residual at
+growing resolutions, coarse to fine; each scale's codes are upsampled to the full grid and taken off
+the residual before the next scale looks at it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..options import NON_NEGATIVE, Option
+from ..parallel.collectives import all_reduce_sum_
+from .base import Quantizer, QuantizerOutput
+from .codebook import LEARNT_CODEBOOK_OPTIONS, Codebook
+from .functional import CHUNK_OPTIONS, code_histogram, fp32_no_autocast, usage_stats
+
+
+def default_scales(side: int) -> list[int]:
+    """1, 2, 4, ... below `side`, then `side` itself: the scales when none are given."""
+    scales, scale = [], 1
+    while scale < side:
+        scales.append(scale)
+        scale *= 2
+    return scales + [side]
+
+
+def upsample_codes(codes: torch.Tensor, side: int) -> torch.Tensor:
+    """A scale's code map `[B, D, s, s]` brought to `[B, D, side, side]` (bilinear, as a smooth field)."""
+    if codes.shape[-1] == side:
+        return codes
+    return F.interpolate(codes, size=(side, side), mode="bilinear", align_corners=False)
+
+
+def spread_ids(ids: torch.Tensor, side: int) -> torch.Tensor:
+    """A scale's ids `[B, s, s]` on the full grid `[B, side, side]`: each id repeated over its cell
+    (nearest-neighbour), so that `gather_ids` reads it back exactly."""
+    return F.interpolate(ids[:, None].float(), size=(side, side), mode="nearest")[:, 0].long()
+
+
+def cell_positions(scale: int, side: int, device) -> torch.Tensor:
+    """For each of a scale's `scale` cells along a side, a full-grid position inside it: ceil(i * side /
+    scale), which nearest-neighbour upsampling maps back to cell i."""
+    return torch.div(torch.arange(scale, device=device) * side + scale - 1, scale, rounding_mode="floor")
+
+
+def gather_ids(grid: torch.Tensor, scale: int) -> torch.Tensor:
+    """The ids `[B, s, s]` of a scale from its full-grid map `[B, side, side]` (one position per cell)."""
+    positions = cell_positions(scale, grid.shape[-1], grid.device)
+    return grid[:, positions][:, :, positions]
+
+
+class MultiScaleResidualQuantizer(Quantizer):
+    """VAR's multi-scale residual quantizer, with one EMA (or gradient) codebook shared by the scales.
+
+    On latents z `[B, D, h, h]`, with scales s_1 < ... < s_R = h: r_1 = z; for k = 1 .. R,
+      ids_k = nearest code of each cell of area-downsampled r_k at s_k x s_k,
+      u_k = the chosen codes upsampled (bilinear) back to h x h,  r_{k+1} = r_k - u_k;
+    the decoder receives z + sg(z_q - z), z_q = sum_k u_k;
+      commitment_loss = beta * mean((z - sg z_q)^2);  codebook_loss = mean((z_q - sg z)^2) (no EMA).
+    The codebook's EMA statistics and restarts see every scale's downsampled residuals; it starts as
+    k-means centres of the pyramid bands of the first batch (each scale's downsampled z minus its
+    coarser scale's upsampled), which is what the scales' residuals would be under perfect codes.
+    VAR also passes each u_k through a small convolution; this quantizer does not.
+
+    Ids keep the id contract `[B, h, h, R]`: level k holds scale k's `s_k x s_k` ids repeated over their
+    cells (`spread_ids`); `embed` reads one position per cell (`gather_ids`), so any ids decode, and
+    ids from `select` decode exactly as the model's forward does. A language model over them sees
+    h*h*R tokens per image, more than VAR's sum_k s_k^2. The grid must be square with side s_R.
+    """
+
+    options = {
+        "scales": Option(list, optional=True, doc=(
+            "s_1 < ... < s_R, the side of each scale's id map, growing, the last equal to the token grid's side; "
+            "R = len(scales) codes per position. Default: 1, 2, 4, ... and the grid's side (filled in by the config)."
+        )),
+        "commitment_cost": NON_NEGATIVE.documented("beta, the weight of the commitment loss `mean((z - sg z_q)^2)`."),
+        **LEARNT_CODEBOOK_OPTIONS,
+        **CHUNK_OPTIONS,
+    }
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        scales: list[int] | None = None,
+        commitment_cost: float = 0.25,
+        use_ema: bool = True,
+        ema_decay: float = 0.99,
+        ema_epsilon: float = 1e-5,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 1.0,
+        chunk_rows: int | None = None,
+    ):
+        scales = default_scales(8) if scales is None else scales
+        self.check_options({"scales": scales})
+        super().__init__(codebook_size, dim, codes_per_position=len(scales))
+        self._set_options(
+            scales=[int(s) for s in scales], commitment_cost=commitment_cost, use_ema=use_ema, ema_decay=ema_decay,
+            ema_epsilon=ema_epsilon, kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
+            dead_code_threshold=dead_code_threshold, chunk_rows=chunk_rows,
+        )
+        self.codebook = Codebook(codebook_size, dim, trainable=not use_ema, ema=use_ema, ema_decay=self.ema_decay,
+                                 ema_epsilon=self.ema_epsilon, track_usage=True, chunk_rows=chunk_rows)
+
+    @classmethod
+    def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
+        super().check_options(values, where)
+        scales = values.get("scales")
+        valid = isinstance(scales, list) and bool(scales) and all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in scales
+        ) and all(a < b for a, b in zip(scales, scales[1:]))
+        if scales is not None and not valid:
+            raise ValueError(f"{where or cls.__name__ + ' argument'} `scales` must be a non-empty, strictly growing "
+                             f"list of ints >= 1, got {scales!r}")
+
+    @classmethod
+    def derived_codes_per_position(cls, options: Mapping[str, Any]) -> int:
+        scales = options.get("scales")
+        return len(scales) if isinstance(scales, list) and scales else len(default_scales(8))
+
+    @property
+    def side(self) -> int:
+        return self.scales[-1]
+
+    def _check_grid(self, shape: torch.Size) -> None:
+        if len(shape) != 4 or shape[2] != self.side or shape[3] != self.side:
+            raise ValueError(
+                f"{type(self).__name__} works on its {self.side}x{self.side} token grid (its last scale), got latents of "
+                f"shape {list(shape)}; encode images of the configured size"
+            )
+
+    def needs_initialization(self) -> bool:
+        return not bool(self.codebook.initialized)
+
+    def _band_rows(self, z: torch.Tensor) -> torch.Tensor:
+        """The pyramid bands of `z` (see the class docstring) as rows `[n, D]`."""
+        bands, coarser = [], torch.zeros_like(z)
+        for scale in self.scales:
+            down = F.interpolate(z, size=(scale, scale), mode="area")
+            band = down - F.interpolate(coarser, size=(scale, scale), mode="area")
+            bands.append(band.movedim(1, -1).reshape(-1, self.dim))
+            coarser = upsample_codes(down, self.side)
+        return torch.cat(bands)
+
+    def _scales(self, z: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """(each scale's ids `[B, s, s]`, each scale's downsampled residual rows, z_q `[B, D, h, h]`)."""
+        residual, total, ids, rows = z.detach(), torch.zeros_like(z), [], []
+        for scale in self.scales:
+            level_rows = F.interpolate(residual, size=(scale, scale), mode="area").movedim(1, -1).reshape(-1, self.dim)
+            level_ids = self.codebook.nearest(level_rows)
+            codes = self.codebook.weight[level_ids].reshape(z.shape[0], scale, scale, self.dim).movedim(-1, 1)
+            upsampled = upsample_codes(codes.float(), self.side)
+            residual, total = residual - upsampled.detach(), total + upsampled
+            ids.append(level_ids.reshape(z.shape[0], scale, scale))
+            rows.append(level_rows)
+        return ids, rows, total
+
+    def _id_grid(self, ids: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([spread_ids(level, self.side) for level in ids], dim=-1)
+
+    def _quantize(self, z_e: torch.Tensor) -> QuantizerOutput:
+        self._to_rows(z_e)  # dtype and channel errors
+        self._check_grid(z_e.shape)
+        with fp32_no_autocast(z_e.device):
+            z = z_e.float()
+            if self.training and self.needs_initialization():
+                self.codebook.initialize(self._band_rows(z.detach()), self.kmeans_iters if self.kmeans_init else None)
+            ids, rows, total = self._scales(z)
+            losses = {"commitment_loss": self.commitment_cost * F.mse_loss(z, total.detach())}
+            if not self.use_ema:
+                losses["codebook_loss"] = F.mse_loss(total, z.detach())
+            flat_ids = torch.cat([level.reshape(-1) for level in ids])
+            counts = code_histogram(flat_ids, self.codebook_size)
+            stats = usage_stats(counts)
+            if self.training:
+                stats["restarted_codes"] = self._update_codebook(flat_ids, torch.cat(rows), counts)
+            quantized = z + (total - z).detach()
+        return QuantizerOutput(quantized.to(z_e.dtype), self._id_grid(ids), losses, stats)
+
+    @torch.no_grad()
+    def _update_codebook(self, ids: torch.Tensor, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        global_counts = all_reduce_sum_(counts.clone())
+        if self.use_ema:
+            sums = torch.zeros_like(self.codebook.ema_embed_sum).index_add_(0, ids, rows)
+            self.codebook.ema_step(global_counts, all_reduce_sum_(sums))
+        return self.codebook.restart_dead_codes(rows, global_counts, self.dead_code_threshold)
+
+    @torch.no_grad()
+    def select(self, z_e: torch.Tensor) -> torch.Tensor:
+        """Ids `[B, h, h, R]`: scale k's ids repeated over their cells in level k."""
+        self._to_rows(z_e)
+        self._check_grid(z_e.shape)
+        with fp32_no_autocast(z_e.device):
+            return self._id_grid(self._scales(z_e.float())[0])
+
+    def embed(self, indices: torch.Tensor) -> torch.Tensor:
+        """z_q `[B, D, h, h]` for ids `[B, h, h, R]`: the sum of every scale's codes, read at one position per
+        cell and upsampled."""
+        self.check_indices(indices)
+        if indices.dim() != 4 or indices.shape[1] != self.side or indices.shape[2] != self.side:
+            raise ValueError(f"token ids of {type(self).__name__} must have shape [B, {self.side}, {self.side}, "
+                             f"{self.codes_per_position}], got {list(indices.shape)}")
+        total = 0
+        with fp32_no_autocast(indices.device):
+            for level, scale in enumerate(self.scales):
+                level_ids = gather_ids(indices[..., level].long(), scale)
+                codes = self.codebook.weight[level_ids].float().movedim(-1, 1)
+                total = total + upsample_codes(codes, self.side)
+        return total.contiguous()
+
+    def extra_repr(self) -> str:
+        return f"codebook_size={self.codebook_size}, dim={self.dim}, scales={self.scales}"
