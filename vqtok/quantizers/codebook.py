@@ -178,6 +178,18 @@ class Codebook(nn.Module):
         self.weight.data.copy_(self.project(codes))
 
     @torch.no_grad()
+    def learn_from_batch(self, ids: torch.Tensor, rows: torch.Tensor, counts: torch.Tensor, dead_code_threshold: float) -> torch.Tensor:
+        """One training batch's update of a codebook learnt as VQ-VAE's: its code counts `counts` `[K]`
+        (this process's, of the ids `ids` `[N]` chosen for the rows `rows` `[N, D]`) summed over
+        processes; with EMA statistics, an `ema_step` with the summed counts and row sums; then
+        `restart_dead_codes`. Returns how many codes moved."""
+        global_counts = all_reduce_sum_(counts.clone())
+        if self.has_ema:
+            sums = torch.zeros_like(self.ema_embed_sum).index_add_(0, ids, rows)
+            self.ema_step(global_counts, all_reduce_sum_(sums))
+        return self.restart_dead_codes(rows, global_counts, dead_code_threshold)
+
+    @torch.no_grad()
     def move_codes(self, which: torch.Tensor, vectors: torch.Tensor, count: float | None = None) -> None:
         """Put the codes selected by the mask `which` at `vectors`; with EMA statistics, give them
         N_k = `count` and M_k = `count` * e_k, which keep them there (zeroed statistics would pull a

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from ..options import NON_NEGATIVE, Option
-from ..parallel.collectives import all_reduce_sum_
 from .base import Quantizer, QuantizerOutput
 from .codebook import LEARNT_CODEBOOK_OPTIONS, Codebook
 from .functional import CHUNK_OPTIONS, code_histogram, fp32_no_autocast, usage_stats
@@ -176,17 +175,11 @@ class MultiScaleResidualQuantizer(Quantizer):
             counts = code_histogram(flat_ids, self.codebook_size)
             stats = usage_stats(counts)
             if self.training:
-                stats["restarted_codes"] = self._update_codebook(flat_ids, torch.cat(rows), counts)
+                stats["restarted_codes"] = self.codebook.learn_from_batch(
+                    flat_ids, torch.cat(rows), counts, self.dead_code_threshold
+                )
             quantized = z + (total - z).detach()
         return QuantizerOutput(quantized.to(z_e.dtype), self._id_grid(ids), losses, stats)
-
-    @torch.no_grad()
-    def _update_codebook(self, ids: torch.Tensor, rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        global_counts = all_reduce_sum_(counts.clone())
-        if self.use_ema:
-            sums = torch.zeros_like(self.codebook.ema_embed_sum).index_add_(0, ids, rows)
-            self.codebook.ema_step(global_counts, all_reduce_sum_(sums))
-        return self.codebook.restart_dead_codes(rows, global_counts, self.dead_code_threshold)
 
     @torch.no_grad()
     def select(self, z_e: torch.Tensor) -> torch.Tensor:

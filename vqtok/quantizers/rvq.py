@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..options import FLAG, NON_NEGATIVE, UNIT_INTERVAL, Option
-from ..parallel.collectives import all_reduce_sum_, broadcast_
+from ..parallel.collectives import broadcast_
 from .base import Quantizer, QuantizerOutput
 from .codebook import LEARNT_CODEBOOK_OPTIONS, Codebook
 from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, rotate_to_codes, usage_stats
@@ -158,11 +158,8 @@ class ResidualVectorQuantizer(Quantizer):
             codebook = self.level_codebook(levels[0])
             level_ids = torch.cat([ids[:, level] for level in levels])
             level_rows = torch.cat([residuals[level] for level in levels])
-            counts = all_reduce_sum_(code_histogram(level_ids, self.codebook_size))
-            if self.use_ema:
-                sums = torch.zeros_like(codebook.ema_embed_sum).index_add_(0, level_ids, level_rows)
-                codebook.ema_step(counts, all_reduce_sum_(sums))
-            restarted = restarted + codebook.restart_dead_codes(level_rows, counts, self.dead_code_threshold)
+            counts = code_histogram(level_ids, self.codebook_size)
+            restarted = restarted + codebook.learn_from_batch(level_ids, level_rows, counts, self.dead_code_threshold)
         return restarted
 
     def extra_repr(self) -> str:

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from ..options import FLAG, NON_NEGATIVE
-from ..parallel.collectives import all_reduce_sum_
 from .base import Quantizer, QuantizerOutput
 from .codebook import LEARNT_CODEBOOK_OPTIONS, Codebook
 from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, rotate_to_codes, usage_stats
@@ -100,12 +99,5 @@ class VectorQuantizer(Quantizer):
 
         stats = usage_stats(counts)
         if self.training:
-            with torch.no_grad():
-                global_counts = all_reduce_sum_(counts.clone())
-                if self.use_ema:
-                    sums = torch.zeros_like(self.codebook.ema_embed_sum).index_add_(0, indices, rows.detach())
-                    self.codebook.ema_step(global_counts, all_reduce_sum_(sums))
-                stats["restarted_codes"] = self.codebook.restart_dead_codes(
-                    rows.detach(), global_counts, self.dead_code_threshold
-                )
+            stats["restarted_codes"] = self.codebook.learn_from_batch(indices, rows.detach(), counts, self.dead_code_threshold)
         return QuantizerOutput(quantized, indices, losses, stats)
