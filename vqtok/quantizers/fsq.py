@@ -12,7 +12,7 @@ import torch
 
 from ..options import Option
 from .base import Quantizer, QuantizerOutput
-from .functional import code_histogram, usage_stats
+from .functional import code_histogram, straight_through, usage_stats
 
 DEFAULT_LEVELS = (8, 5, 5, 5)
 
@@ -114,7 +114,7 @@ class FSQuantizer(Quantizer):
         scaled = self.bound(rows) / self._half_widths(rows.device)
         ids = self._select_rows(rows)
         codes = self.code_vectors(ids)
-        quantized = scaled + (codes - scaled).detach()
+        quantized = straight_through(scaled, codes)
         return QuantizerOutput(quantized, ids, {}, usage_stats(code_histogram(ids, self.codebook_size)))
 
     def extra_repr(self) -> str:

@@ -21,7 +21,7 @@ CHUNK_OPTIONS = {
 # The option of the nearest-code quantizers that can pass gradients by the rotation trick.
 ROTATION_OPTIONS = {
     "rotation_trick": Option(bool, doc=(
-        "Pass the gradient from the code to the latent by the rotation trick (Fifty et al. 2024) instead of "
+        "Pass the gradient from the code to the latent by the rotation trick (Fifty et al. 2025) instead of "
         "copying it straight through: the decoder receives `sg[lambda R] z`, with R the rotation that takes z's "
         "direction to its code's and lambda = ||q|| / ||z||; its value is the code, its gradient with respect to "
         "z is lambda R^T times the gradient at the code."
@@ -132,9 +132,18 @@ def rotate_to_codes(rows: torch.Tensor, codes: torch.Tensor, eps: float = 1e-12)
         scale = code_norms / row_norms.clamp_min(eps)
     rotated = rows - 2 * halfway * (halfway * rows).sum(1, keepdim=True) + 2 * code_dirs * (row_dirs * rows).sum(1, keepdim=True)
     rotated = scale * rotated
-    straight_through = rows + (codes - rows).detach()
     exact = rotated + (codes - rotated).detach()  # the value is exactly the code, the gradient the rotation's
-    return torch.where(rotatable, exact, straight_through)
+    return torch.where(rotatable, exact, straight_through(rows, codes))
+
+
+def straight_through(latents: torch.Tensor, codes: torch.Tensor, rotation_trick: bool = False) -> torch.Tensor:
+    """What the decoder receives for latents `[N, D]` quantized to `codes` `[N, D]` (any one shape for
+    both without the rotation trick): the codes' values, with the gradient at them passed to the
+    latents unchanged (the straight-through estimator) or, with `rotation_trick`, rotated and rescaled
+    (`rotate_to_codes`). No gradient reaches `codes`."""
+    if rotation_trick:
+        return rotate_to_codes(latents, codes.detach())
+    return latents + (codes - latents).detach()
 
 
 def code_histogram(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:

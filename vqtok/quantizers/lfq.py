@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..options import NON_NEGATIVE, POSITIVE
 from .base import Quantizer, QuantizerOutput
-from .functional import code_histogram, fp32_backward, usage_stats
+from .functional import code_histogram, fp32_backward, straight_through, usage_stats
 
 # K = 2^D codes; beyond 2^24 even the `[K]` vector of mean code probabilities gets large.
 MAX_BITS = 24
@@ -185,4 +185,4 @@ class LFQuantizer(Quantizer):
             per_sample, batch = code_entropies(logits)
             losses["entropy_loss"] = self.entropy_weight * (per_sample - self.diversity_gamma * batch)
             stats.update(per_sample_entropy=per_sample.detach(), batch_entropy=batch.detach())
-        return QuantizerOutput(latents + (codes - latents).detach(), ids, losses, stats)
+        return QuantizerOutput(straight_through(latents, codes), ids, losses, stats)

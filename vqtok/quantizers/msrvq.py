@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..options import NON_NEGATIVE, Option
 from .base import Quantizer, QuantizerOutput
 from .codebook import LEARNT_CODEBOOK_OPTIONS, Codebook
-from .functional import CHUNK_OPTIONS, code_histogram, fp32_no_autocast, usage_stats
+from .functional import CHUNK_OPTIONS, code_histogram, fp32_no_autocast, straight_through, usage_stats
 
 
 def default_scales(side: int) -> list[int]:
@@ -178,7 +178,7 @@ class MultiScaleResidualQuantizer(Quantizer):
                 stats["restarted_codes"] = self.codebook.learn_from_batch(
                     flat_ids, torch.cat(rows), counts, self.dead_code_threshold
                 )
-            quantized = z + (total - z).detach()
+            quantized = straight_through(z, total)
         return QuantizerOutput(quantized.to(z_e.dtype), self._id_grid(ids), losses, stats)
 
     @torch.no_grad()

@@ -15,7 +15,7 @@ from ..options import FLAG, NON_NEGATIVE, UNIT_INTERVAL, Option
 from ..parallel.collectives import broadcast_
 from .base import Quantizer, QuantizerOutput
 from .codebook import LEARNT_CODEBOOK_OPTIONS, Codebook
-from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, rotate_to_codes, usage_stats
+from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, straight_through, usage_stats
 
 # Enough for every residual quantizer in the literature (SoundStream: 8-32, RQ-VAE: 4-8).
 MAX_DEPTH = 64
@@ -141,7 +141,7 @@ class ResidualVectorQuantizer(Quantizer):
         losses = {"commitment_loss": self.commitment_cost * sum(F.mse_loss(r, c.detach()) for r, c in zip(residuals[:used], codes[:used]))}
         if not self.use_ema:
             losses["codebook_loss"] = sum(F.mse_loss(c, r) for r, c in zip(residuals[:used], codes[:used]))
-        quantized = rotate_to_codes(rows, total) if self.rotation_trick else rows + (total - rows).detach()
+        quantized = straight_through(rows, total, self.rotation_trick)
         stats = usage_stats(code_histogram(ids, self.codebook_size))
         stats["levels_used"] = rows.new_tensor(float(used))
         if self.training:

@@ -10,7 +10,7 @@ from torch import nn
 from ..options import NON_NEGATIVE
 from .base import Quantizer, QuantizerOutput
 from .codebook import Codebook
-from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, nearest_code, rotate_to_codes, usage_stats
+from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, nearest_code, straight_through, usage_stats
 
 
 class SimVQuantizer(Quantizer):
@@ -63,5 +63,5 @@ class SimVQuantizer(Quantizer):
             "commitment_loss": self.commitment_cost * F.mse_loss(rows, codes.detach()),
             "codebook_loss": F.mse_loss(codes, rows.detach()),
         }
-        quantized = rotate_to_codes(rows, codes.detach()) if self.rotation_trick else rows + (codes - rows).detach()
+        quantized = straight_through(rows, codes, self.rotation_trick)
         return QuantizerOutput(quantized, ids, losses, usage_stats(code_histogram(ids, self.codebook_size)))

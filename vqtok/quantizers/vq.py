@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ..options import FLAG, NON_NEGATIVE
 from .base import Quantizer, QuantizerOutput
 from .codebook import LEARNT_CODEBOOK_OPTIONS, Codebook
-from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, rotate_to_codes, usage_stats
+from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, straight_through, usage_stats
 
 
 class VectorQuantizer(Quantizer):
@@ -95,7 +95,7 @@ class VectorQuantizer(Quantizer):
         losses = {"commitment_loss": self.commitment_cost * F.mse_loss(rows, codes.detach())}
         if not self.use_ema:
             losses["codebook_loss"] = F.mse_loss(codes, rows.detach())
-        quantized = rotate_to_codes(rows, codes.detach()) if self.rotation_trick else rows + (codes - rows).detach()
+        quantized = straight_through(rows, codes, self.rotation_trick)
 
         stats = usage_stats(counts)
         if self.training:
