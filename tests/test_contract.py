@@ -35,6 +35,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TYPES = sorted(TOKENIZER_REGISTRY)
 SHIPPED_TYPES = [name for name in TYPES if registered_model_class(name).__module__.startswith("vqtok.")]
 TINY = dict(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2, norm_groups=4), latent_dim=4, codebook_size=8)
+# The behaviour tests run every type on each backbone vqtok ships (both at f = 2).
+TINY_BACKBONES = {
+    "conv": TINY["backbone_config"],
+    "vqgan": dict(backbone_type="vqgan", base_channels=8, channel_multipliers=[1, 2], num_res_blocks=1, norm_groups=4,
+                  z_channels=8),
+}
+on_every_backbone = pytest.mark.parametrize("backbone", sorted(TINY_BACKBONES))
 
 
 def tiny_values(model_type: str, **overrides) -> dict:
@@ -45,8 +52,9 @@ def tiny_values(model_type: str, **overrides) -> dict:
     return values
 
 
-def tiny_tokenizer(model_type: str, seed: int = 0, **overrides):
+def tiny_tokenizer(model_type: str, seed: int = 0, backbone: str = "conv", **overrides):
     set_seed(seed)
+    overrides.setdefault("backbone_config", TINY_BACKBONES[backbone])
     return VQTokenizer.from_config(registered_config_class(model_type)(**tiny_values(model_type, **overrides)))
 
 
@@ -54,9 +62,9 @@ def images(batch: int = 4, seed: int = 0) -> torch.Tensor:
     return torch.rand(batch, 3, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
-def trained(model_type: str, steps: int = 3):
+def trained(model_type: str, steps: int = 3, backbone: str = "conv"):
     """A tiny tokenizer after a few training steps (so codebooks, statistics and schedules moved)."""
-    model = tiny_tokenizer(model_type).train()
+    model = tiny_tokenizer(model_type, backbone=backbone).train()
     optimizer = model.build_optimizer(learning_rate=1e-2)
     for step in range(steps):
         optimizer.zero_grad()
@@ -77,8 +85,9 @@ def assert_same_state(expected: dict, model) -> None:
 
 
 @pytest.mark.parametrize("model_type", TYPES)
-def test_save_then_load_gives_identical_ids_parameters_and_buffers(model_type, tmp_path):
-    model = trained(model_type)
+@on_every_backbone
+def test_save_then_load_gives_identical_ids_parameters_and_buffers(model_type, backbone, tmp_path):
+    model = trained(model_type, backbone=backbone)
     unsaved = set(dict(model.named_buffers())) - set(model.state_dict())
     assert not unsaved, f"buffers left out of the checkpoint (persistent=False): {sorted(unsaved)}"
     model.save_pretrained(tmp_path)
@@ -92,8 +101,9 @@ def test_save_then_load_gives_identical_ids_parameters_and_buffers(model_type, t
 
 @pytest.mark.parametrize("model_type", TYPES)
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_encode_is_deterministic_and_changes_no_state(model_type, mode):
-    model = trained(model_type).train(mode == "train")
+@on_every_backbone
+def test_encode_is_deterministic_and_changes_no_state(model_type, backbone, mode):
+    model = trained(model_type, backbone=backbone).train(mode == "train")
     before, x = snapshot(model), images(seed=4)
     first = model.encode(x)
     assert torch.equal(first, model.encode(x))
@@ -103,8 +113,9 @@ def test_encode_is_deterministic_and_changes_no_state(model_type, mode):
 
 
 @pytest.mark.parametrize("model_type", TYPES)
-def test_ids_follow_the_id_contract_through_the_token_layout(model_type):
-    model = trained(model_type)
+@on_every_backbone
+def test_ids_follow_the_id_contract_through_the_token_layout(model_type, backbone):
+    model = trained(model_type, backbone=backbone)
     config, quantizer = model.config, model.quantizer
     x = images(seed=6)
     ids = model.encode(x)
@@ -124,8 +135,9 @@ def test_ids_follow_the_id_contract_through_the_token_layout(model_type):
 
 
 @pytest.mark.parametrize("model_type", TYPES)
-def test_eval_forward_changes_no_state(model_type):
-    model = trained(model_type)
+@on_every_backbone
+def test_eval_forward_changes_no_state(model_type, backbone):
+    model = trained(model_type, backbone=backbone)
     before = snapshot(model)
     with torch.no_grad():
         model(images(seed=5))
@@ -152,8 +164,9 @@ def bad_ids(config) -> list:
 
 
 @pytest.mark.parametrize("model_type", TYPES)
-def test_bad_inputs_raise_errors_naming_what_was_wrong(model_type):
-    model = tiny_tokenizer(model_type)
+@on_every_backbone
+def test_bad_inputs_raise_errors_naming_what_was_wrong(model_type, backbone):
+    model = tiny_tokenizer(model_type, backbone=backbone)
     for pixel_values, error, message in BAD_PIXELS:
         with pytest.raises(error, match=message):
             model.encode(pixel_values)
@@ -180,8 +193,9 @@ def test_every_numeric_field_rejects_non_finite_values_and_unknown_keys(model_ty
 
 
 @pytest.mark.parametrize("model_type", TYPES)
-def test_outputs_and_gradients_are_finite_under_bf16_with_latents_of_magnitude_1e4(model_type):
-    model = tiny_tokenizer(model_type).train()
+@on_every_backbone
+def test_outputs_and_gradients_are_finite_under_bf16_with_latents_of_magnitude_1e4(model_type, backbone):
+    model = tiny_tokenizer(model_type, backbone=backbone).train()
     model.encoder.register_forward_hook(lambda module, inputs, output: output * 1e4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         output = model(images(8))
@@ -196,11 +210,12 @@ def test_outputs_and_gradients_are_finite_under_bf16_with_latents_of_magnitude_1
 
 
 @pytest.mark.parametrize("model_type", TYPES)
-def test_stop_and_resume_ends_with_the_weights_of_an_uninterrupted_run(model_type, tmp_path, monkeypatch):
+@on_every_backbone
+def test_stop_and_resume_ends_with_the_weights_of_an_uninterrupted_run(model_type, backbone, tmp_path, monkeypatch):
     train_set = pixel_dataset(tiny_images(count=12, width=10, height=8), 8, 3, augment=True)
 
     def run(output_dir, init_seed, **overrides):
-        model = tiny_tokenizer(model_type, seed=init_seed)
+        model = tiny_tokenizer(model_type, seed=init_seed, backbone=backbone)
         args = TrainingArguments(
             output_dir=str(output_dir), max_steps=4, batch_size=4, learning_rate=1e-2, warmup_steps=1,
             log_every=2, report_to="none", seed=0, checkpoint_every=2, **overrides,

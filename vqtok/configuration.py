@@ -20,7 +20,7 @@ from transformers import PreTrainedConfig
 from .backbones import BackboneConfig, build_backbone_config
 from .hub.legacy import FLAT_BACKBONE_KEYS, upgrade_config_dict
 from .hub.references import Paper, QuantizerReference
-from .options import CODEBOOK_SIZE, NON_NEGATIVE, POSITIVE_INT, Option, check_options, document_options
+from .options import CODEBOOK_SIZE, FLAG, NON_NEGATIVE, POSITIVE_INT, Option, check_options, document_options
 from .quantizers import Quantizer
 from .regularizers import check_regularizer_settings
 from .validation import token_shape
@@ -59,6 +59,10 @@ SHARED_OPTIONS = {
         "and that backbone's fields (see `vqtok.backbones`), kept as its `BackboneConfig`. Configs written "
         "by vqtok 0.1 held the conv fields at the top level; they load into `backbone_config`."
     )),
+    "has_decoder": FLAG.documented(
+        "Whether the tokenizer has a decoder. False only for a tokenizer imported from an encoder-only "
+        "checkpoint (transformers' `ChameleonVQVAE`): it encodes, and `decode` and training raise."
+    ),
     "reconstruction_loss_weight": NON_NEGATIVE.documented(
         "Weight of the reconstruction objective (pixel MSE unless the type replaces it)."
     ),
@@ -105,6 +109,7 @@ class VQTokenizerConfig(PreTrainedConfig):
     latent_dim: int = 64
     codebook_size: int | None = 512
     backbone_config: dict | BackboneConfig | None = None
+    has_decoder: bool = True
     reconstruction_loss_weight: float | int = 1.0
     regularizers: dict | None = None
     training_metadata: dict | None = None

@@ -59,6 +59,18 @@ def merge_named_terms(into: dict[str, torch.Tensor], terms: dict[str, torch.Tens
     into.update(terms)
 
 
+class MissingDecoder(nn.Module):
+    """The decoder of a tokenizer imported from an encoder-only checkpoint (`has_decoder=False`): no
+    weights, and a clear error wherever a decoder would run (`decode`, training)."""
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError(
+            "this tokenizer has no decoder (config `has_decoder=False`): it was imported from an encoder-only "
+            "checkpoint, so it can encode images to ids but not decode ids or train. Convert a checkpoint that "
+            "holds the decoder's weights to decode (for Chameleon, the original vqgan.ckpt)."
+        )
+
+
 class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
     """Base of every vqtok tokenizer: encoder -> quantizer -> decoder.
 
@@ -101,7 +113,10 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
 
     def build_decoder(self, config: VQTokenizerConfig) -> nn.Module:
         """The backbone's decoder, latents `[B, D, h, w]` -> `[B, C, H, W]`; its output is what
-        `reconstruction_losses` scores and `images_from_decoder_output` turns into images."""
+        `reconstruction_losses` scores and `images_from_decoder_output` turns into images.
+        A config with `has_decoder=False` (an encoder-only import) gets `MissingDecoder`."""
+        if not config.has_decoder:
+            return MissingDecoder()
         return config.backbone_config.build_decoder(config.latent_dim, config.in_channels)
 
     def images_from_decoder_output(self, output: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Backbones: the encoder and decoder around the quantizer, chosen by a tokenizer config's
-`backbone_config` (`backbone_type` picks one; `conv`, the small residual net, is the default).
+`backbone_config` (`backbone_type` picks one; `conv`, the small residual net, is the default; `vqgan`, the taming / LlamaGen / Janus / Chameleon / LDM
+encoder and decoder, is the field's standard).
 
 Every backbone is registered below, in one visible place.
 """
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 
 from .base import BackboneConfig
 from .conv import ConvBackboneConfig
+from .vqgan import VQGANBackboneConfig
 
 BACKBONES: dict[str, type[BackboneConfig]] = {}
 """backbone_type -> its config class, for every backbone a tokenizer config can name."""
@@ -61,12 +63,14 @@ def build_backbone_config(value: BackboneConfig | Mapping | None) -> BackboneCon
 
 # Every backbone is registered here.
 register_backbone(ConvBackboneConfig)  # the small residual conv net: backbone_type="conv"
+register_backbone(VQGANBackboneConfig)  # taming's VQGAN encoder and decoder: backbone_type="vqgan"
 
 __all__ = [
     "BACKBONES",
     "BackboneConfig",
     "ConvBackboneConfig",
     "DEFAULT_BACKBONE",
+    "VQGANBackboneConfig",
     "backbone_class",
     "build_backbone_config",
     "register_backbone",

@@ -20,7 +20,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard
 from transformers import PreTrainedConfig
 
-from .references import QuantizerReference, generic_reference
+from .references import SOURCE_PROJECTS, QuantizerReference, SourceProject, generic_reference
 from .card_fields import CardInputs, CardKind, card_fields, card_template, table_cell, token_shape_fields
 
 TEMPLATE_PATH = card_template("tokenizer_card.md")
@@ -43,6 +43,8 @@ def card_reference(config: PreTrainedConfig) -> QuantizerReference:
     reference = getattr(type(config), "reference", None) or generic_reference(config.model_type)
     extra = [paper for option, paper in getattr(type(config), "option_papers", {}).items()
              if getattr(config, option, False) and paper not in reference.papers]
+    source = source_project(config)
+    extra += [paper for paper in (source.papers if source else ()) if paper not in reference.papers + tuple(extra)]
     return dataclasses.replace(reference, papers=reference.papers + tuple(extra)) if extra else reference
 
 
@@ -68,8 +70,11 @@ def render_model_card(model, *, template_path: str | os.PathLike | None = None, 
         raise FileNotFoundError(f"model card template not found: {template}")
 
     reference = card_reference(config)
+    source = source_project(config)
+    if source is not None and "license" not in card_inputs:
+        card_inputs = {**card_inputs, "license": source.license}
     card_data, common = card_fields(
-        TOKENIZER_CARD, config, CardInputs.from_keywords(card_inputs), default_title=f"vqtok {reference.name} tokenizer",
+        TOKENIZER_CARD, config, CardInputs.from_keywords(card_inputs), default_title=f"{source.project} tokenizer, in vqtok" if source else f"vqtok {reference.name} tokenizer",
         extra_tags=[reference.tag, *(getattr(model, "model_tags", None) or [])],
     )
     num_parameters = model.num_parameters() if hasattr(model, "num_parameters") else None
@@ -89,6 +94,8 @@ def render_model_card(model, *, template_path: str | os.PathLike | None = None, 
         codebook_size=config.codebook_size,
         bits_per_token=f"{math.log2(config.codebook_size):.3g}",
         topology=_topology_rows(model),
+        source=source,
+        source_checkpoint=(config.training_metadata or {}).get("converted_from", {}).get("checkpoint"),
     )
 
 
@@ -100,6 +107,13 @@ def save_model_card(model, save_directory: str | os.PathLike, **card_kwargs) -> 
     path = Path(save_directory) / "README.md"
     render_model_card(model, **card_kwargs).save(path)
     return path
+
+
+def source_project(config: PreTrainedConfig) -> SourceProject | None:
+    """The project a tokenizer was converted from (`training_metadata["converted_from"]["source"]`,
+    written by `vqtok.conversion`), or None for a tokenizer vqtok trained."""
+    converted = (getattr(config, "training_metadata", None) or {}).get("converted_from")
+    return SOURCE_PROJECTS.get(converted.get("source")) if isinstance(converted, dict) else None
 
 
 # --- helpers ----------------------------------------------------------------------------------

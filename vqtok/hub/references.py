@@ -98,3 +98,73 @@ ROTATION_TRICK_PAPER = Paper(
     ("Fifty, Christopher", "Junkins, Ronald G.", "Duan, Dennis", "Iyengar, Aniketh", "Liu, Jerry W.", "Amid, Ehsan",
      "Thrun, Sebastian", "Ré, Christopher"), 2025, ICLR, arxiv_id="2410.06424",
 )
+
+
+# --- the projects whose pretrained tokenizers `vqtok.conversion` imports ---------------------------
+CVPR = "Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition"
+
+TAMING_PAPER = Paper(
+    "esser2021taming", "Taming Transformers for High-Resolution Image Synthesis",
+    ("Esser, Patrick", "Rombach, Robin", "Ommer, Björn"), 2021, CVPR, pages="12873--12883", arxiv_id="2012.09841",
+)
+LDM_PAPER = Paper(
+    "rombach2022high", "High-Resolution Image Synthesis with Latent Diffusion Models",
+    ("Rombach, Robin", "Blattmann, Andreas", "Lorenz, Dominik", "Esser, Patrick", "Ommer, Björn"), 2022, CVPR,
+    pages="10684--10695", arxiv_id="2112.10752",
+)
+LLAMAGEN_PAPER = Paper(
+    "sun2024autoregressive", "Autoregressive Model Beats Diffusion: Llama for Scalable Image Generation",
+    ("Sun, Peize", "Jiang, Yi", "Chen, Shoufa", "Zhang, Shilong", "Peng, Bingyue", "Luo, Ping", "Yuan, Zehuan"),
+    2024, ARXIV, kind="article", arxiv_id="2406.06525",
+)
+JANUS_PAPER = Paper(
+    "wu2024janus", "Janus: Decoupling Visual Encoding for Unified Multimodal Understanding and Generation",
+    ("Wu, Chengyue", "Chen, Xiaokang", "Wu, Zhiyu", "Ma, Yiyang", "Liu, Xingchao", "Pan, Zizheng", "Liu, Wen",
+     "Xie, Zhenda", "Yu, Xingkai", "Ruan, Chong", "Luo, Ping"), 2024, ARXIV, kind="article", arxiv_id="2410.13848",
+)
+CHAMELEON_PAPER = Paper(
+    "team2024chameleon", "Chameleon: Mixed-Modal Early-Fusion Foundation Models", ("Chameleon Team",), 2024, ARXIV,
+    kind="article", arxiv_id="2405.09818",
+)
+
+
+@dataclass(frozen=True)
+class SourceProject:
+    """A project whose pretrained tokenizers vqtok imports (`vqtok.conversion`): named and cited on the
+    card of every tokenizer converted from it, under its `license` (a Hub identifier) unless the caller
+    gives another."""
+
+    name: str
+    project: str
+    url: str
+    license: str
+    license_note: str
+    papers: tuple[Paper, ...]
+
+
+SOURCE_PROJECTS = {
+    source.name: source
+    for source in (
+        SourceProject(
+            "janus", "Janus / Janus-Pro (DeepSeek)", "https://github.com/deepseek-ai/Janus", "other",
+            "the DeepSeek Model License (the code is MIT-licensed); read it before use or redistribution",
+            (JANUS_PAPER, LLAMAGEN_PAPER),
+        ),
+        SourceProject(
+            "llamagen", "LlamaGen", "https://github.com/FoundationVision/LlamaGen", "mit", "MIT", (LLAMAGEN_PAPER,),
+        ),
+        SourceProject(
+            "chameleon", "Chameleon (Meta)", "https://github.com/facebookresearch/chameleon", "other",
+            "the Chameleon Research License of Meta; read it before use or redistribution", (CHAMELEON_PAPER,),
+        ),
+        SourceProject(
+            "taming", "taming-transformers", "https://github.com/CompVis/taming-transformers", "mit", "MIT",
+            (TAMING_PAPER,),
+        ),
+        SourceProject(
+            "diffusers", "a diffusers VQModel", "https://github.com/huggingface/diffusers", "unknown",
+            "the license of the converted checkpoint's repository (not recorded by diffusers; pass it to the converter)",
+            (LDM_PAPER, TAMING_PAPER),
+        ),
+    )
+}
