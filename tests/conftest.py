@@ -33,3 +33,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    """An empty torch hub cache (`TORCH_HOME`) with downloads allowed: the folder where weights of
+    the judging networks (VGG16, Inception) would be looked for."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VQTOK_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "torch" / "hub" / "checkpoints"

@@ -78,3 +78,15 @@ def test_reconstruction_grid_layout(tmp_path):
     assert (grid[6:10, 1:5] == 255).all()  # its reconstruction below, white
     with pytest.raises(ValueError, match="same shape"):
         save_reconstruction_grid(originals, reconstructions[:2], tmp_path / "bad.png")
+
+
+def test_reconstruction_grid_puts_each_set_under_the_originals(tmp_path):
+    originals = -torch.ones(2, 3, 4, 4)  # black
+    first, second = torch.ones(2, 3, 4, 4), torch.zeros(2, 3, 4, 4)  # white, mid grey
+    path = save_reconstruction_grid(originals, [first, second], tmp_path / "grid.png", columns=2, scale=1, gap=1)
+    grid = np.asarray(Image.open(path))
+    assert grid.shape == (3 * 5 + 1, 2 * 5 + 1, 3)  # one group of three rows
+    assert (grid[1:5, 6:10] == 0).all() and (grid[6:10, 6:10] == 255).all()
+    assert (grid[11:15, 6:10] == 128).all() or (grid[11:15, 6:10] == 127).all()
+    with pytest.raises(ValueError, match="same shape"):
+        save_reconstruction_grid(originals, [first, second[:1]], tmp_path / "bad.png")

@@ -112,7 +112,7 @@ def test_the_top_level_reads_like_the_data_flow():
     assert loose == {"__init__", "options", "validation", "processing", "data", "configuration", "modeling", "auto"}
     rooms = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
     assert rooms == {"backbones", "quantizers", "models", "regularizers", "losses", "hub", "evaluation", "parallel",
-                     "tokens", "prior", "training", "conversion"}
+                     "tokens", "prior", "training", "conversion", "metrics"}
 
 
 def test_importing_vqtok_imports_neither_giotto_ph_nor_geoopt():

@@ -134,7 +134,7 @@ def _report(model, save_dir: str, eval_set, training, results: dict, throughput:
         print(f"\ntoken ids of the first held-out image ({ids.shape[1]}x{ids.shape[2]}):\n{ids[0].tolist()}")
         print(f"\nheld-out results on {len(eval_set)} images after {training.max_steps} steps:")
         for name, value in results.items():
-            print(f"  {name:15s} {value:.4f}")
+            print(f"  {name:28s} {value:.4f}")
         print(f"wrote {grid_path}")
     if "images_per_second" in throughput:
         print(f"training throughput: {throughput['images_per_second']:.1f} images/s")

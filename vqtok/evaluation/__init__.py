@@ -2,7 +2,8 @@
 pictures drawn from them (`visualize`)."""
 
 from ..processing import to_uint8_images
-from .metrics import codebook_topology, evaluate_tokenizer, per_image_mse, psnr_from_mse
+from ..metrics.pixels import per_image_mse, psnr_from_mse
+from .metrics import codebook_topology, evaluate_tokenizer
 from .visualize import save_image_grid, save_reconstruction_grid
 
 __all__ = [

@@ -14,16 +14,18 @@ from ..processing import to_uint8_images
 
 def save_reconstruction_grid(
     originals: torch.Tensor,
-    reconstructions: torch.Tensor,
+    reconstructions: torch.Tensor | list[torch.Tensor],
     path: str | os.PathLike,
     columns: int = 8,
     scale: int = 4,
     gap: int = 2,
 ) -> str:
-    """Save a PNG with rows of originals, each followed by a row of their reconstructions.
+    """Save a PNG with rows of originals, each followed by a row of their reconstructions (one row per
+    set when several are given, e.g. two tokenizers side by side).
 
     Args:
-        originals, reconstructions: `[B, C, H, W]` in [-1, 1], same shape.
+        originals: `[B, C, H, W]` in [-1, 1].
+        reconstructions: one tensor of the originals' shape, or a list of them.
         path: where to write the PNG (parent folders are created).
         columns: images per row.
         scale: nearest-neighbour enlargement, so small images stay visible.
@@ -31,13 +33,15 @@ def save_reconstruction_grid(
     Returns:
         The path written.
     """
-    if originals.shape != reconstructions.shape:
-        raise ValueError(
-            f"originals and reconstructions must have the same shape, got {list(originals.shape)} "
-            f"and {list(reconstructions.shape)}"
-        )
-    top, bottom = to_uint8_images(originals), to_uint8_images(reconstructions)
-    rows = [half[start : start + columns] for start in range(0, len(top), columns) for half in (top, bottom)]
+    sets = [reconstructions] if isinstance(reconstructions, torch.Tensor) else list(reconstructions)
+    for reconstruction in sets:
+        if originals.shape != reconstruction.shape:
+            raise ValueError(
+                f"originals and reconstructions must have the same shape, got {list(originals.shape)} "
+                f"and {list(reconstruction.shape)}"
+            )
+    groups = [to_uint8_images(images) for images in [originals, *sets]]
+    rows = [group[start : start + columns] for start in range(0, len(originals), columns) for group in groups]
     return _save_rows(rows, path, columns, scale, gap)
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..options import Registry
+from .adversarial import AdversarialObjective, PatchDiscriminator
 from .base import ObjectiveInputs, ObjectiveUpdate, TrainingObjective
+from .perceptual import PerceptualObjective
 
 OBJECTIVES = Registry("training objective", "run config section", "objectives")
 """Every training objective a run config can switch on, by name."""
@@ -22,14 +24,21 @@ def register_objective(objective_class: type[TrainingObjective]) -> type[Trainin
 
 
 def build_objectives(settings: Mapping | None) -> dict[str, TrainingObjective]:
-    """One objective per name switched on in `settings` (name -> options), in their order."""
-    return OBJECTIVES.build(settings)
+    """One objective per name switched on in `settings` (name -> options), in their order, except
+    that those reading the other objectives' terms (`reads_other_terms`) come after the rest."""
+    built = OBJECTIVES.build(settings)
+    return dict(sorted(built.items(), key=lambda item: item[1].reads_other_terms))
 
 
-# Every training objective is registered here (the perceptual and adversarial ones come next).
+# Every training objective is registered here.
+register_objective(PerceptualObjective)
+register_objective(AdversarialObjective)
 
 __all__ = [
     "OBJECTIVES",
+    "AdversarialObjective",
+    "PatchDiscriminator",
+    "PerceptualObjective",
     "ObjectiveInputs",
     "ObjectiveUpdate",
     "TrainingObjective",

@@ -92,6 +92,10 @@ class TrainingObjective(Pluggable, nn.Module):
     Term names must not clash with the tokenizer's (`<name>_loss` is a good choice).
     """
 
+    reads_other_terms: bool = False
+    """True for an objective whose `tokenizer_losses` reads the terms other objectives add (the
+    adversarial objective's adaptive weight reads the perceptual term): it is built, and runs, after them."""
+
     def setup(self, tokenizer: nn.Module) -> None:
         """Build what depends on the tokenizer (its image channels, ...); called once by the trainer
         before the updates are made (nothing by default)."""

@@ -11,6 +11,7 @@ from .codebook import Codebook
 from .functional import (
     code_histogram,
     nearest_code,
+    entropy_from_counts,
     perplexity_from_counts,
     sample_codes,
     rotate_to_codes,
@@ -56,6 +57,7 @@ __all__ = [
     "code_histogram",
     "hard_gumbel_softmax",
     "nearest_code",
+    "entropy_from_counts",
     "perplexity_from_counts",
     "rotate_to_codes",
     "sample_codes",

@@ -96,9 +96,10 @@ def train_tokenizer(
     accelerator = accelerator or make_accelerator(args)
     set_seed(args.seed)
     objectives = dict(objectives or {})
-    for objective in objectives.values():
-        objective.setup(model)
-        objective.to(accelerator.device)
+    with torch.random.fork_rng(devices=[]):  # the objectives' networks draw their start from a copy of the seeded
+        for objective in objectives.values():  # state: the tokenizer's random stream is the same with or without them
+            objective.setup(model)
+            objective.to(accelerator.device)
     tokenizer = model
     updates = [Update("tokenizer", model, model.build_optimizer(args.learning_rate, args.weight_decay),
                       lambda prepared, context: _tokenizer_forward(prepared, context, tokenizer, objectives, accelerator),
