@@ -159,6 +159,22 @@ def _run_rank(rank: int, port: int, out: Path) -> None:
     state = {f"tokenizer.{name}": tensor.contiguous() for name, tensor in model.state_dict().items()}
     state.update({f"critic.{name}": tensor.contiguous() for name, tensor in critic.state_dict().items()})
     save_file(state, out / f"critic_rank{rank}.safetensors")
+
+    # 7. The shipped objectives: LPIPS (random VGG16) and the PatchGAN with LeCam, from the first step,
+    #    with gradient accumulation: tokenizer, discriminator and LeCam's averages end identical.
+    from vqtok.losses import build_objectives
+
+    set_seed(rank)
+    model = VQTokenizer.from_config(tiny_config())
+    objectives = build_objectives({
+        "perceptual": {"weight": 0.5, "vgg_weights": "random"},
+        "adversarial": {"num_layers": 2, "base_channels": 8, "learning_rate": 1e-3, "lecam_weight": 0.01, "lecam_decay": 0.9},
+    })
+    args = tiny_args(out / "sharp", max_steps=3, batch_size=2, gradient_accumulation_steps=2, log_every=1)
+    train_tokenizer(model, pixel_dataset(images, 16, 3, augment=True), None, args, make_accelerator(args), objectives=objectives)
+    state = {f"tokenizer.{name}": tensor.contiguous() for name, tensor in model.state_dict().items()}
+    state.update({f"adversarial.{name}": tensor.contiguous() for name, tensor in objectives["adversarial"].state_dict().items()})
+    save_file(state, out / f"sharp_rank{rank}.safetensors")
     dist.barrier()
     dist.destroy_process_group()
 
@@ -236,3 +252,14 @@ def test_an_objective_network_trains_identically_on_both_ranks(two_ranks):
     rank0, rank1 = _both(two_ranks, "critic")
     _assert_identical(rank0, rank1)
     assert any(name.startswith("critic.") for name in rank0)
+
+
+def test_the_adversarial_objective_trains_identically_on_both_ranks(two_ranks):
+    """Batch-norm running statistics are left out: the discriminator always normalises with the
+    batch's own statistics in training, and each rank's last forward updates its running ones."""
+    rank0, rank1 = _both(two_ranks, "sharp")
+    compared = [{name: tensor for name, tensor in rank.items() if "running_" not in name and "num_batches" not in name}
+                for rank in (rank0, rank1)]
+    _assert_identical(*compared)
+    assert any(name.startswith("adversarial.discriminator.") for name in compared[0])
+    assert rank0["adversarial.ema_real_logit"].item() != 0.0
