@@ -194,9 +194,18 @@ def test_missing_weights_file_is_a_clear_error(trained_model, tmp_path):
         VQTokenizer.from_pretrained(tmp_path)
 
 
-def test_missing_directory_is_a_clear_error(tmp_path):
-    with pytest.raises(OSError, match="no tokenizer directory"):
+def test_missing_directory_is_a_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(OSError, match="the local folder .*nowhere' does not exist"):
         VQTokenizer.from_pretrained(tmp_path / "nowhere")
+    monkeypatch.chdir(tmp_path)
+    from vqtok.prior import TokenPrior
+
+    # relative paths that cannot be Hub repo ids (two slashes): a missing folder, not a malformed repo id
+    for load, name in ((VQTokenizer.from_pretrained, "outputs/nope/tokenizer"), (TokenPrior.from_pretrained, "outputs/nope/prior"),
+                       (VQModel.from_pretrained, "outputs/nope/tokenizer")):
+        with pytest.raises(OSError, match=f"the local folder '{name}' does not exist") as raised:
+            load(name)
+        assert "Repo id must be" not in str(raised.value)
 
 
 def test_corrupt_weights_file_is_a_clear_error(trained_model, tmp_path):

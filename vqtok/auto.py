@@ -14,7 +14,7 @@ import os
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, PreTrainedConfig
 
 from .configuration import VQTokenizerConfig
-from .hub.loading import HUB_DOWNLOAD_KWARGS, check_config_file
+from .hub.loading import HUB_DOWNLOAD_KWARGS, check_config_file, check_local_folder
 from .modeling import VQTokenizerPreTrainedModel
 from .processing import VQImageProcessor
 
@@ -47,15 +47,6 @@ def _registered(model_type: str) -> tuple[type, type]:
     if model_type not in TOKENIZER_REGISTRY:
         raise ValueError(f"unknown vqtok model_type {model_type!r}; registered types: {sorted(TOKENIZER_REGISTRY)}")
     return TOKENIZER_REGISTRY[model_type]
-
-
-def _check_local_path(name_or_path) -> None:
-    """A path that is clearly local (absolute, ./ or ../, or a PathLike) must exist; otherwise the
-    Hub client would report it as a malformed repo id."""
-    text = os.fspath(name_or_path)
-    looks_local = isinstance(name_or_path, os.PathLike) or os.path.isabs(text) or text.startswith((".", "~"))
-    if looks_local and not os.path.isdir(os.path.expanduser(text)):
-        raise OSError(f"no tokenizer directory at {text!r} (expected a folder with config.json and model.safetensors)")
 
 
 class VQTokenizer:
@@ -92,7 +83,7 @@ class VQTokenizer:
         registered vqtok type raises `ValueError` listing the registered types; the other errors are
         those of `VQTokenizerPreTrainedModel.from_pretrained`.
         """
-        _check_local_path(pretrained_model_name_or_path)
+        check_local_folder(pretrained_model_name_or_path, "tokenizer")
         source = os.fspath(pretrained_model_name_or_path)
         config = kwargs.pop("config", None)
         if config is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -41,6 +42,22 @@ def _raise_if_offline_cache_miss(source: str, filename: str, download: dict) -> 
             f"{filename} of {source} is not in the local Hub cache{cache}, and offline mode (HF_HUB_OFFLINE=1 or "
             "local_files_only=True) forbids downloading it: load it once with network access first"
         )
+
+
+# A Hub repo id: `name` or `namespace/name` of letters, digits, "-", "_" and "." (huggingface_hub's rule).
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+
+
+def check_local_folder(name_or_path, what: str = "checkpoint") -> None:
+    """OSError naming the folder when `name_or_path` must be a local folder (a PathLike, an absolute
+    or ./ ../ ~ path, or a name that cannot be a Hub repo id, such as `outputs/run/tokenizer`) and
+    none exists there, instead of the Hub client's "Repo id must be in the form ..." error."""
+    text = os.fspath(name_or_path)
+    looks_local = (isinstance(name_or_path, os.PathLike) or os.path.isabs(text) or text.startswith((".", "~"))
+                   or not _REPO_ID.match(text))
+    if looks_local and not os.path.isdir(os.path.expanduser(text)):
+        raise OSError(f"the local folder {text!r} does not exist (expected a {what} folder with config.json and "
+                      "model.safetensors, as save_pretrained writes; or pass a Hub repo id such as 'namespace/name')")
 
 
 def check_config_file(source: str, download: dict, loader: str | None = None, model_type: str | None = None) -> None:

@@ -23,6 +23,7 @@ from .loading import (
     check_config_file,
     check_finite_weights,
     check_loading_info,
+    check_local_folder,
     check_safetensors_weights,
     reinitialise_mismatched,
 )
@@ -57,6 +58,8 @@ class SafeHubMixin:
             raise ValueError("vqtok loads safetensors weights only; use_safetensors=False is not supported")
         kwargs["use_safetensors"] = True
         source = os.fspath(pretrained_model_name_or_path)
+        if not os.path.isfile(source):
+            check_local_folder(pretrained_model_name_or_path, cls.__name__)
         if os.path.isfile(source):
             raise OSError(
                 f"{source} is a file; pass the directory (or Hub repo id) holding config.json and model.safetensors"

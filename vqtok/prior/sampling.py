@@ -21,16 +21,35 @@ from ..tokens.layout import check_codes
 SCHEMES = ("uniform", "histogram", "prior")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_num_samples(num_samples) -> None:
     """ValueError unless `num_samples` is a positive int."""
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+    if not _is_int(num_samples) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+
+
+def check_sampling_arguments(grid, seed, codebook_size=None) -> tuple[int, ...]:
+    """ValueError unless `grid` is a non-empty tuple of positive ints (one image's token shape),
+    `seed` an int in [0, 2^64) (what `torch.Generator.manual_seed` takes) and `codebook_size`, when
+    given, a positive int. Returns the grid as a tuple."""
+    shape = tuple(grid) if isinstance(grid, (tuple, list, torch.Size)) else None
+    if not shape or not all(_is_int(size) and size >= 1 for size in shape):
+        raise ValueError(f"grid must be one image's token shape, a tuple of positive ints such as (16, 16), got {grid!r}")
+    if not _is_int(seed) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+    if codebook_size is not None and (not _is_int(codebook_size) or codebook_size < 1):
+        raise ValueError(f"codebook_size must be a positive int, got {codebook_size!r}")
+    return shape
 
 
 def sample_uniform(codebook_size: int, grid: tuple[int, ...], num_samples: int, seed: int = 0) -> torch.LongTensor:
     """`num_samples` grids `[N, *grid]` of codes drawn independently and uniformly from [0, K); `grid`
     is one image's token shape, `(h, w)` or `(h, w, R)`."""
     check_num_samples(num_samples)
+    grid = check_sampling_arguments(grid, seed, codebook_size)
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(codebook_size, (num_samples, *grid), generator=generator)
 
@@ -48,9 +67,16 @@ def histogram_bits_per_token(train_codes: torch.Tensor, eval_codes: torch.Tensor
     `eval_codes` under the training histogram (add-1/2 smoothed, so that an unseen code costs a
     finite length; NaN without `eval_codes`)."""
     counts = code_counts(train_codes, codebook_size).double()
+    if counts.sum() == 0:
+        raise ValueError("train_codes is empty: there is no histogram to measure")
     entropy = float(entropy_from_counts(counts)) / math.log(2)
     smoothed = (counts + 0.5) / (counts.sum() + 0.5 * codebook_size)
-    held_out = float(-smoothed[eval_codes.reshape(-1)].log2().mean()) if eval_codes is not None else math.nan
+    held_out = math.nan
+    if eval_codes is not None:
+        eval_counts = code_counts(eval_codes, codebook_size).double()  # checks the range: -1 must not index from the end
+        if eval_counts.sum() == 0:
+            raise ValueError("eval_codes is empty: pass None to measure the training histogram only")
+        held_out = float(-(eval_counts * smoothed.log2()).sum() / eval_counts.sum())
     return {"histogram_entropy_bits": entropy, "histogram_held_out_bits": held_out}
 
 
@@ -58,6 +84,7 @@ def sample_from_histogram(counts: torch.Tensor, grid: tuple[int, ...], num_sampl
     """`num_samples` grids `[N, *grid]` of codes drawn independently with probabilities proportional
     to `counts` `[K]` (a code never seen is never drawn); `grid` as in `sample_uniform`."""
     check_num_samples(num_samples)
+    grid = check_sampling_arguments(grid, seed)
     counts = torch.as_tensor(counts, dtype=torch.float64)
     if counts.dim() != 1 or counts.numel() < 2 or (counts < 0).any() or not torch.isfinite(counts).all():
         raise ValueError(f"counts must be a vector of K >= 2 finite non-negative numbers, got shape {list(counts.shape)}")

@@ -162,6 +162,9 @@ def tokenize_dataset(
         original row order; on every Accelerate process the whole dataset.
     """
     _check_arguments(dataset, image_column, on_bad_image)
+    for name, value, least in (("batch_size", batch_size, 1), ("num_proc", 1 if num_proc is None else num_proc, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(f"{name} must be a positive int{' or None' if name == 'num_proc' else ''}, got {value!r}")
     model, processor = load_tokenizer_and_processor(tokenizer, processor)
     layout = TokenLayout.for_tokenizer(model, id_offset=id_offset, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
     state = process_state()

@@ -1,0 +1,51 @@
+"""Bad arguments to the downstream surfaces (sampling, the code histogram, dataset tokenization,
+loading a missing folder) fail before any work with the argument named: one test per class of fault."""
+
+import math
+
+import pytest
+import torch
+
+from tiny_data import tiny_images, tiny_tokenizer
+from vqtok.prior.sampling import histogram_bits_per_token, sample_from_histogram, sample_uniform
+from vqtok.tokens import tokenize_dataset
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: sample_uniform(16, (0, 4), 2), r"grid must be .* positive ints.*\(0, 4\)"),
+    (lambda: sample_uniform(16, (), 2), r"grid must be"),
+    (lambda: sample_uniform(0, (4, 4), 2), r"codebook_size must be a positive int, got 0"),
+    (lambda: sample_uniform(16, (4, 4), 2, seed=2**70), r"seed must be an int in \[0, 2\*\*64\)"),
+    (lambda: sample_uniform(16, (4, 4), 2, seed=-1), r"seed must be"),
+    (lambda: sample_from_histogram(torch.ones(4), (4, 0), 1), r"grid must be"),
+    (lambda: sample_uniform(16, (4, 4), 0), r"num_samples must be a positive int"),
+])
+def test_sampling_arguments_out_of_range_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_the_histogram_checks_its_codes_and_measures_by_hand():
+    train = torch.tensor([0, 0, 0, 1])
+    # add-1/2 smoothing: p = (3.5 / 5, 1.5 / 5); held-out [0, 1] costs the mean of -log2 p
+    measured = histogram_bits_per_token(train, torch.tensor([0, 1]), 2)
+    assert measured["histogram_held_out_bits"] == pytest.approx(-(math.log2(0.7) + math.log2(0.3)) / 2)
+    assert measured["histogram_entropy_bits"] == pytest.approx(-(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25)))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 2\).*got values in \[-1, 1\]"):
+        histogram_bits_per_token(train, torch.tensor([-1, 1]), 2)  # -1 must not index from the end
+    with pytest.raises(ValueError, match="train_codes is empty"):
+        histogram_bits_per_token(torch.tensor([], dtype=torch.long), None, 2)
+    with pytest.raises(ValueError, match="eval_codes is empty"):
+        histogram_bits_per_token(train, torch.tensor([], dtype=torch.long), 2)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"batch_size": -3}, r"batch_size must be a positive int, got -3"),
+    ({"batch_size": 0}, r"batch_size must be a positive int, got 0"),
+    ({"batch_size": 2.5}, r"batch_size must be a positive int, got 2.5"),
+    ({"num_proc": 0}, r"num_proc must be a positive int or None, got 0"),
+])
+def test_tokenize_dataset_rejects_bad_sizes_before_loading_anything(tmp_path, arguments, message):
+    tiny_tokenizer(tmp_path / "tokenizer")
+    with pytest.raises(ValueError, match=message):
+        tokenize_dataset(tiny_images(count=4), str(tmp_path / "tokenizer"), **arguments)
