@@ -49,3 +49,33 @@ def test_tokenize_dataset_rejects_bad_sizes_before_loading_anything(tmp_path, ar
     tiny_tokenizer(tmp_path / "tokenizer")
     with pytest.raises(ValueError, match=message):
         tokenize_dataset(tiny_images(count=4), str(tmp_path / "tokenizer"), **arguments)
+
+
+def test_the_prior_config_refuses_unknown_keys_and_bad_language_model_values(tmp_path):
+    import json
+
+    from vqtok import VQConfig
+    from vqtok.prior import PriorConfig, TokenPrior
+
+    with pytest.raises(ValueError, match=r"unknown prior config key\(s\) \['codebok_size'\]"):
+        PriorConfig(codebok_size=16)
+    for lm_config, message in (({"model_type": "gpt2", "attn_pdrop": math.nan}, r"`lm_config.attn_pdrop` must be finite"),
+                               ({"model_type": "gpt2", "n_layer": -2}, r"`lm_config.n_layer` must be a positive int"),
+                               ({"model_type": "llama", "attention_dropout": 1.5}, r"`lm_config.attention_dropout` must lie in \[0, 1\]")):
+        with pytest.raises(ValueError, match=message):
+            PriorConfig(lm_config=lm_config)
+    tokenizer_config = VQConfig(image_size=16, latent_dim=4, codebook_size=16)
+    with pytest.raises(ValueError, match=r"unknown gpt2 config option\(s\) \['n_layr'\] in lm_options"):
+        PriorConfig.for_tokenizer(tokenizer_config, n_layr=2)
+
+    # the same checks when the config comes from a config.json
+    folder = tmp_path / "prior"
+    TokenPrior(PriorConfig.for_tokenizer(tokenizer_config, hidden_size=8, num_layers=1, num_heads=2)).save_pretrained(folder)
+    saved = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**saved, "codebok_size": 16}))
+    with pytest.raises(ValueError, match="codebok_size"):
+        TokenPrior.from_pretrained(folder)
+    saved["lm_config"]["resid_pdrop"] = math.nan
+    (folder / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="lm_config.resid_pdrop"):
+        TokenPrior.from_pretrained(folder)

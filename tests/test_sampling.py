@@ -62,7 +62,7 @@ def test_uniform_sampling_is_uniform_over_the_k_codes():
 
 def test_prior_samples_are_in_range_never_bos_and_decode():
     tokenizer = VQModel(VQConfig(image_size=16, backbone_config=dict(base_channels=8), latent_dim=8, codebook_size=K)).eval()
-    prior = tiny_prior(lm_options={"tie_word_embeddings": False}).eval()
+    prior = tiny_prior(tie_word_embeddings=False).eval()  # the BOS row of the head is edited below, not the embedding
     prior.check_tokenizer(tokenizer)
     # Make BOS by far the most likely next id at every position: without suppression `generate`
     # would emit it almost always.

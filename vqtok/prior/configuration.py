@@ -8,9 +8,12 @@ tokenizer (repo id or path), K and the token grid; the language model's own conf
 
 from __future__ import annotations
 
+import math
+
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from ..configuration import _TRANSFORMERS_KEYS
 from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, check_options
 from ..validation import token_shape
 
@@ -85,6 +88,9 @@ class PriorConfig(PreTrainedConfig):
     training_metadata: dict | None = None
 
     def __post_init__(self, **kwargs):
+        unknown = sorted(key for key in kwargs if key not in _TRANSFORMERS_KEYS)
+        if unknown:
+            raise ValueError(f"unknown prior config key(s) {unknown}; known keys: {sorted({*_OPTIONS, 'lm_config', 'tokenizer', 'training_metadata'})}")
         super().__post_init__(**kwargs)
         check_options(_OPTIONS, {name: getattr(self, name) for name in _OPTIONS}, "prior config field")
         if self.lm_config.model_type not in ARCHITECTURES:
@@ -92,6 +98,7 @@ class PriorConfig(PreTrainedConfig):
                 f"prior config field `lm_config` must be one of the architectures {list(ARCHITECTURES)}, "
                 f"got model_type {self.lm_config.model_type!r}"
             )
+        _check_lm_values(self.lm_config)
         self._tie_lm_config()
 
     def _tie_lm_config(self) -> None:
@@ -128,7 +135,13 @@ class PriorConfig(PreTrainedConfig):
         source = getattr(tokenizer, "config", tokenizer)
         grid_height, grid_width = source.token_grid if hasattr(source, "token_grid") else source.grid
         name = tokenizer_name or getattr(source, "tokenizer", None) or getattr(source, "name_or_path", None) or None
-        lm_config = {**causal_lm_settings(architecture, hidden_size, num_layers, num_heads, dropout), **lm_options}
+        settings = causal_lm_settings(architecture, hidden_size, num_layers, num_heads, dropout)
+        default = AutoConfig.for_model(settings["model_type"])
+        unknown = sorted(key for key in lm_options if key not in default.to_dict())
+        if unknown:
+            raise ValueError(f"unknown {settings['model_type']} config option(s) {unknown} in lm_options "
+                             f"(model.lm_options in a prior run config); see transformers' {type(default).__name__}")
+        lm_config = {**settings, **lm_options}
         return cls(tokenizer=name, codebook_size=source.codebook_size, grid_height=grid_height,
                    grid_width=grid_width, codes_per_position=source.codes_per_position, lm_config=lm_config)
 
@@ -154,3 +167,22 @@ class PriorConfig(PreTrainedConfig):
 
 
 __all__ = ["PriorConfig"]
+
+
+def _check_lm_values(lm_config: PreTrainedConfig) -> None:
+    """ValueError naming `lm_config.<field>` for a non-finite number, a size below 1 or a dropout
+    probability outside [0, 1] in the language model's config."""
+    for name, value in lm_config.to_dict().items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value):
+            raise ValueError(f"prior config field `lm_config.{name}` must be finite, got {value!r}")
+        if name in _LM_SIZE_FIELDS and value < 1:
+            raise ValueError(f"prior config field `lm_config.{name}` must be a positive int, got {value!r}")
+        if ("dropout" in name or "pdrop" in name) and not 0 <= value <= 1:
+            raise ValueError(f"prior config field `lm_config.{name}` must lie in [0, 1], got {value!r}")
+
+
+# The language models' size fields (GPT-2's and Llama's names).
+_LM_SIZE_FIELDS = frozenset({"n_embd", "n_layer", "n_head", "n_inner", "hidden_size", "num_hidden_layers",
+                             "num_attention_heads", "num_key_value_heads", "intermediate_size", "head_dim"})
