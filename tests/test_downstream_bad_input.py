@@ -79,3 +79,35 @@ def test_the_prior_config_refuses_unknown_keys_and_bad_language_model_values(tmp
     (folder / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match="lm_config.resid_pdrop"):
         TokenPrior.from_pretrained(folder)
+
+
+def test_an_output_folder_that_cannot_be_written_fails_before_any_work(tmp_path, monkeypatch):
+    import os
+
+    from test_sampling import load_script
+    from vqtok.training import loop
+    from vqtok.training.arguments import TrainingArguments, check_output_folder
+    from vqtok.training.trainer import train_tokenizer
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(loop, "optimization_step", lambda *args, **kwargs: pytest.fail("trained into a file"))
+    model = tiny_tokenizer(tmp_path / "tokenizer")
+    args = TrainingArguments(output_dir=str(blocker), max_steps=2, batch_size=2, report_to="none")
+    from vqtok.data import pixel_dataset
+
+    with pytest.raises(OSError, match=r"training.output_dir .*a_file' is a file, not a folder"):
+        train_tokenizer(model.train(), pixel_dataset(tiny_images(count=4), 16), None, args)
+
+    script = load_script("tokenize_dataset")
+    monkeypatch.setattr(script, "tokenize_dataset", lambda *args, **kwargs: pytest.fail("tokenized into a file"))
+    with pytest.raises(OSError, match=r"--output .*a_file' is a file"):
+        script.main(["--tokenizer", str(tmp_path / "tokenizer"), "--output", str(blocker)])
+
+    check_output_folder(tmp_path / "new" / "folder")  # a missing folder is made
+    assert (tmp_path / "new" / "folder").is_dir()
+    if os.geteuid() != 0:  # root writes into read-only folders
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(OSError, match="cannot be written into"):
+            check_output_folder(locked)

@@ -19,9 +19,11 @@ SHARED_BAD = [
     ("training.mixed_precision=fp8", ValueError, r"`mixed_precision` must be one of \['no', 'fp16', 'bf16'\]"),
     ("training.output_dir=12", TypeError, "training option `output_dir` must be str, got int"),
     ("training.lr_scheduler=false", TypeError, "training option `lr_scheduler` must be a string, got False"),
+    ("training.lr_scheduler=bogus", ValueError, r"training option `lr_scheduler` must be one of \['linear', 'cosine'.*got 'bogus'"),
     ("data.eval_split=[a, b]", TypeError, "data option `eval_split` must be str or None, got list"),
 ]
 TOKENIZER_BAD = [
+    ("objectives.adversarial.lr_scheduler=bogus", ValueError, r"`lr_scheduler` must be one of .*got 'bogus'"),
     ("data.augment=maybe", TypeError, "data option `augment` must be bool, got str"),
     ("data.augment=1", TypeError, "data option `augment` must be bool, got int"),
     ("data.on_bad_image=ignore", ValueError, r"data option `on_bad_image` must be one of \['fail', 'skip'\]"),

@@ -27,6 +27,7 @@ from vqtok import TokenLayout, save_tokenized, tokenize_dataset
 from vqtok.data import load_image_dataset
 from vqtok.tokens.layout import describe_shape
 from vqtok.tokens.tokenization import load_tokenizer_and_processor, process_state
+from vqtok.training.arguments import check_output_folder
 
 DEFAULT_TOKENIZER = "outputs/quickstart/tokenizer"
 DEFAULT_OUTPUT = "outputs/quickstart/tokens"
@@ -53,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> DatasetDict:
     args = parse_args(argv)
     state = process_state()
+    if state.is_main_process:
+        check_output_folder(args.output, "--output")
     tokenizer, processor = load_tokenizer_and_processor(args.tokenizer)
     layout_options = dict(id_offset=args.id_offset, bos_token_id=args.bos_token_id, eos_token_id=args.eos_token_id)
     layout = TokenLayout.for_tokenizer(tokenizer, **layout_options)

@@ -199,3 +199,8 @@ NON_NEGATIVE = Option(NUMBER, low=0)
 POSITIVE = Option(NUMBER, low=0, low_open=True)
 UNIT_INTERVAL = Option(NUMBER, low=0, high=1)
 FLAG = Option(bool)
+# The `transformers.get_scheduler` names that run from a warm-up and a step count alone (the others
+# need a metric or extra arguments the loop does not pass).
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt")
+LR_SCHEDULER = Option(str, choices=LR_SCHEDULERS)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..options import FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, Option
+from ..options import FLAG, LR_SCHEDULER, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, Option
 from ..parallel.collectives import all_reduce_mean_
 from .base import ObjectiveInputs, ObjectiveUpdate, TrainingObjective
 
@@ -126,7 +126,7 @@ class AdversarialObjective(TrainingObjective):
         "beta1": UNIT_INTERVAL.documented("The discriminator optimizer's beta1 (taming: 0.5; LlamaGen: 0.9)."),
         "beta2": UNIT_INTERVAL.documented("The discriminator optimizer's beta2 (taming: 0.9; LlamaGen: 0.95)."),
         "weight_decay": NON_NEGATIVE.documented("The discriminator optimizer's weight decay."),
-        "lr_scheduler": Option(str, doc="The discriminator's LR schedule (a transformers.get_scheduler name)."),
+        "lr_scheduler": LR_SCHEDULER.documented("The discriminator's LR schedule (a transformers.get_scheduler name)."),
         "warmup_steps": NON_NEGATIVE_INT.documented("Warm-up steps of the discriminator's LR schedule."),
         "lecam_weight": NON_NEGATIVE.documented("Weight of the LeCam regulariser (0: off; MAGVIT: 0.001)."),
         "lecam_decay": UNIT_INTERVAL.documented("Decay of LeCam's moving averages of the discriminator's outputs."),

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from ..data import BAD_IMAGE_CHOICES
 from ..options import (
+    LR_SCHEDULER,
     FLAG,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
@@ -27,6 +29,20 @@ from ..options import (
 )
 
 TEXT = Option(str)
+
+
+def check_output_folder(path: str | os.PathLike, option: str = "training.output_dir") -> None:
+    """OSError naming `option` unless `path` is a folder this process can write into (made when
+    missing): run before any work, so that a file or a read-only folder does not fail a finished run."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OSError(f"{option} {path!r} is a file, not a folder: choose a folder to write into")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise OSError(f"{option} {path!r} cannot be written into ({error.strerror or error}): choose another folder") from None
 
 # A number written as text: what PyYAML leaves a string (`1e-3`, `+5`) or a quoted number.
 _NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
@@ -145,8 +161,8 @@ TRAINING_OPTIONS = {
         "Peak learning rate of the optimizer (AdamW unless the tokenizer type's `build_optimizer` says otherwise)."
     ),
     "weight_decay": NON_NEGATIVE.documented("The optimizer's weight decay."),
-    "lr_scheduler": TEXT.documented(
-        "Any `transformers.get_scheduler` name (`cosine`, `linear`, `constant_with_warmup`, ...). It is stepped "
+    "lr_scheduler": LR_SCHEDULER.documented(
+        "A `transformers.get_scheduler` name (`cosine`, `linear`, `constant_with_warmup`, ...). It is stepped "
         "once per optimizer step, whatever the number of processes."
     ),
     "warmup_steps": NON_NEGATIVE_INT.documented("Linear warm-up steps."),

@@ -26,7 +26,7 @@ from accelerate.utils import ProjectConfiguration
 from transformers import get_scheduler
 
 from ..parallel.launch import accelerator_options, check_launch
-from .arguments import TrainingArguments
+from .arguments import TrainingArguments, check_output_folder
 from .checkpoints import resolve_checkpoint
 
 TRACKER_PROJECT = "vqtok"
@@ -175,6 +175,8 @@ def start_training(accelerator: Accelerator, updates: list[Update], args: Traini
             f"({', '.join(names)}): use bf16 (or no mixed precision) with training objectives that train networks "
             "of their own"
         )
+    if accelerator.is_main_process:
+        check_output_folder(args.output_dir)
     for update in updates:
         warmup_steps = args.warmup_steps if update.warmup_steps is None else update.warmup_steps
         update.scheduler = get_scheduler(update.lr_scheduler or args.lr_scheduler, update.optimizer,
