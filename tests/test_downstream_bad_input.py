@@ -111,3 +111,24 @@ def test_an_output_folder_that_cannot_be_written_fails_before_any_work(tmp_path,
         locked.mkdir(mode=0o500)
         with pytest.raises(OSError, match="cannot be written into"):
             check_output_folder(locked)
+
+
+def test_resuming_from_a_checkpoint_holding_nan_weights_is_refused_naming_the_tensor(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from test_training import tiny_args, tiny_config
+    from vqtok import VQTokenizer
+    from vqtok.data import pixel_dataset
+    from vqtok.training.trainer import train_tokenizer
+
+    data = pixel_dataset(tiny_images(count=8), 16, augment=True)
+    train_tokenizer(VQTokenizer.from_config(tiny_config()), data, None,
+                    tiny_args(tmp_path, max_steps=2, checkpoint_every=2, gradient_accumulation_steps=1))
+    weights = tmp_path / "checkpoints" / "step_2" / "model.safetensors"
+    state = load_file(weights)
+    name = next(key for key, tensor in state.items() if tensor.is_floating_point() and "weight" in key)
+    state[name].view(-1)[0] = math.nan
+    save_file(state, weights, metadata={"format": "pt"})  # same size: the completeness marker still agrees
+    with pytest.raises(ValueError, match=rf"step_2 .*hold NaN or infinite values: {name} \(1 non-finite value\).*resume from an earlier"):
+        train_tokenizer(VQTokenizer.from_config(tiny_config()), data, None,
+                        tiny_args(tmp_path, max_steps=4, resume_from_checkpoint="latest", gradient_accumulation_steps=1))

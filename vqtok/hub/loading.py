@@ -170,10 +170,12 @@ def check_loading_info(source: str, info: dict, allow_mismatch: bool) -> None:
         )
 
 
-def check_finite_weights(model: torch.nn.Module, source: str, weights_path: str) -> None:
+def check_finite_weights(model: torch.nn.Module, source: str, weights_path: str,
+                         consequence: str = "no model was returned") -> None:
     """ValueError naming every floating parameter and buffer of `model`, loaded from the checkpoint
     `source` (its weights file: `weights_path`), that holds NaN or an infinity, with its count of
-    such values. (Tensors on the `meta` device hold no values and are not checked.)"""
+    such values, ending with `consequence`. (Tensors on the `meta` device hold no values and are
+    not checked.)"""
     bad = []
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.device.type == "meta":
@@ -184,5 +186,5 @@ def check_finite_weights(model: torch.nn.Module, source: str, weights_path: str)
     if bad:
         raise ValueError(
             f"the weights of {source} ({weights_path}) hold NaN or infinite values: {', '.join(bad)}. The "
-            "checkpoint was saved from a diverged run or is corrupt; no model was returned"
+            f"checkpoint was saved from a diverged run or is corrupt; {consequence}"
         )

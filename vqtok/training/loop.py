@@ -25,6 +25,7 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import ProjectConfiguration
 from transformers import get_scheduler
 
+from ..hub.loading import check_finite_weights
 from ..parallel.launch import accelerator_options, check_launch
 from .arguments import TrainingArguments, check_output_folder
 from .checkpoints import resolve_checkpoint
@@ -194,6 +195,10 @@ def start_training(accelerator: Accelerator, updates: list[Update], args: Traini
     checkpoint = resolve_checkpoint(args)
     if checkpoint is not None:
         accelerator.load_state(checkpoint)
+        for index, update in enumerate(updates):  # Accelerate's names: model.safetensors, model_1.safetensors, ...
+            weights = os.path.join(checkpoint, f"model{f'_{index}' if index else ''}.safetensors")
+            check_finite_weights(accelerator.unwrap_model(update.model), checkpoint, weights,
+                                 "resume from an earlier checkpoint (--resume_from_checkpoint FOLDER) or start afresh")
         accelerator.print(f"resumed from {checkpoint} at step {state.step}")
     elif args.resume_from_checkpoint:
         accelerator.print(f"no checkpoint under {args.output_dir}/checkpoints: starting from step 0")
