@@ -132,3 +132,29 @@ def test_resuming_from_a_checkpoint_holding_nan_weights_is_refused_naming_the_te
     with pytest.raises(ValueError, match=rf"step_2 .*hold NaN or infinite values: {name} \(1 non-finite value\).*resume from an earlier"):
         train_tokenizer(VQTokenizer.from_config(tiny_config()), data, None,
                         tiny_args(tmp_path, max_steps=4, resume_from_checkpoint="latest", gradient_accumulation_steps=1))
+
+
+def test_ids_of_every_integer_dtype_decode_and_out_of_range_ones_are_named():
+    from vqtok import VQConfig, VQModel
+
+    model = VQModel(VQConfig(image_size=16, backbone_config=dict(base_channels=8), latent_dim=8, codebook_size=16)).eval()
+    ids = torch.randint(16, (2, 4, 4))
+    expected = model.decode(ids)
+    for dtype in (torch.uint8, torch.int16, torch.uint16, torch.uint32, torch.uint64):
+        assert torch.equal(model.decode(ids.to(dtype)), expected), dtype
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 16\), got values in \[70000, 70000\]"):
+        model.decode(torch.full((1, 4, 4), 70000, dtype=torch.uint32))
+
+
+def test_a_float_image_in_0_255_is_told_to_pass_uint8():
+    import numpy as np
+
+    from vqtok import VQImageProcessor
+
+    processor = VQImageProcessor.for_image_size(16)
+    pixels = np.random.default_rng(0).uniform(0, 255, size=(16, 16, 3))
+    for image, options in ((pixels.astype(np.float32), {}), (pixels, {"do_rescale": False})):
+        with pytest.raises(ValueError, match=r"float image with values in \[.*\]: float images must lie in \[0, 1\].*as uint8"):
+            processor(image, return_tensors="pt", **options)
+    as_uint8 = processor(pixels.round().astype(np.uint8), return_tensors="pt")["pixel_values"]
+    assert as_uint8.shape == (1, 3, 16, 16)

@@ -94,6 +94,12 @@ class VQImageProcessor(PilBackend):
                 "rescaled to [0, 1], and do_rescale=True would divide it by 255 again; pass do_rescale=False "
                 "for images in [0, 1] (or pass uint8 images with values in [0, 255])"
             )
+        if np.issubdtype(array.dtype, np.floating) and array.size and (array.min() < 0 or array.max() > 1):
+            raise ValueError(
+                f"got a float image with values in [{array.min():.3g}, {array.max():.3g}]: float images must lie in "
+                "[0, 1] (with do_rescale=False); pass images with values in [0, 255] as uint8 "
+                "(e.g. array.round().astype(numpy.uint8)) or as PIL images"
+            )
         num_channels = num_channels or self.num_channels
         if num_channels not in (1, 3):
             raise ValueError(f"num_channels must be 1 or 3, got {num_channels}")

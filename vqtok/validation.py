@@ -63,6 +63,9 @@ def token_shape(grid: tuple[int, int], codes_per_position: int) -> tuple[int, ..
     return tuple(grid) if codes_per_position == 1 else (*grid, codes_per_position)
 
 
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
+
 def check_token_grid(input_ids, token_shape: tuple[int, ...]) -> torch.Tensor:
     """Return `input_ids` as a grid `[B, h, w]`, or `[B, h, w, R]` when `token_shape` (the config's
     `(h, w)` or `(h, w, R)`) has R codes per position: accepts a grid of any h, w, or the flattening
@@ -71,6 +74,8 @@ def check_token_grid(input_ids, token_shape: tuple[int, ...]) -> torch.Tensor:
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
     _check_has_data("input_ids", input_ids)
+    if input_ids.dtype in _WIDE_UNSIGNED:  # torch has few kernels for them (not even min / max): read as int64
+        input_ids = input_ids.to(torch.int64)
     grid = "[B, h, w]" if len(token_shape) == 2 else f"[B, h, w, {token_shape[-1]}]"
     if input_ids.dim() >= 2 and input_ids.numel() == 0:
         raise ValueError(
