@@ -158,3 +158,39 @@ def test_a_float_image_in_0_255_is_told_to_pass_uint8():
             processor(image, return_tensors="pt", **options)
     as_uint8 = processor(pixels.round().astype(np.uint8), return_tensors="pt")["pixel_values"]
     assert as_uint8.shape == (1, 3, 16, 16)
+
+
+@pytest.mark.parametrize("content, error, message", [
+    ("{not json", ValueError, r"vqtok_tokens.json is not valid JSON"),
+    ("[1, 2]", ValueError, r"vqtok_tokens.json must hold a JSON object of token layout fields, got list"),
+    ('{"codebook_size": 16, "grid_height": 4, "grid_width": 4, "colour": 1}', ValueError, r"unknown token layout field\(s\) \['colour'\]"),
+    ('{"codebook_size": 16, "grid_height": -4, "grid_width": 4}', ValueError, r"vqtok_tokens.json: .*grid_height"),
+])
+def test_a_damaged_token_layout_file_is_named(tmp_path, content, error, message):
+    from vqtok import TokenLayout
+
+    (tmp_path / "vqtok_tokens.json").write_text(content)
+    with pytest.raises(error, match=message):
+        TokenLayout.load(tmp_path)
+
+
+def test_the_prior_names_bad_ids_and_sampling_settings():
+    from tiny_data import tiny_prior
+
+    prior = tiny_prior().eval()  # K = 16, BOS = 16
+    with pytest.raises(ValueError, match=r"input_ids must lie in \[0, 17\) \(the K codes and BOS = K\), got values in \[3, 17\]"):
+        prior(input_ids=torch.tensor([[16, 3, 17]]))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 16\)"):
+        prior(input_ids=torch.tensor([[16, 3, 4]]), labels=torch.tensor([[16, 3, 16]]))
+    with pytest.raises(TypeError, match="input_ids must be an integer torch.Tensor"):
+        prior(input_ids=torch.zeros(1, 3))
+    assert prior(input_ids=torch.tensor([[16, 3, 4]]), labels=torch.tensor([[16, 3, -100]])).loss.isfinite()
+    for settings, message in (({"temperature": math.inf}, "temperature must be a positive finite number"),
+                              ({"temperature": True}, "temperature must be"),
+                              ({"top_k": True}, "top_k must be None or a non-negative int"),
+                              ({"batch_size": 0}, "batch_size must be a positive int, got 0"),
+                              ({"seed": 2**70}, r"seed must be an int in \[0, 2\*\*64\)")):
+        with pytest.raises(ValueError, match=message):
+            prior.generate_codes(2, **settings)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        prior.negative_log_likelihood(torch.zeros(2, 4, 4, dtype=torch.long), batch_size=0)

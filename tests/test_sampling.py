@@ -104,7 +104,7 @@ def test_bad_sampling_input_raises_clear_errors():
     tokenizer = VQModel(VQConfig(image_size=16, backbone_config=dict(base_channels=8), latent_dim=8, codebook_size=K)).eval()
     with pytest.raises(ValueError, match="num_samples must be a positive int, got 0"):
         prior.generate_codes(0)
-    with pytest.raises(ValueError, match="temperature must be a positive number"):
+    with pytest.raises(ValueError, match="temperature must be a positive finite number"):
         prior.generate_codes(2, temperature=0)
     with pytest.raises(ValueError, match=r"top_p must be None or in \(0, 1\]"):
         prior.generate_codes(2, top_p=1.5)

@@ -22,7 +22,7 @@ from ..hub import SafeHubMixin
 from ..tokens.layout import TokenLayout, check_codes
 from .card import render_prior_card
 from .configuration import PriorConfig
-from .sampling import check_num_samples
+from .sampling import check_num_samples, check_positive_int, check_seed
 
 
 class TokenPrior(SafeHubMixin, PreTrainedModel):
@@ -69,6 +69,9 @@ class TokenPrior(SafeHubMixin, PreTrainedModel):
         """The language model's forward on sequences `[B, 1 + n]` that start with BOS. With `labels`
         (usually `input_ids`), `loss` is the mean negative log-likelihood in nats of `labels[:, 1:]`
         under the softmax over the K codes (positions labelled -100 are ignored)."""
+        self._check_ids("input_ids", input_ids, self.config.codebook_size + 1)
+        if labels is not None:
+            self._check_ids("labels", labels[:, 1:][labels[:, 1:] != -100], self.config.codebook_size)
         output = self.lm(input_ids=input_ids, **kwargs)
         if labels is not None:
             logits = self._next_code_logits(output.logits)
@@ -78,6 +81,7 @@ class TokenPrior(SafeHubMixin, PreTrainedModel):
     @torch.no_grad()
     def negative_log_likelihood(self, codes: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """-log p(codes) in nats, one value per image, for codes `[B, *token_shape]` or flattened."""
+        check_positive_int("batch_size", batch_size)
         sequences = self.layout.to_sequences(codes)
         totals = []
         with _eval_mode(self):
@@ -92,6 +96,15 @@ class TokenPrior(SafeHubMixin, PreTrainedModel):
         """The logits `[B, n, K]` (fp32) of the code after each position but the last: the language
         model's logits restricted to the K codes (BOS is never a code)."""
         return logits[:, :-1, : self.config.codebook_size].float()
+
+    @staticmethod
+    def _check_ids(name: str, ids: torch.Tensor, limit: int) -> None:
+        """ValueError naming `name` unless `ids` is an integer tensor with values in [0, limit)."""
+        if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer torch.Tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= limit):
+            raise ValueError(f"{name} must lie in [0, {limit}) (the K codes{' and BOS = K' if name == 'input_ids' else ''}), "
+                             f"got values in [{int(ids.min())}, {int(ids.max())}]")
 
     def bits_per_token(self, codes: torch.Tensor, batch_size: int = 256) -> float:
         """The mean code length in bits per token of `codes` under the prior."""
@@ -114,11 +127,14 @@ class TokenPrior(SafeHubMixin, PreTrainedModel):
         `top_k` most likely codes and to the smallest set of probability `top_p` when given, BOS
         suppressed. `seed` makes the draw repeatable without touching torch's global RNG."""
         check_num_samples(num_samples)
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-        if top_k is not None and not (isinstance(top_k, int) and 0 <= top_k):
+        check_positive_int("batch_size", batch_size)
+        if seed is not None:
+            check_seed(seed)
+        if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and 0 < temperature < math.inf):
+            raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not (isinstance(top_k, int) and 0 <= top_k)):
             raise ValueError(f"top_k must be None or a non-negative int (0: off), got {top_k!r}")
-        if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        if top_p is not None and (isinstance(top_p, bool) or not (isinstance(top_p, (int, float)) and 0 < top_p <= 1)):
             raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
         settings = GenerationConfig(
             do_sample=True, temperature=float(temperature), top_k=top_k or 0, top_p=float(top_p or 1.0),

@@ -25,10 +25,21 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def check_positive_int(name: str, value) -> None:
+    """ValueError naming `name` unless `value` is a positive int (not a bool)."""
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
 def check_num_samples(num_samples) -> None:
     """ValueError unless `num_samples` is a positive int."""
-    if not _is_int(num_samples) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    check_positive_int("num_samples", num_samples)
+
+
+def check_seed(seed) -> None:
+    """ValueError unless `seed` is an int in [0, 2^64) (what `torch.Generator.manual_seed` takes)."""
+    if not _is_int(seed) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
 
 
 def check_sampling_arguments(grid, seed, codebook_size=None) -> tuple[int, ...]:
@@ -38,8 +49,7 @@ def check_sampling_arguments(grid, seed, codebook_size=None) -> tuple[int, ...]:
     shape = tuple(grid) if isinstance(grid, (tuple, list, torch.Size)) else None
     if not shape or not all(_is_int(size) and size >= 1 for size in shape):
         raise ValueError(f"grid must be one image's token shape, a tuple of positive ints such as (16, 16), got {grid!r}")
-    if not _is_int(seed) or not 0 <= seed < 2**64:
-        raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+    check_seed(seed)
     if codebook_size is not None and (not _is_int(codebook_size) or codebook_size < 1):
         raise ValueError(f"codebook_size must be a positive int, got {codebook_size!r}")
     return shape

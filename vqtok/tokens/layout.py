@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
@@ -157,12 +157,25 @@ class TokenLayout:
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> TokenLayout:
-        """Read `folder/vqtok_tokens.json` (OSError naming the file when it is missing)."""
+        """Read `folder/vqtok_tokens.json`: OSError naming the file when it is missing, ValueError
+        naming it when it is not JSON, not an object, or holds unknown or invalid fields."""
         path = os.path.join(folder, LAYOUT_FILE)
         if not os.path.isfile(path):
             raise OSError(f"{folder} has no {LAYOUT_FILE}: not a token dataset saved by vqtok.save_tokenized")
-        with open(path, encoding="utf-8") as handle:
-            return cls(**json.load(handle))
+        try:
+            with open(path, encoding="utf-8") as handle:
+                values = json.load(handle)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); rewrite it with TokenLayout.save or save_tokenized") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a JSON object of token layout fields, got {type(values).__name__}")
+        unknown = sorted(set(values) - {field.name for field in fields(cls)})
+        if unknown:
+            raise ValueError(f"{path} holds unknown token layout field(s) {unknown}; known: {[field.name for field in fields(cls)]}")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{path}: {error}") from None
 
 
 def describe_shape(shape: tuple[int, ...]) -> str:
