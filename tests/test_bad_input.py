@@ -97,6 +97,27 @@ def test_every_numeric_config_field_rejects_nan_and_infinities_naming_the_field(
 
 
 @pytest.mark.parametrize("model_type", TYPES)
+def test_every_float_config_field_rejects_values_beyond_float32(model_type):
+    """Checked in float64, used in float32: 1e39 would become an infinity in the codebook or a loss."""
+    config_class = registered_config_class(model_type)
+    options = config_class.declared_options()
+    floats = [name for name in numeric_fields(config_class) if options[name].kind is float]
+    assert "reconstruction_loss_weight" in floats
+    for name in floats:
+        for bad in (1e39, -1e39):
+            with pytest.raises(ValueError, match=f"config field `{re.escape(name)}` must"):
+                config_class(**{**TINY, name: bad})
+
+
+def test_the_float32_overflows_once_accepted_are_named():
+    for config_class, field, extra in ((registered_config_class("vqtok-sqvae"), "latent_scale", {}),
+                                       (registered_config_class("vqtok-vq"), "ema_epsilon", {}),
+                                       (registered_config_class("vqtok-hypervq"), "init_radius_std", {"kmeans_init": False})):
+        with pytest.raises(ValueError, match=rf"`{field}` must be representable in float32 .*got 1e\+39"):
+            config_class(**{**TINY, field: 1e39, **extra})
+
+
+@pytest.mark.parametrize("model_type", TYPES)
 def test_every_numeric_quantizer_argument_rejects_nan_and_infinities(model_type):
     quantizer_class = registered_config_class(model_type).quantizer_class
     for name, option in quantizer_class.options.items():

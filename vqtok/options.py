@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 
 # An option declared `float` accepts ints too (`0` for `0.0`), never bools.
 NUMBER = float
+# The largest finite float32: a float option beyond it would become an infinity where it is used.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ class Option:
             raise TypeError(f"{where} `{name}` must be {expected}, got {type(value).__name__} ({value!r})")
         if self.kind in (int, float) and not math.isfinite(value):
             raise ValueError(f"{where} `{name}` must be a finite number, got {value!r}")
+        if self.kind is float and abs(value) > FLOAT32_MAX:
+            raise ValueError(f"{where} `{name}` must be representable in float32 (|value| <= {FLOAT32_MAX:.4g}), the "
+                             f"precision it is computed in, got {value!r}")
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"{where} `{name}` must be one of {list(self.choices)}, got {value!r}")
         if self._out_of_range(value):
