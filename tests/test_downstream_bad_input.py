@@ -2,6 +2,7 @@
 loading a missing folder) fail before any work with the argument named: one test per class of fault."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -194,3 +195,37 @@ def test_the_prior_names_bad_ids_and_sampling_settings():
             prior.generate_codes(2, **settings)
     with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
         prior.negative_log_likelihood(torch.zeros(2, 4, 4, dtype=torch.long), batch_size=0)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--temperature", "inf"], "--temperature must be a positive finite number"),
+    (["--temperature", "0"], "--temperature must be a positive finite number"),
+    (["--columns", "0"], "--columns must be at least 1"),
+    (["--scale", "0"], "--scale must be at least 1"),
+    (["--num_samples", "0"], "--num_samples must be at least 1"),
+    (["--top_p", "1.5"], r"--top_p must lie in \(0, 1\]"),
+    (["--seed", str(2**70)], r"--seed must lie in \[0, 2\*\*64\)"),
+])
+def test_the_sampling_command_names_bad_arguments(arguments, message, capsys):
+    from test_sampling import load_script
+
+    with pytest.raises(SystemExit):
+        load_script("sample").parse_args(arguments)
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_the_sampling_command_names_a_split_the_tokens_lack(tmp_path, monkeypatch):
+    from datasets import DatasetDict
+
+    from test_sampling import load_script
+    from vqtok import TokenLayout, save_tokenized
+
+    tokenizer = tiny_tokenizer(tmp_path / "tokenizer")
+    layout = TokenLayout.for_tokenizer(tokenizer)
+    save_tokenized(DatasetDict({"train": tokenize_dataset(tiny_images(count=4), str(tmp_path / "tokenizer"))}),
+                   tmp_path / "tokens", layout)
+    script = load_script("sample")
+    monkeypatch.setattr(script, "decode_samples", lambda *args, **kwargs: pytest.fail("sampled before checking --split"))
+    with pytest.raises(ValueError, match=r"--split 'bogus' is not a split of .*tokens; it has \['train'\]"):
+        script.main(["--schemes", "uniform", "histogram", "--tokenizer", str(tmp_path / "tokenizer"),
+                     "--tokens", str(tmp_path / "tokens"), "--split", "bogus", "--output_dir", str(tmp_path / "out")])

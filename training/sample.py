@@ -15,6 +15,7 @@ scheme, the held-out bits per token of that scheme's code model where it can mea
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 import torch
@@ -53,7 +54,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default="outputs/quickstart/samples")
     parser.add_argument("--columns", type=int, default=8, help="images per row of the PNG grid")
     parser.add_argument("--scale", type=int, default=2, help="pixel enlargement of the PNG grid")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in ("num_samples", "columns", "scale"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not 0 < args.temperature < math.inf:
+        parser.error(f"--temperature must be a positive finite number, got {args.temperature}")
+    if args.top_k < 0:
+        parser.error(f"--top_k must be 0 (off) or positive, got {args.top_k}")
+    if not 0 < args.top_p <= 1:
+        parser.error(f"--top_p must lie in (0, 1], got {args.top_p}")
+    if not 0 <= args.seed < 2**64:
+        parser.error(f"--seed must lie in [0, 2**64), got {args.seed}")
+    return args
 
 
 def main(argv=None) -> dict[str, torch.Tensor]:
@@ -64,13 +77,16 @@ def main(argv=None) -> dict[str, torch.Tensor]:
     if prior is not None:
         prior.check_tokenizer(tokenizer)
     config = tokenizer.config
+    if "histogram" in args.schemes:  # read before any sampling, so a bad --tokens or --split fails first
+        tokens, layout = load_tokenized(args.tokens)
+        layout.check_compatible(tokenizer, "tokenizer")
+        if args.split not in tokens:
+            raise ValueError(f"--split {args.split!r} is not a split of {args.tokens}; it has {sorted(tokens)}")
     samples = {}
     for scheme in args.schemes:
         if scheme == "uniform":
             codes = sample_uniform(config.codebook_size, config.token_shape, args.num_samples, seed=args.seed)
         elif scheme == "histogram":
-            tokens, layout = load_tokenized(args.tokens)
-            layout.check_compatible(tokenizer, "tokenizer")
             counts = code_counts(codes_from_dataset(tokens[args.split], layout), config.codebook_size)
             codes = sample_from_histogram(counts, config.token_shape, args.num_samples, seed=args.seed)
         else:
