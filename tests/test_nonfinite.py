@@ -23,6 +23,7 @@ from tiny_data import tiny_images
 from vqtok import VQTokenizer
 from vqtok.data import pixel_dataset
 from vqtok.quantizers import SoftVQQuantizer, VectorQuantizer
+from vqtok.quantizers.base import LARGEST_SQUARED_NORM, usable_positions
 from vqtok.training import train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -86,8 +87,10 @@ def test_the_ema_codebook_keeps_its_statistics_and_says_so():
     for name, tensor in quantizer.state_dict().items():
         assert torch.equal(before[name], tensor), name
     assert torch.isnan(output.loss)
-    # Not finite exactly where the input was not, the code vectors elsewhere.
-    assert torch.equal(torch.isfinite(output.quantized), torch.isfinite(latents))
+    # Not finite exactly at the positions (whole latent vectors) where the input was not, codes elsewhere.
+    finite_positions = torch.isfinite(latents).all(dim=1, keepdim=True).expand_as(latents)
+    assert torch.equal(torch.isfinite(output.quantized), finite_positions)
+    assert finite_positions.sum() == latents.numel() - 4
     assert not quantizer(latents.nan_to_num(posinf=0.0)).skipped_update
 
 
@@ -155,3 +158,54 @@ def test_a_good_step_resets_the_run_of_skips(tmp_path):
         _, results = _run(tmp_path, "intermittent", poisoned_steps=(2, 3, 5, 6), max_consecutive_skipped_steps=3)
     assert results["skipped_steps"] == 4
 
+
+
+def _latents(quantizer, magnitude: float, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(2, quantizer.dim, 4, 4, generator=generator) * magnitude).requires_grad_()
+
+
+@pytest.mark.filterwarnings("ignore:the topology regulariser's codebook cloud takes no gradient")
+@pytest.mark.parametrize("started", [False, True], ids=["first-batch", "started"])
+@pytest.mark.parametrize("model_type", TYPES)
+def test_latents_too_large_for_fp32_maths_are_flagged_and_change_no_state(model_type, started):
+    """Finite latents of magnitude 1e20 under bf16 autocast: their squares overflow fp32, so the batch
+    counts as not finite (before the k-means start too), and backward still runs."""
+    quantizer = tiny_tokenizer(model_type).quantizer.train()
+    if started:
+        quantizer(_latents(quantizer, 1.0, seed=0))
+    before = {name: tensor.clone() for name, tensor in quantizer.state_dict().items()}
+    latents = _latents(quantizer, 1e20, seed=1)
+    assert torch.isfinite(latents).all()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = quantizer(latents)
+    (output.loss + output.quantized.float().sum()).backward()
+    assert output.skipped_update
+    assert all(torch.isnan(value) for value in output.losses.values())  # FSQ, LFQ, ... may have none
+    assert not torch.isfinite(output.quantized).any()
+    for name, tensor in quantizer.state_dict().items():
+        assert torch.equal(before[name], tensor), f"{name} changed"
+
+
+@pytest.mark.filterwarnings("ignore:the topology regulariser's codebook cloud takes no gradient")
+@pytest.mark.parametrize("model_type", TYPES)
+def test_large_latents_within_the_bound_train_with_finite_outputs_state_and_gradients(model_type):
+    quantizer = tiny_tokenizer(model_type).quantizer.train()
+    for seed, magnitude in enumerate((1e10, 1e13)):  # squared norms far below 2^96
+        latents = _latents(quantizer, magnitude, seed)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            output = quantizer(latents)
+        (output.loss + output.quantized.float().sum()).backward()
+        assert not output.skipped_update
+        assert torch.isfinite(output.loss) and torch.isfinite(output.quantized).all()
+        assert torch.isfinite(latents.grad).all()
+        for name, tensor in quantizer.state_dict().items():
+            assert not tensor.is_floating_point() or torch.isfinite(tensor).all(), f"{name} is not finite"
+
+
+def test_the_bound_on_a_latent_vectors_squared_norm():
+    limit = LARGEST_SQUARED_NORM
+    latents = torch.tensor([[limit**0.5, 0.0], [limit**0.5 * 1.001, 0.0], [1.0, math.inf]]).T.reshape(1, 2, 3)
+    assert usable_positions(latents).tolist() == [[True, False, False]]
+    # In fp32: a vector of two entries of 1.5e19 is finite but its squared norm is not.
+    assert usable_positions(torch.full((1, 2, 1), 1.5e19)).tolist() == [[False]]

@@ -42,8 +42,8 @@ def all_reduce_mean_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def finite_on_every_process(tensor: torch.Tensor) -> bool:
-    """True when `tensor` holds only finite values on every process (a collective: every process
+def true_on_every_process(mask: torch.Tensor) -> bool:
+    """True when the boolean `mask` holds only True on every process (a collective: every process
     must call it, and all get the same answer)."""
-    not_finite = (~torch.isfinite(tensor.detach())).any().to(torch.float32).reshape(1)
-    return float(all_reduce_sum_(not_finite)) == 0.0
+    failures = (~mask.detach()).any().to(torch.float32).reshape(1)
+    return float(all_reduce_sum_(failures)) == 0.0

@@ -30,13 +30,16 @@ quantizer maths runs in fp32 with autocast disabled, whatever the surrounding pr
 
 A training batch holding a non-finite value (on any process: they all agree) never reaches the
 quantizer's state: the forward runs on a finite copy with every parameter and buffer restored
-afterwards, and returns NaN losses and NaN where the input was not finite, flagged `skipped_update`,
-so that the trainer skips the step.
+afterwards, and returns NaN losses and NaN at the positions whose latent vector was not finite,
+flagged `skipped_update`, so that the trainer skips the step. A latent vector whose squared norm exceeds
+`LARGEST_SQUARED_NORM` counts as not finite: the quantizers' fp32 maths squares and sums latents
+(distances, variances, k-means), and beyond that bound those overflow.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -45,9 +48,21 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..parallel.collectives import finite_on_every_process
+from ..parallel.collectives import true_on_every_process
 from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, append_options_doc, check_options
 from .functional import fp32_no_autocast, seeded_subset_ids
+
+LARGEST_SQUARED_NORM = 2.0**96
+"""The largest squared norm (about 7.9e28, a norm of 2.8e14) of a latent vector a quantizer trains
+on. It leaves fp32 (max 3.4e38) a margin of 2^32 for what the methods build from it: squared
+distances to codes, divisions by small variances or temperatures, sums over a batch."""
+
+
+def usable_positions(z_e: torch.Tensor) -> torch.Tensor:
+    """Boolean `[B, *spatial]`: where the latent vector of `z_e` `[B, D, *spatial]` is finite with a
+    squared norm of at most `LARGEST_SQUARED_NORM`, computed in fp32."""
+    vectors = z_e.detach().float()
+    return torch.isfinite(vectors).all(dim=1) & (vectors.square().sum(dim=1) <= LARGEST_SQUARED_NORM)
 
 
 @dataclass
@@ -208,9 +223,13 @@ class Quantizer(nn.Module):
     def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
         """The training path (in train mode) or its deterministic twin (in eval mode) for `z_e`
         `[B, D, *spatial]`; see the module docstring for non-finite training batches."""
-        if not self.training or finite_on_every_process(z_e):
+        if not self.training:
             return self._quantize(z_e)
-        return self._quantize_without_updates(z_e)
+        self._to_rows(z_e)  # shape and dtype errors before the collective
+        usable = usable_positions(z_e)
+        if true_on_every_process(usable):
+            return self._quantize(z_e)
+        return self._quantize_without_updates(z_e, usable)
 
     def _quantize(self, z_e: torch.Tensor) -> QuantizerOutput:
         """`forward` proper: reshape to rows, the first batch's `initialize`, `_forward_rows` in
@@ -230,20 +249,23 @@ class Quantizer(nn.Module):
         if self.training and self.needs_initialization():
             self.initialize(rows.detach().float())
 
-    def _quantize_without_updates(self, z_e: torch.Tensor) -> QuantizerOutput:
-        """The training forward of a batch that is not finite on some process: run on a finite copy
-        (so that every process enters the same collectives and the autograd graph keeps its shape),
-        restore the state, and hand back NaN wherever the batch was not finite."""
-        self._to_rows(z_e)  # shape and dtype errors first
-        finite_copy = torch.nan_to_num(z_e, nan=0.0, posinf=0.0, neginf=0.0)
+    def _quantize_without_updates(self, z_e: torch.Tensor, usable: torch.Tensor) -> QuantizerOutput:
+        """The training forward of a batch that is not usable on some process (`usable`: this
+        process's `usable_positions`): run on a copy with zeros at the unusable positions (so that
+        every process enters the same collectives and the autograd graph keeps its shape), restore
+        the state, and hand back NaN at those positions and in the losses of this process."""
+        usable = usable.unsqueeze(1)
+        safe_copy = torch.where(usable, z_e, torch.zeros((), dtype=z_e.dtype, device=z_e.device))
         with _state_restored(self):
-            out = self._quantize(finite_copy)
-        difference = z_e - finite_copy  # 0 where finite, NaN / inf where not
-        not_a_number = difference.float().sum() * 0.0  # NaN unless this process's batch is finite
+            out = self._quantize(safe_copy)
+        not_a_number = torch.full((), math.nan, dtype=z_e.dtype, device=z_e.device)
+        # The straight-through difference keeps the input's gradient path; NaN wherever it was unusable.
+        difference = torch.where(usable, z_e - safe_copy, not_a_number)
+        loss_marker = not_a_number if not bool(usable.all()) else not_a_number.new_zeros(())
         return replace(
             out,
             quantized=out.quantized + difference,
-            losses={name: value + not_a_number for name, value in out.losses.items()},
+            losses={name: value + loss_marker for name, value in out.losses.items()},
             skipped_update=True,
         )
 
@@ -319,13 +341,15 @@ class Quantizer(nn.Module):
 
 @contextmanager
 def _state_restored(module: nn.Module) -> Iterator[None]:
-    """Run the block, then put every parameter and buffer of `module` back to its value before it."""
+    """Run the block, then put every parameter and buffer of `module` back to its value before it.
+
+    The values go back through `.data`, which autograd does not version: a graph built in the block
+    (whose losses are NaN anyway) can still run backward instead of failing on an in-place change."""
     tensors = dict(module.named_parameters())
     tensors.update(module.named_buffers())
     saved = {name: tensor.detach().clone() for name, tensor in tensors.items()}
     try:
         yield
     finally:
-        with torch.no_grad():
-            for name, tensor in tensors.items():
-                tensor.copy_(saved[name])
+        for name, tensor in tensors.items():
+            tensor.data.copy_(saved[name])
