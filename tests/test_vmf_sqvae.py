@@ -100,6 +100,22 @@ def test_categorical_vmf_tokenizer_fits_label_maps_and_decodes_grey_levels():
         model(torch.full((1, 1, 8, 8), 200 / 127.5 - 1))
 
 
+@pytest.mark.parametrize("started", [False, True], ids=["first-batch", "started"])
+def test_out_of_range_grey_levels_are_refused_before_any_state_changes(started):
+    config = VMFSQVAEConfig(**{**TINY, "in_channels": 1}, reconstruction_objective="vmf", num_categories=3)
+    model = VQTokenizer.from_config(config).train()
+    if started:
+        model(torch.randint(0, 3, (4, 1, 8, 8)).float() / 127.5 - 1.0)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    images = torch.randint(0, 3, (4, 1, 8, 8)).float()
+    images[2, 0, 5, 1] = 7  # one pixel of grey level 7 in a batch that is otherwise fine
+    for run in (model, model.encode):
+        with pytest.raises(ValueError, match="grey levels 0..2 .*grey level 7"):
+            run(images / 127.5 - 1.0)
+    for name, tensor in model.state_dict().items():  # codebook, initialisation, usage, temperature step
+        assert torch.equal(before[name], tensor), f"{name} changed"
+
+
 def test_config_checks():
     with pytest.raises(ValueError, match="kappa_init"):
         VMFSQVAEConfig(kappa_init=1.0)

@@ -123,6 +123,12 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         """The images `decode` returns, in [-1, 1], from the decoder's output (clamped by default)."""
         return output.clamp(-1.0, 1.0)
 
+    def check_images(self, pixel_values: torch.Tensor) -> None:
+        """Raise `TypeError`/`ValueError` naming what is wrong with images for `encode` / `forward`
+        (shape, dtype, channels, size, finiteness), before any state changes. A type whose images
+        carry more rules (categorical grey levels) extends this."""
+        check_pixel_values(pixel_values, self.config.in_channels, self.config.downsampling_factor)
+
     def reconstruction_losses(
         self, reconstruction: torch.Tensor, pixel_values: torch.Tensor, quantized: QuantizerOutput
     ) -> dict[str, torch.Tensor]:
@@ -170,7 +176,7 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
     def encode(self, pixel_values: torch.Tensor) -> torch.LongTensor:
         """Deterministic token ids `[B, H/f, W/f]` (`[B, H/f, W/f, R]` with R codes per position;
         `torch.long`, in [0, K)) for images in [-1, 1]."""
-        check_pixel_values(pixel_values, self.config.in_channels, self.config.downsampling_factor)
+        self.check_images(pixel_values)
         latents = self.encoder(pixel_values.to(self.dtype))
         return self.quantizer.select(latents)
 
@@ -189,7 +195,7 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         When the latents are not finite on some process (`quantizer_output.skipped_update`), the
         quantizer leaves its state as it was, the regularisers are not run (their state and terms
         stay out of this step) and the loss is NaN: the trainer skips such a step."""
-        check_pixel_values(pixel_values, self.config.in_channels, self.config.downsampling_factor)
+        self.check_images(pixel_values)
         latents = self.encoder(pixel_values)
         quantized = self.quantizer(latents)
         reconstruction = self.decoder(quantized.quantized)

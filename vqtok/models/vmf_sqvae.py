@@ -125,6 +125,13 @@ class VMFSQVAEModel(SQVAEModel):
             return super().images_from_decoder_output(output)
         return output.argmax(dim=1, keepdim=True).to(output.dtype) / 127.5 - 1.0
 
+    def check_images(self, pixel_values):
+        """Also, for categorical images: every grey level names a category (checked before the
+        quantizer's codebook, usage or temperature move)."""
+        super().check_images(pixel_values)
+        if self.categorical:
+            categories_from_pixels(pixel_values, self.config.num_categories)
+
     def reconstruction_losses(self, reconstruction, pixel_values, quantized):
         if not self.categorical:
             return super().reconstruction_losses(reconstruction, pixel_values, quantized)
