@@ -214,18 +214,36 @@ def test_the_sampling_command_names_bad_arguments(arguments, message, capsys):
     assert re.search(message, capsys.readouterr().err)
 
 
-def test_the_sampling_command_names_a_split_the_tokens_lack(tmp_path, monkeypatch):
+def test_commands_name_a_split_or_column_the_data_lack_before_any_work(tmp_path, monkeypatch):
     from datasets import DatasetDict
 
-    from test_sampling import load_script
-    from vqtok import TokenLayout, save_tokenized
+    from test_sampling import REPO, load_script
+    from vqtok import TokenLayout, save_tokenized, tokenized_split
 
     tokenizer = tiny_tokenizer(tmp_path / "tokenizer")
     layout = TokenLayout.for_tokenizer(tokenizer)
-    save_tokenized(DatasetDict({"train": tokenize_dataset(tiny_images(count=4), str(tmp_path / "tokenizer"))}),
-                   tmp_path / "tokens", layout)
-    script = load_script("sample")
-    monkeypatch.setattr(script, "decode_samples", lambda *args, **kwargs: pytest.fail("sampled before checking --split"))
-    with pytest.raises(ValueError, match=r"--split 'bogus' is not a split of .*tokens; it has \['train'\]"):
-        script.main(["--schemes", "uniform", "histogram", "--tokenizer", str(tmp_path / "tokenizer"),
+    tokens = DatasetDict({"train": tokenize_dataset(tiny_images(count=4), str(tmp_path / "tokenizer"))})
+    save_tokenized(tokens, tmp_path / "tokens", layout)
+    lacks_bogus = r"='bogus' is not a split of the token dataset at .*tokens; it has \['train'\]"
+
+    sample = load_script("sample")
+    monkeypatch.setattr(sample, "decode_samples", lambda *args, **kwargs: pytest.fail("sampled before checking --split"))
+    with pytest.raises(ValueError, match="--split" + lacks_bogus):
+        sample.main(["--schemes", "uniform", "histogram", "--tokenizer", str(tmp_path / "tokenizer"),
                      "--tokens", str(tmp_path / "tokens"), "--split", "bogus", "--output_dir", str(tmp_path / "out")])
+
+    prior = load_script("train_prior")
+    monkeypatch.setattr(prior, "train_prior", lambda *args, **kwargs: pytest.fail("trained before checking the split"))
+    for option in ("data.eval_split", "data.train_split"):
+        with pytest.raises(ValueError, match=option + lacks_bogus):
+            prior.main(["--config", str(REPO / "training" / "configs" / "prior.yaml"), f"data.tokens={tmp_path / 'tokens'}",
+                        f"{option}=bogus", f"training.output_dir={tmp_path / 'prior'}", "training.report_to=none"])
+
+    with pytest.raises(ValueError, match="split='train': the token dataset at .* has no named splits"):
+        tokenized_split(tokens["train"], "train", "somewhere")
+
+    tokenize = load_script("tokenize_dataset")
+    monkeypatch.setattr(tokenize, "tokenize_dataset", lambda *args, **kwargs: pytest.fail("tokenized a wrong column"))
+    with pytest.raises(ValueError, match="the sample dataset keeps its images in the column 'image', got image_column='bogus'"):
+        tokenize.main(["--tokenizer", str(tmp_path / "tokenizer"), "--image_column", "bogus",
+                       "--output", str(tmp_path / "tokens_again")])

@@ -29,6 +29,7 @@ from vqtok import (
     load_tokenized,
     sample_from_histogram,
     sample_uniform,
+    tokenized_split,
 )
 from vqtok.prior import SCHEMES
 from vqtok.evaluation.visualize import save_image_grid
@@ -80,14 +81,13 @@ def main(argv=None) -> dict[str, torch.Tensor]:
     if "histogram" in args.schemes:  # read before any sampling, so a bad --tokens or --split fails first
         tokens, layout = load_tokenized(args.tokens)
         layout.check_compatible(tokenizer, "tokenizer")
-        if args.split not in tokens:
-            raise ValueError(f"--split {args.split!r} is not a split of {args.tokens}; it has {sorted(tokens)}")
+        histogram_split = tokenized_split(tokens, args.split, args.tokens, option="--split")
     samples = {}
     for scheme in args.schemes:
         if scheme == "uniform":
             codes = sample_uniform(config.codebook_size, config.token_shape, args.num_samples, seed=args.seed)
         elif scheme == "histogram":
-            counts = code_counts(codes_from_dataset(tokens[args.split], layout), config.codebook_size)
+            counts = code_counts(codes_from_dataset(histogram_split, layout), config.codebook_size)
             codes = sample_from_histogram(counts, config.token_shape, args.num_samples, seed=args.seed)
         else:
             codes = prior.generate_codes(args.num_samples, temperature=args.temperature, top_k=args.top_k,

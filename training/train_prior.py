@@ -25,7 +25,7 @@ import os
 import torch
 from accelerate.utils import set_seed
 
-from vqtok import TokenPrior, codes_from_dataset, load_tokenized
+from vqtok import TokenPrior, codes_from_dataset, load_tokenized, tokenized_split
 from vqtok.prior import histogram_bits_per_token, save_prior_card
 from vqtok.training import load_prior_run_config, make_accelerator, train_prior
 from vqtok.training.prior_run_config import PRIOR_SECTIONS
@@ -45,8 +45,10 @@ def main(argv=None) -> dict:
     set_seed(training.seed)
 
     tokens, layout = load_tokenized(data.tokens)
-    train_codes = codes_from_dataset(tokens[data.train_split], layout)
-    eval_codes = codes_from_dataset(tokens[data.eval_split], layout) if data.eval_split else None
+    train_split = tokenized_split(tokens, data.train_split, data.tokens, option="data.train_split")
+    eval_split = tokenized_split(tokens, data.eval_split, data.tokens, option="data.eval_split") if data.eval_split else None
+    train_codes = codes_from_dataset(train_split, layout)
+    eval_codes = codes_from_dataset(eval_split, layout) if eval_split is not None else None
     prior = TokenPrior(run.model.build_config(layout))
     accelerator.print(
         f"TokenPrior ({prior.config.architecture}): {prior.num_parameters() / 1e6:.2f}M parameters, "

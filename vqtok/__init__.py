@@ -45,7 +45,7 @@ from .prior import (
 )
 from .processing import VQImageProcessor
 from .auto import register_tokenizer
-from .tokens import TokenLayout, codes_from_dataset, load_tokenized, save_tokenized, tokenize_dataset
+from .tokens import TokenLayout, codes_from_dataset, load_tokenized, save_tokenized, tokenize_dataset, tokenized_split
 
 __version__ = "0.2.0"
 
@@ -80,6 +80,7 @@ __all__ = [
     "decode_samples",
     "histogram_bits_per_token",
     "load_tokenized",
+    "tokenized_split",
     "sample_from_histogram",
     "sample_uniform",
     "save_tokenized",

@@ -134,6 +134,8 @@ def load_image_dataset(
         load_kwargs: passed to `datasets.load_dataset` (e.g. `revision`, `cache_dir`).
     """
     if source == SAMPLE_SOURCE:
+        if image_column != "image":
+            raise ValueError(f"the sample dataset keeps its images in the column 'image', got image_column={image_column!r}")
         splits = load_sample_dataset()
         if split not in splits:
             raise ValueError(f"the sample dataset has splits {sorted(splits)}, got split={split!r}")

@@ -274,6 +274,18 @@ def load_tokenized(path: str | os.PathLike) -> tuple[Dataset | DatasetDict, Toke
     return load_from_disk(os.fspath(path)), layout
 
 
+def tokenized_split(tokens: Dataset | DatasetDict, split: str, source: str | os.PathLike, option: str = "split") -> Dataset:
+    """The split `split` of a token dataset loaded from `source` (`load_tokenized`); `ValueError`
+    naming `option`, the split and the splits there are when it has no such split."""
+    if not isinstance(tokens, DatasetDict):
+        raise ValueError(f"{option}={split!r}: the token dataset at {os.fspath(source)} has no named splits "
+                         "(it was saved as one Dataset); save a DatasetDict to pick a split")
+    if split not in tokens:
+        raise ValueError(f"{option}={split!r} is not a split of the token dataset at {os.fspath(source)}; it has "
+                         f"{sorted(tokens)}")
+    return tokens[split]
+
+
 def codes_from_dataset(dataset: Dataset, layout: TokenLayout, column: str = "input_ids") -> torch.Tensor:
     """The codes `[N, *layout.token_shape]` (torch.long, in [0, K)) of a token dataset's `column`, checked against
     `layout` (ValueError naming the first row that does not fit)."""
