@@ -28,6 +28,7 @@ from vqtok.training import TrainingArguments
 from vqtok.training.checkpoints import (
     COMPLETE_MARKER,
     CheckpointError,
+    check_checkpoint_fits,
     list_checkpoints,
     resolve_checkpoint,
     save_checkpoint,
@@ -218,6 +219,12 @@ DAMAGE = {
                                        or f, "model.safetensors cannot be opened"),
     "legacy, no weights": (lambda f: (f / COMPLETE_MARKER).unlink() or (f / "model.safetensors").unlink() or f,
                            "neither .* nor model weights"),
+    "legacy, optimizer state missing": (lambda f: (f / COMPLETE_MARKER).unlink() or (f / "optimizer.bin").unlink()
+                                        or f, r"no optimizer state \(optimizer.bin\)"),
+    "legacy, optimizer state truncated": (lambda f: (f / COMPLETE_MARKER).unlink() or _truncate(f / "optimizer.bin")
+                                          or f, "optimizer.bin cannot be opened"),
+    "legacy, loop state truncated": (lambda f: (f / COMPLETE_MARKER).unlink() or _truncate(f / "custom_checkpoint_0.pkl")
+                                     or f, "custom_checkpoint_0.pkl cannot be opened"),
 }
 
 
@@ -246,6 +253,70 @@ def test_checkpoint_written_before_markers_is_accepted_with_a_warning(saved_run,
         args = TrainingArguments(output_dir=str(output_dir), resume_from_checkpoint=choice)
         with pytest.warns(UserWarning, match=f"{re.escape(str(legacy))} has no {COMPLETE_MARKER}"):
             assert resolve_checkpoint(args) == str(legacy)
+
+
+def test_a_saved_model_folder_is_no_checkpoint_to_resume(tmp_path):
+    from tiny_data import tiny_tokenizer
+
+    tiny_tokenizer(tmp_path / "tokenizer")  # save_pretrained: config.json, model.safetensors
+    with pytest.raises(CheckpointError, match=r"tokenizer is a saved model \(save_pretrained.*not a training checkpoint"):
+        resolve_checkpoint(TrainingArguments(resume_from_checkpoint=str(tmp_path / "tokenizer")))
+
+
+def test_a_checkpoint_of_other_models_says_what_differs(accelerator_with_state, tmp_path):
+    from tiny_data import tiny_prior, tiny_tokenizer
+
+    from vqtok import FSQConfig, VQTokenizer
+
+    saved = tiny_tokenizer(tmp_path / "tokenizer")
+    described = save_checkpoint(accelerator_with_state, TrainingArguments(output_dir=str(tmp_path / "run")), 2,
+                                models={"tokenizer": saved})
+    check_checkpoint_fits(described, {"tokenizer": tiny_tokenizer(tmp_path / "same", seed=1)})  # same tensors: fits
+
+    other_k = tiny_tokenizer(tmp_path / "k32", codebook_size=32)
+    with pytest.raises(CheckpointError, match=r"they hold: tokenizer: VQModel \(vqtok-vq, K=16\); this run trains: tokenizer: "
+                       r"VQModel \(vqtok-vq, K=32\)\): tokenizer: tensors of another shape: quantizer.codebook.weight "
+                       r"\[16, 8\] there, \[32, 8\] here"):
+        check_checkpoint_fits(described, {"tokenizer": other_k})
+    fsq = VQTokenizer.from_config(FSQConfig(image_size=16, backbone_config=dict(base_channels=8, downsampling_factor=4),
+                                            latent_dim=2, levels=[4, 4]))
+    with pytest.raises(CheckpointError, match=r"this run trains: tokenizer: FSQModel \(vqtok-fsq, K=16\)\): tokenizer: "
+                       r"tensors this model does not have: quantizer.codebook.*tensors of another shape: encoder.conv_out.weight"):
+        check_checkpoint_fits(described, {"tokenizer": fsq})
+    with pytest.raises(CheckpointError, match=r"this run trains: prior: TokenPrior \(vqtok-prior, K=16\)\): prior: tensors "
+                       r"it lacks: lm.transformer.wte.weight"):
+        check_checkpoint_fits(described, {"prior": tiny_prior()})
+    with pytest.raises(CheckpointError, match=r"it holds 1 model\(s\), this run trains 2"):
+        check_checkpoint_fits(described, {"tokenizer": saved, "discriminator": torch.nn.Linear(2, 2)})
+    # Tied weights (the prior's embedding and output layer) are saved once: no difference.
+    prior = tiny_prior()
+    assert not any(name.startswith("lm.lm_head") for name in load_file_keys(prior, tmp_path))
+    check_checkpoint_fits(str(tmp_path / "prior_weights"), {"prior": prior})
+
+
+def load_file_keys(model, tmp_path) -> list[str]:
+    """Save `model` as Accelerate does (safetensors, tied tensors once) into tmp_path/prior_weights."""
+    from accelerate import Accelerator
+
+    folder = tmp_path / "prior_weights"
+    Accelerator(cpu=True).save_model(model, folder)
+    return list(load_file(folder / "model.safetensors"))
+
+
+def test_resuming_another_runs_checkpoint_fails_before_any_step_saying_what_differs(saved_run, tmp_path, monkeypatch):
+    from test_training import tiny_args, tiny_config
+    from tiny_data import tiny_images
+
+    from vqtok import VQTokenizer
+    from vqtok.data import pixel_dataset
+    from vqtok.training import loop, train_tokenizer
+
+    monkeypatch.setattr(loop, "optimization_step", lambda *args, **kwargs: pytest.fail("trained from a wrong checkpoint"))
+    model = VQTokenizer.from_config(tiny_config(codebook_size=32)).train()
+    args = tiny_args(tmp_path / "run", resume_from_checkpoint=str(saved_run / "checkpoints" / "step_4"))
+    with pytest.raises(CheckpointError, match=r"step_4 was written by another run's models \(they hold: not recorded; "
+                       r"this run trains: tokenizer: VQModel \(vqtok-vq, K=32\)\).*of another shape"):
+        train_tokenizer(model, pixel_dataset(tiny_images(count=8), 16), None, args)
 
 
 def test_only_damaged_checkpoints_start_fresh_with_warnings(saved_run, tmp_path):

@@ -53,16 +53,16 @@ class Interrupted(Exception):
 
 def run_interrupted_after(step: int, monkeypatch, run, loop=trainer) -> None:
     """Call `run()` with checkpointing that stops the job right after the checkpoint of `step`
-    (`loop`: the training-loop module whose `save_checkpoint` is wrapped)."""
-    save = loop.save_checkpoint
+    (`loop`: the training-loop module whose `save_run_checkpoint` is wrapped)."""
+    save = loop.save_run_checkpoint
 
-    def save_then_stop(accelerator, args, at_step):
-        path = save(accelerator, args, at_step)
+    def save_then_stop(accelerator, updates, args, at_step):
+        path = save(accelerator, updates, args, at_step)
         if at_step == step:
             raise Interrupted
         return path
 
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(loop, "save_run_checkpoint", save_then_stop)
     with pytest.raises(Interrupted):
         run()
-    monkeypatch.setattr(loop, "save_checkpoint", save)
+    monkeypatch.setattr(loop, "save_run_checkpoint", save)

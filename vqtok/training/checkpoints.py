@@ -23,9 +23,12 @@ import os
 import re
 import shutil
 import warnings
+import zipfile
+from collections.abc import Mapping
 
 from accelerate import Accelerator
 from safetensors import safe_open
+from torch import nn
 
 from .arguments import TrainingArguments
 
@@ -36,6 +39,8 @@ PARTIAL_SUFFIX = ".partial"
 _DISCARDED_SUFFIX = ".discarded"
 # Weights that a checkpoint written before the marker existed must hold.
 _MODEL_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_OPTIMIZER_STATE = "optimizer"  # Accelerate's optimizer.bin, optimizer_1.bin, ...
+_TORCH_ARCHIVES = (".bin", ".pkl", ".pt")
 _FOLDER = re.compile(rf"{CHECKPOINT_PREFIX}(\d+)({re.escape(PARTIAL_SUFFIX)}|{re.escape(_DISCARDED_SUFFIX)})?")
 
 
@@ -89,13 +94,21 @@ def _verify_unmarked(folder: str) -> None:
             f"checkpoint {folder} is incomplete: it has no {COMPLETE_MARKER} (its writing was interrupted)"
         )
     names = _files(folder)
+    if "config.json" in names and not any(name.startswith(_OPTIMIZER_STATE) for name in names):
+        raise CheckpointError(
+            f"{folder} is a saved model (save_pretrained: config.json and weights), not a training checkpoint: it "
+            f"holds no optimizer or loop state to resume. Resume from output_dir/checkpoints/step_N (or 'latest')"
+        )
     if not any(name in names for name in _MODEL_WEIGHTS):
         raise CheckpointError(
             f"checkpoint {folder} is incomplete: it has neither {COMPLETE_MARKER} nor model weights "
             f"({' or '.join(_MODEL_WEIGHTS)})"
         )
+    if not any(name.startswith(_OPTIMIZER_STATE) for name in names):
+        raise CheckpointError(f"checkpoint {folder} is incomplete: it has no optimizer state ({_OPTIMIZER_STATE}.bin)")
     for name in names:
         _check_safetensors(folder, name)
+        _check_torch_archive(folder, name)
     return None
 
 
@@ -106,6 +119,18 @@ def _check_safetensors(folder: str, name: str) -> None:
         with safe_open(os.path.join(folder, name), framework="pt"):
             pass
     except Exception as error:  # noqa: BLE001 - SafetensorError and OSError alike mean a damaged file
+        raise CheckpointError(f"checkpoint {folder} is damaged: {name} cannot be opened ({error})") from None
+
+
+def _check_torch_archive(folder: str, name: str) -> None:
+    """A `torch.save` file (Accelerate's optimizer, scheduler, RNG and loop states) is a zip archive
+    whose directory sits at its end: one cut short or damaged does not open. Nothing is unpickled."""
+    if not name.endswith(_TORCH_ARCHIVES):
+        return
+    try:
+        with zipfile.ZipFile(os.path.join(folder, name)):
+            pass
+    except (OSError, zipfile.BadZipFile) as error:
         raise CheckpointError(f"checkpoint {folder} is damaged: {name} cannot be opened ({error})") from None
 
 
@@ -195,10 +220,13 @@ def resolve_checkpoint(args: TrainingArguments) -> str | None:
     return choice
 
 
-def save_checkpoint(accelerator: Accelerator, args: TrainingArguments, step: int) -> str:
+def save_checkpoint(accelerator: Accelerator, args: TrainingArguments, step: int,
+                    models: Mapping[str, nn.Module] | None = None) -> str:
     """`save_state` into `step_N`: written as `step_N.partial`, marked complete and renamed once every
     process is done (so an interrupted save is never taken for a checkpoint); then prune to the
-    total limit and remove what killed jobs left behind."""
+    total limit and remove what killed jobs left behind. `models` (update name -> model, in the
+    order they were prepared) are described in the marker, for the message of a resume that does
+    not fit (`check_checkpoint_fits`)."""
     final = checkpoint_dir(args.output_dir, step)
     partial = final + PARTIAL_SUFFIX
     if accelerator.is_main_process and os.path.isdir(partial):
@@ -207,7 +235,8 @@ def save_checkpoint(accelerator: Accelerator, args: TrainingArguments, step: int
     accelerator.save_state(partial)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _mark_complete(partial, step)
+        descriptions = {name: describe_model(model) for name, model in (models or {}).items()}
+        _mark_complete(partial, step, descriptions)
         if os.path.isdir(final):
             _discard(final)
         os.replace(partial, final)
@@ -217,12 +246,15 @@ def save_checkpoint(accelerator: Accelerator, args: TrainingArguments, step: int
     return final
 
 
-def _mark_complete(folder: str, step: int) -> None:
-    """Flush every file of `folder` to disk, then write the marker listing them with their sizes."""
+def _mark_complete(folder: str, step: int, models: dict[str, str]) -> None:
+    """Flush every file of `folder` to disk, then write the marker listing them with their sizes
+    (and the descriptions of the models, when given)."""
     files = _files(folder)
     for name in files:
         _fsync(os.path.join(folder, name))
     marker = {"format": MARKER_FORMAT, "step": step, "files": files}
+    if models:
+        marker["models"] = models
     with open(os.path.join(folder, COMPLETE_MARKER), "w", encoding="utf-8") as handle:
         json.dump(marker, handle, indent=1)
         handle.flush()
@@ -269,3 +301,84 @@ def _prune(args: TrainingArguments) -> None:
         for step, _, folder in _candidates(args.output_dir):
             if step < oldest_kept:
                 _discard(folder)
+
+
+def describe_model(model: nn.Module) -> str:
+    """A model in a few words for messages: its class, and its type and K where its config has them."""
+    config = getattr(model, "config", None)
+    details = [getattr(config, "model_type", None) or None]
+    codebook_size = getattr(config, "codebook_size", None)
+    if codebook_size is not None:
+        details.append(f"K={codebook_size}")
+    details = [detail for detail in details if detail]
+    return type(model).__name__ + (f" ({', '.join(details)})" if details else "")
+
+
+def check_checkpoint_fits(folder: str, models: Mapping[str, nn.Module]) -> None:
+    """Raise `CheckpointError` saying what differs when the weights in checkpoint `folder` are not
+    those of `models` (update name -> unwrapped model, in the order they were prepared, whose
+    weights Accelerate saved as model.safetensors, model_1.safetensors, ...): another number of
+    models, tensors missing or unexpected, or of another shape. Reads only the files' headers."""
+    recorded = _recorded_models(folder)
+    weights = sorted((name for name in os.listdir(folder) if _WEIGHTS_FILE.fullmatch(name)), key=_weights_index)
+    differences = []
+    if len(weights) != len(models):
+        differences.append(f"it holds {len(weights)} model(s), this run trains {len(models)}")
+    for index, (name, model) in enumerate(models.items()):
+        file = f"model{f'_{index}' if index else ''}.safetensors"
+        if file in weights:
+            differences += [f"{name}: {problem}" for problem in _tensor_differences(os.path.join(folder, file), model)]
+    if differences:
+        ours = "; ".join(f"{name}: {describe_model(model)}" for name, model in models.items())
+        theirs = "; ".join(f"{name}: {text}" for name, text in recorded.items()) if recorded else "not recorded"
+        raise CheckpointError(
+            f"checkpoint {folder} was written by another run's models (they hold: {theirs}; this run trains: {ours}): "
+            + "; ".join(differences)
+            + ". Resume with the configuration that wrote it, or start this run afresh in another output_dir"
+        )
+
+
+_WEIGHTS_FILE = re.compile(r"model(?:_(\d+))?\.safetensors")
+
+
+def _weights_index(name: str) -> int:
+    return int(_WEIGHTS_FILE.fullmatch(name).group(1) or 0)
+
+
+def _recorded_models(folder: str) -> dict[str, str]:
+    try:
+        with open(os.path.join(folder, COMPLETE_MARKER), encoding="utf-8") as handle:
+            models = json.load(handle).get("models", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return models if isinstance(models, dict) else {}
+
+
+def _tensor_differences(path: str, model: nn.Module, shown: int = 3) -> list[str]:
+    """What differs between the tensors of safetensors file `path` and `model.state_dict()`, by name
+    and shape. A tensor the file leaves out because it shares its memory with one it keeps (tied
+    weights) is no difference."""
+    with safe_open(path, framework="pt") as handle:
+        saved = {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    expected = model.state_dict()
+    tied = {}
+    for name, tensor in expected.items():
+        tied.setdefault((tensor.data_ptr(), tensor.device), []).append(name)
+    missing = [name for name in expected if name not in saved
+               and not any(other in saved for other in tied[(expected[name].data_ptr(), expected[name].device)])]
+    unexpected = [name for name in saved if name not in expected]
+    reshaped = [f"{name} {saved[name]} there, {list(expected[name].shape)} here"
+                for name in expected if name in saved and saved[name] != list(expected[name].shape)]
+
+    def listed(names):
+        more = f", ... ({len(names)} in all)" if len(names) > shown else ""
+        return ", ".join(names[:shown]) + more
+
+    problems = []
+    if missing:
+        problems.append(f"tensors it lacks: {listed(missing)}")
+    if unexpected:
+        problems.append(f"tensors this model does not have: {listed(unexpected)}")
+    if reshaped:
+        problems.append(f"tensors of another shape: {listed(reshaped)}")
+    return problems

@@ -28,7 +28,7 @@ from transformers import get_scheduler
 from ..hub.loading import check_finite_weights
 from ..parallel.launch import accelerator_options, check_launch
 from .arguments import TrainingArguments, check_output_folder
-from .checkpoints import resolve_checkpoint
+from .checkpoints import check_checkpoint_fits, resolve_checkpoint, save_checkpoint
 
 TRACKER_PROJECT = "vqtok"
 
@@ -194,6 +194,7 @@ def start_training(accelerator: Accelerator, updates: list[Update], args: Traini
     )
     checkpoint = resolve_checkpoint(args)
     if checkpoint is not None:
+        check_checkpoint_fits(checkpoint, unwrapped_models(accelerator, updates))
         accelerator.load_state(checkpoint)
         for index, update in enumerate(updates):  # Accelerate's names: model.safetensors, model_1.safetensors, ...
             weights = os.path.join(checkpoint, f"model{f'_{index}' if index else ''}.safetensors")
@@ -207,6 +208,16 @@ def start_training(accelerator: Accelerator, updates: list[Update], args: Traini
     for update in updates:
         update.model.train()
     return state
+
+
+def unwrapped_models(accelerator: Accelerator, updates: list[Update]) -> dict[str, nn.Module]:
+    """Update name -> its model as the user built it (unwrapped from DDP / compilation), in order."""
+    return {update.name: accelerator.unwrap_model(update.model) for update in updates}
+
+
+def save_run_checkpoint(accelerator: Accelerator, updates: list[Update], args: TrainingArguments, step: int) -> str:
+    """`save_checkpoint` of this run's state at `step`, its models described in the marker."""
+    return save_checkpoint(accelerator, args, step, models=unwrapped_models(accelerator, updates))
 
 
 def optimization_step(

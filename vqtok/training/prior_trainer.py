@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 
 from ..tokens.layout import check_codes
 from .arguments import TrainingArguments
-from .checkpoints import save_checkpoint
 from .loop import (
     StepContext,
     Update,
@@ -29,6 +28,7 @@ from .loop import (
     make_accelerator,
     optimization_step,
     reduce_step_values,
+    save_run_checkpoint,
     start_training,
 )
 from .sample_stream import SampleStream, training_batches
@@ -104,7 +104,7 @@ def train_prior(
         if eval_codes is not None and args.eval_every and state.step % args.eval_every == 0 and state.step < args.max_steps:
             _evaluate(accelerator, model, eval_codes, args, state.step)
         if args.checkpoint_every and state.step % args.checkpoint_every == 0:
-            save_checkpoint(accelerator, args, state.step)
+            save_run_checkpoint(accelerator, [update], args, state.step)
     progress.close()
     seconds = time.perf_counter() - started
     results = _evaluate(accelerator, model, eval_codes, args, state.step) if eval_codes is not None else {}

@@ -41,7 +41,6 @@ from ..losses import ObjectiveInputs, TrainingObjective
 from ..modeling import merge_named_terms
 from ..parallel.collectives import broadcast_
 from .arguments import TrainingArguments
-from .checkpoints import save_checkpoint
 from .loop import (
     StepContext,
     TrainerState,
@@ -52,6 +51,7 @@ from .loop import (
     make_accelerator,
     optimization_step,
     reduce_step_values,
+    save_run_checkpoint,
     start_training,
 )
 from .sample_stream import SampleStream, training_batches
@@ -144,7 +144,7 @@ def train_tokenizer(
         if eval_dataset is not None and args.eval_every and state.step % args.eval_every == 0 and state.step < args.max_steps:
             _evaluate_and_draw(accelerator, model, eval_dataset, args, state.step)
         if args.checkpoint_every and state.step % args.checkpoint_every == 0:
-            save_checkpoint(accelerator, args, state.step)
+            save_run_checkpoint(accelerator, updates, args, state.step)
     progress.close()
     results = _evaluate_and_draw(accelerator, model, eval_dataset, args, state.step) if eval_dataset is not None else {}
     if timed_steps:
