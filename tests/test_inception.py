@@ -8,6 +8,8 @@ import copy
 import pytest
 import torch
 
+from test_metrics import random_images
+
 from vqtok.metrics import (
     INCEPTION_WEIGHTS,
     RANDOM_WEIGHTS,
@@ -15,10 +17,6 @@ from vqtok.metrics import (
     MissingWeightsError,
     tf1_bilinear_resize,
 )
-
-
-def random_images(batch=1, channels=3, size=16, seed=0):
-    return torch.rand(batch, channels, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
 def uint8_round_trip(images):
@@ -75,7 +73,7 @@ def test_features_of_the_random_network(network, one_thread):
 
 
 def test_a_grey_image_is_seen_as_its_rgb_repetition(network, one_thread):
-    grey = random_images(size=12, channels=1, seed=3)
+    grey = random_images(batch=1, size=12, channels=1, seed=3)
     assert torch.equal(network(grey), network(grey.repeat(1, 3, 1, 1)))
 
 
@@ -103,7 +101,7 @@ def test_a_weights_file_loads_strictly_and_reproduces_the_features(network, tmp_
     state = weights_file_of(network, tmp_path / "weights-inception.pth")
     loaded = InceptionFeatures.pretrained(tmp_path / "weights-inception.pth")
     assert all(torch.equal(loaded.state_dict()[name], state[name]) for name in loaded.state_dict())
-    images = random_images(size=20, seed=4)
+    images = random_images(batch=1, size=20, seed=4)
     assert torch.equal(loaded(images), network(images))
     assert not any(parameter.requires_grad for parameter in loaded.parameters())
 
