@@ -106,12 +106,12 @@ def test_every_type_is_found_from_one_name():
 
 
 def test_the_top_level_reads_like_the_data_flow():
-    """Options and checks, the pixel pipeline and data, the config, the model base and the auto class
-    sit at the top; everything else is in a room of its own."""
+    """Options and checks, the pixel pipeline, the config, the model base and the auto class sit at
+    the top; everything else (data first) is in a room of its own."""
     loose = {path.stem for path in PACKAGE.glob("*.py")}
-    assert loose == {"__init__", "options", "validation", "processing", "data", "configuration", "modeling", "auto"}
+    assert loose == {"__init__", "options", "validation", "processing", "configuration", "modeling", "auto"}
     rooms = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
-    assert rooms == {"backbones", "quantizers", "models", "regularizers", "losses", "hub", "evaluation", "parallel",
+    assert rooms == {"data", "backbones", "quantizers", "models", "regularizers", "losses", "hub", "evaluation", "parallel",
                      "tokens", "prior", "training", "conversion", "metrics"}
 
 

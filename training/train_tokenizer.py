@@ -29,11 +29,15 @@ import torch
 from accelerate.utils import set_seed
 
 from vqtok import VQImageProcessor, VQTokenizer, save_model_card
-from vqtok.data import SAMPLE_SOURCE, check_images, load_image_dataset, pixel_dataset, stack_pixel_values
+from vqtok.data import SAMPLE_SOURCE, PixelTransform, check_images, load_image_dataset, pixel_dataset, stack_pixel_values
 from vqtok.evaluation.visualize import save_reconstruction_grid
 from vqtok.losses import build_objectives
+from vqtok.parallel.collectives import gather_json
+from vqtok.data.shards import is_shard_source
+from vqtok.data.streaming import open_image_stream, take_images
 from vqtok.tokens.layout import describe_shape
 from vqtok.training.run_config import command_line, load_run_config, overrides_of
+from vqtok.training.image_stream import StreamingImages
 from vqtok.training.trainer import make_accelerator, train_tokenizer
 
 
@@ -50,41 +54,60 @@ def main(argv=None) -> dict:
 
     skipped_images: dict[str, int] = {}
 
-    def prepared(split: str, augment: bool):
-        images = load_image_dataset(data.source, split=split, image_column=data.image_column)
+    def checked(images, split: str):
         if data.source != SAMPLE_SOURCE:  # the bundled set is made in memory: nothing to check
             images, bad = check_images(images, data.on_bad_image, warn=accelerator.is_main_process)
             skipped_images[split] = len(bad)
             if bad:
                 accelerator.print(f"skipped {len(bad)} unreadable image(s) of split {split!r} (data.on_bad_image=skip)")
+        return images
+
+    def prepared(source: str, split: str, augment: bool):
+        images = checked(load_image_dataset(source, split=split, image_column=data.image_column), split)
         return pixel_dataset(images, config.image_size, config.in_channels, augment=augment)
 
-    train_set = prepared(data.train_split, data.augment)
-    eval_set = prepared(data.eval_split, False) if data.eval_split else None
+    eval_source = held_out_source(data)
+    if data.streaming:
+        train_set = StreamingImages(
+            data.source, data.train_split, PixelTransform(config.image_size, config.in_channels, data.augment, data.augment),
+            training.seed, data.shuffle_buffer, data.image_column, data.on_bad_image,
+            accelerator.num_processes, accelerator.process_index,
+        )
+        eval_set = None
+        if eval_source is not None:
+            held_out = take_images(open_image_stream(eval_source, data.eval_split, data.image_column), data.eval_images)
+            eval_set = pixel_dataset(checked(held_out, data.eval_split), config.image_size, config.in_channels)
+    else:
+        train_set = prepared(data.source, data.train_split, data.augment)
+        eval_set = prepared(eval_source, data.eval_split, False) if eval_source is not None else None
+    num_train_images = None if data.streaming else len(train_set)
     model = VQTokenizer.from_config(config)
     accelerator.print(
         f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
         f"K={config.codebook_size}, {describe_shape(config.token_shape)} tokens per image, "
-        f"{len(train_set)} training images, {accelerator.num_processes} process(es)"
+        + (f"streaming {data.source!r}" if data.streaming else f"{num_train_images} training images")
+        + f", {accelerator.num_processes} process(es)"
     )
 
     results = train_tokenizer(model, train_set, eval_set, training, accelerator, hparams=run.to_dict(),
                               objectives=build_objectives(run.objectives))
     throughput = {k: results.pop(k) for k in ("images_per_second", "train_seconds", "skipped_steps") if k in results}
+    if "skipped_images" in results:  # a streamed run meets its unreadable images while training
+        skipped_images[data.train_split] = int(sum(gather_json(results.pop("skipped_images"))))
 
     if accelerator.is_main_process:
         save_dir = os.path.join(training.output_dir, "tokenizer")
         model.config.training_metadata = {
-            **run.training_metadata(len(train_set), accelerator.num_processes, results, skipped_images),
+            **run.training_metadata(num_train_images, accelerator.num_processes, results, skipped_images),
             **throughput,
         }
         model.save_pretrained(save_dir)
         VQImageProcessor.for_tokenizer(config).save_pretrained(save_dir)
         card = dict(
             metrics=results,
-            training_data=_describe_data(data, len(train_set), config),
+            training_data=_describe_data(data, num_train_images, config),
             datasets=[data.source] if _is_hub_dataset(data.source) else None,
-            eval_dataset=_dataset_id(data.source),
+            eval_dataset=_dataset_id(eval_source or data.source),
             eval_split=data.eval_split,
         )
         save_model_card(model, save_dir, **card)
@@ -100,7 +123,7 @@ def main(argv=None) -> dict:
 
 
 def _is_hub_dataset(source: str) -> bool:
-    return source != "sample" and not os.path.isdir(source)
+    return source != "sample" and not os.path.isdir(source) and not is_shard_source(source)
 
 
 def _dataset_id(source: str) -> str:
@@ -111,11 +134,27 @@ def _dataset_id(source: str) -> str:
     return source if _is_hub_dataset(source) else os.path.basename(os.path.normpath(source))
 
 
-def _describe_data(data, num_images: int, config) -> str:
+def held_out_source(data) -> str | None:
+    """Where the held-out images come from: `data.eval_source`, else `data.source` (None: no
+    evaluation). Tar shards are one split, so their held-out images need an `eval_source`."""
+    if not data.eval_split:
+        return None
+    if data.eval_source is not None:
+        return data.eval_source
+    if is_shard_source(data.source):
+        raise ValueError(
+            f"data.source {data.source!r} names tar shards, which hold one split: set data.eval_source to the held-out "
+            "shards (or folder, or dataset), or data.eval_split=null to train without evaluation"
+        )
+    return data.source
+
+
+def _describe_data(data, num_images: int | None, config) -> str:
     """One line on the training images for the model card."""
     source = "the vqtok bundled sample set (patches of scikit-image's photographs)" if data.source == "sample" else f"`{data.source}`"
+    count = "Images streamed" if num_images is None else f"{num_images} images"
     return (
-        f"{num_images} images from {source}, split `{data.train_split}`, resized and cropped to "
+        f"{count} from {source}, split `{data.train_split}`, resized and cropped to "
         f"{config.image_size}x{config.image_size}{', with random crops and flips' if data.augment else ''}."
     )
 

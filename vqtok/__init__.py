@@ -45,7 +45,16 @@ from .prior import (
 )
 from .processing import VQImageProcessor
 from .auto import register_tokenizer
-from .tokens import TokenLayout, codes_from_dataset, load_tokenized, save_tokenized, tokenize_dataset, tokenized_split
+from .tokens import (
+    TokenLayout,
+    codes_from_dataset,
+    load_tokenized,
+    load_tokenized_shards,
+    save_tokenized,
+    tokenize_dataset,
+    tokenize_stream,
+    tokenized_split,
+)
 
 __version__ = "0.2.0"
 
@@ -80,11 +89,13 @@ __all__ = [
     "decode_samples",
     "histogram_bits_per_token",
     "load_tokenized",
+    "load_tokenized_shards",
     "tokenized_split",
     "sample_from_histogram",
     "sample_uniform",
     "save_tokenized",
     "tokenize_dataset",
+    "tokenize_stream",
     "BSQConfig",
     "BSQModel",
     "FSQConfig",

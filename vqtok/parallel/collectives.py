@@ -6,6 +6,8 @@ process, whether training runs on one CPU or on many GPUs.
 
 from __future__ import annotations
 
+import json
+
 import torch
 import torch.distributed as dist
 
@@ -47,3 +49,20 @@ def true_on_every_process(mask: torch.Tensor) -> bool:
     must call it, and all get the same answer)."""
     failures = (~mask.detach()).any().to(torch.float32).reshape(1)
     return float(all_reduce_sum_(failures)) == 0.0
+
+
+def gather_json(value) -> list:
+    """Every process's `value` (anything JSON can hold), in rank order (a collective). Sent as JSON
+    bytes in tensors, so that nothing is unpickled."""
+    if not is_distributed():
+        return [value]
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    data = torch.tensor(list(json.dumps(value).encode("utf-8")), dtype=torch.uint8, device=device)
+    length = torch.tensor([data.numel()], device=device)
+    lengths = [torch.zeros_like(length) for _ in range(dist.get_world_size())]
+    dist.all_gather(lengths, length)
+    padded = torch.zeros(int(max(lengths)), dtype=torch.uint8, device=device)
+    padded[: data.numel()] = data
+    gathered = [torch.zeros_like(padded) for _ in lengths]
+    dist.all_gather(gathered, padded)
+    return [json.loads(bytes(part[: int(size)].tolist()).decode("utf-8")) for part, size in zip(gathered, lengths)]

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
-from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_datasets, load_from_disk
+from datasets import Dataset, DatasetDict, Features, IterableDataset, List, Value, concatenate_datasets, load_from_disk
 from datasets import Image as ImageFeature
 from datasets.table import InMemoryTable
 
@@ -32,6 +32,7 @@ from ..data import check_on_bad_image, read_image
 from ..parallel.launch import accelerator_options, check_launch
 from ..processing import VQImageProcessor
 from .layout import TokenLayout
+from .shard_files import load_tokenized_shards
 
 # Temporary column carrying, per row, why its image could not be tokenized (null when it could).
 _ERROR_COLUMN = "__vqtok_image_error__"
@@ -61,6 +62,15 @@ def load_tokenizer_and_processor(tokenizer, processor: VQImageProcessor | None =
     return model.eval(), processor
 
 
+def prepare_tokenizer(tokenizer, processor: VQImageProcessor | None, device, **layout_options):
+    """`(model, processor, layout)`: the tokenizer and its processor (`load_tokenizer_and_processor`),
+    the model moved to `device`, and the `TokenLayout` of its codes with `layout_options` (`id_offset`,
+    `bos_token_id`, `eos_token_id`)."""
+    model, processor = load_tokenizer_and_processor(tokenizer, processor)
+    layout = TokenLayout.for_tokenizer(model, **layout_options)
+    return model.to(device), processor, layout
+
+
 def _saved_processor(name_or_path: str | None) -> VQImageProcessor | None:
     if not name_or_path:
         return None
@@ -71,25 +81,29 @@ def _saved_processor(name_or_path: str | None) -> VQImageProcessor | None:
 
 
 class BatchTokenizer:
-    """The function `tokenize_dataset` maps: a batch of image cells -> `input_ids` (null for a row
-    whose image failed) and the reason of each failure. Picklable, so `num_proc` workers get a copy."""
+    """The function `tokenize_dataset` maps (and `tokenize_stream` calls): a batch of image cells ->
+    `input_ids` (null for a row whose image failed) and the reason of each failure. Picklable, so
+    `num_proc` workers get a copy."""
 
     def __init__(self, model, processor, layout: TokenLayout, on_bad_image: str, row_offset: int = 0,
                  threads: int | None = None):
         self.model, self.processor, self.layout = model, processor, layout
         self.on_bad_image, self.row_offset, self.threads = on_bad_image, row_offset, threads
 
-    def __call__(self, cells: Sequence, indices: Sequence[int]) -> dict:
+    def __call__(self, cells: Sequence, indices: Sequence[int], names: Sequence[str] | None = None) -> dict:
+        """`cells`: the batch's images; `indices`: their rows (counted from `row_offset`); `names`:
+        how a failure names each image (default: `row <row_offset + index>`)."""
         if self.threads and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)  # a `num_proc` worker: share the cores
+        names = names if names is not None else [f"row {self.row_offset + index}" for index in indices]
         errors: list[str | None] = [None] * len(cells)
         images = {}
         for position, cell in enumerate(cells):
             try:
                 images[position] = read_image(cell)
             except Exception as error:  # noqa: BLE001 - any unreadable image is reported by row
-                errors[position] = self._bad(indices[position], "cannot read the image", error)
-        pixels = self._process(images, indices, errors)
+                errors[position] = self._bad(names[position], "cannot read the image", error)
+        pixels = self._process(images, names, errors)
         sequences: list[np.ndarray | None] = [None] * len(cells)
         if pixels:
             codes = self.model.encode(torch.stack(list(pixels.values())).to(self.model.device))
@@ -97,7 +111,7 @@ class BatchTokenizer:
                 sequences[position] = row
         return {"input_ids": sequences, _ERROR_COLUMN: errors}
 
-    def _process(self, images: dict, indices: Sequence[int], errors: list) -> dict[int, torch.Tensor]:
+    def _process(self, images: dict, names: Sequence[str], errors: list) -> dict[int, torch.Tensor]:
         """Pixel values of every readable image: one processor call for the batch, or image by image
         when the batch call fails, to find the rows at fault."""
         if not images:
@@ -111,11 +125,11 @@ class BatchTokenizer:
                 try:
                     pixels[position] = self.processor(image, return_tensors="pt")["pixel_values"][0]
                 except Exception as error:  # noqa: BLE001
-                    errors[position] = self._bad(indices[position], "cannot process the image", error)
+                    errors[position] = self._bad(names[position], "cannot process the image", error)
             return pixels
 
-    def _bad(self, index: int, what: str, error: Exception) -> str:
-        message = f"row {self.row_offset + index}: {what} ({type(error).__name__}: {error})"
+    def _bad(self, name: str, what: str, error: Exception) -> str:
+        message = f"{name}: {what} ({type(error).__name__}: {error})"
         if self.on_bad_image == "fail":
             raise ValueError(f"{message}; pass on_bad_image='skip' to drop such rows") from error
         return message
@@ -162,13 +176,11 @@ def tokenize_dataset(
         original row order; on every Accelerate process the whole dataset.
     """
     _check_arguments(dataset, image_column, on_bad_image)
-    for name, value, least in (("batch_size", batch_size, 1), ("num_proc", 1 if num_proc is None else num_proc, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise ValueError(f"{name} must be a positive int{' or None' if name == 'num_proc' else ''}, got {value!r}")
-    model, processor = load_tokenizer_and_processor(tokenizer, processor)
-    layout = TokenLayout.for_tokenizer(model, id_offset=id_offset, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("num_proc", num_proc, optional=True)
     state = process_state()
-    model.to(state.device)
+    model, processor, layout = prepare_tokenizer(tokenizer, processor, state.device, id_offset=id_offset,
+                                                 bos_token_id=bos_token_id, eos_token_id=eos_token_id)
     if num_proc and num_proc > 1 and state.device.type != "cpu":
         raise ValueError(
             f"num_proc={num_proc} forks worker processes, which cannot use {state.device.type}: "
@@ -192,11 +204,24 @@ def tokenize_dataset(
 def _check_arguments(dataset, image_column: str, on_bad_image: str) -> None:
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be a datasets.Dataset (one split), got {type(dataset).__name__}")
-    if image_column not in dataset.column_names:
-        raise ValueError(f"dataset has no column {image_column!r} (image_column); columns: {dataset.column_names}")
-    if "input_ids" in dataset.column_names:
-        raise ValueError("dataset already has an `input_ids` column; rename or remove it first")
+    check_columns(dataset.column_names, image_column)
     check_on_bad_image(on_bad_image)
+
+
+def check_columns(columns: Sequence[str], image_column: str, what: str = "dataset") -> None:
+    """ValueError unless `columns` hold `image_column` and no `input_ids` (the column tokenization adds)."""
+    if image_column not in columns:
+        raise ValueError(f"{what} has no column {image_column!r} (image_column); columns: {list(columns)}")
+    if "input_ids" in columns:
+        raise ValueError(f"{what} already has an `input_ids` column; rename or remove it first")
+
+
+def check_positive_int(name: str, value, optional: bool = False) -> None:
+    """ValueError naming `name` unless `value` is an int >= 1 (or None, when `optional`)."""
+    if optional and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int{' or None' if optional else ''}, got {value!r}")
 
 
 def _map_shard(shard: Dataset, function: BatchTokenizer, image_column: str, keep_image_column: bool, **map_kwargs):
@@ -204,11 +229,9 @@ def _map_shard(shard: Dataset, function: BatchTokenizer, image_column: str, keep
     `function`, where its errors are caught), with the output's features: the kept columns,
     `input_ids` and the error column."""
     image_feature = shard.features[image_column]
-    if isinstance(image_feature, ImageFeature):
-        shard = shard.cast_column(image_column, ImageFeature(decode=False))
-    kept = [name for name in shard.column_names if keep_image_column or name != image_column]
-    features = Features({name: shard.features[name] for name in kept})
-    features.update({"input_ids": List(Value("int64")), _ERROR_COLUMN: Value("string")})
+    shard = undecoded(shard, image_column)
+    features = token_features(shard.features, image_column, keep_image_column)
+    features[_ERROR_COLUMN] = Value("string")
     if len(shard) == 0:  # `map` would return it without the new columns
         return Dataset.from_dict({name: [] for name in features}, features=features)
     if len(shard) == 1:
@@ -218,6 +241,22 @@ def _map_shard(shard: Dataset, function: BatchTokenizer, image_column: str, keep
     if keep_image_column and isinstance(image_feature, ImageFeature):
         tokenized = tokenized.cast_column(image_column, image_feature)
     return tokenized
+
+
+def undecoded(dataset: Dataset | IterableDataset, image_column: str) -> Dataset | IterableDataset:
+    """`dataset` with its `Image` column read undecoded (`{"bytes", "path"}`), so that each image is
+    decoded by `BatchTokenizer`, where its errors are caught and named."""
+    if isinstance(dataset.features[image_column], ImageFeature):
+        return dataset.cast_column(image_column, ImageFeature(decode=False))
+    return dataset
+
+
+def token_features(features: Features, image_column: str, keep_image_column: bool) -> Features:
+    """The features of the tokens: the kept columns of `features` (all but the image column, unless
+    `keep_image_column`) then `input_ids` (a list of int64)."""
+    kept = Features({name: feature for name, feature in features.items() if keep_image_column or name != image_column})
+    kept["input_ids"] = List(Value("int64"))
+    return kept
 
 
 def process_state() -> PartialState:
@@ -252,9 +291,14 @@ def _drop_bad_rows(dataset: Dataset, warn: bool) -> Dataset:
     if not bad:
         return dataset
     if warn:
-        listed = "; ".join(bad[:_LISTED_BAD_ROWS]) + (f"; and {len(bad) - _LISTED_BAD_ROWS} more" if len(bad) > _LISTED_BAD_ROWS else "")
-        warnings.warn(f"skipped {len(bad)} of {len(errors)} images that could not be tokenized: {listed}", stacklevel=3)
+        warn_skipped(bad, len(errors), stacklevel=4)
     return dataset.select([index for index, message in enumerate(errors) if message is None])
+
+
+def warn_skipped(bad: Sequence[str], total: int, stacklevel: int = 2) -> None:
+    """Warn that the images described in `bad` (of `total`) were skipped, naming the first ones."""
+    listed = "; ".join(bad[:_LISTED_BAD_ROWS]) + (f"; and {len(bad) - _LISTED_BAD_ROWS} more" if len(bad) > _LISTED_BAD_ROWS else "")
+    warnings.warn(f"skipped {len(bad)} of {total} images that could not be tokenized: {listed}", stacklevel=stacklevel)
 
 
 def save_tokenized(dataset: Dataset | DatasetDict, path: str | os.PathLike, layout: TokenLayout) -> str:
@@ -269,9 +313,18 @@ def save_tokenized(dataset: Dataset | DatasetDict, path: str | os.PathLike, layo
 
 
 def load_tokenized(path: str | os.PathLike) -> tuple[Dataset | DatasetDict, TokenLayout]:
-    """A token dataset saved by `save_tokenized` (or `training/tokenize_dataset.py`) and its layout."""
+    """A token dataset saved by `save_tokenized` (or `training/tokenize_dataset.py`) and its layout;
+    one written as Parquet shards by `tokenize_stream` (`--streaming`) is read with
+    `load_tokenized_shards`."""
     layout = TokenLayout.load(path)  # first: a folder without it is no token dataset
+    if not saved_with_save_to_disk(path):
+        return load_tokenized_shards(path)
     return load_from_disk(os.fspath(path)), layout
+
+
+def saved_with_save_to_disk(path: str | os.PathLike) -> bool:
+    """Whether `path` holds a dataset (or a `DatasetDict`) written by `save_to_disk`."""
+    return any(os.path.isfile(os.path.join(path, name)) for name in ("dataset_dict.json", "dataset_info.json"))
 
 
 def tokenized_split(tokens: Dataset | DatasetDict, split: str, source: str | os.PathLike, option: str = "split") -> Dataset:

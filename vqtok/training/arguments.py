@@ -104,9 +104,35 @@ class DataArguments:
     """Where the images come from and how they are prepared."""
 
     options: ClassVar[dict[str, Option]] = {
-        "source": TEXT.documented('`"sample"` (bundled, offline), a local image folder, or a Hub dataset name.'),
+        "source": TEXT.documented(
+            '`"sample"` (bundled, offline), a local image folder, a Hub dataset name, or webdataset tar shards: a '
+            "path with a brace range (`shards/train-{000000..000099}.tar`), a glob (`shards/train-*.tar`) or one "
+            "`.tar` file (the shards are the training split: see `eval_source`)."
+        ),
         **SPLIT_OPTIONS,
-        "image_column": TEXT.documented("The column holding images in a Hub dataset."),
+        "image_column": TEXT.documented(
+            "The column holding images in a Hub dataset; for tar shards, the samples' image key (`jpg`, `png`, ...; "
+            "the default `image` takes the first image key the shards hold)."
+        ),
+        "streaming": FLAG.documented(
+            "Read the training images as a stream (`datasets.IterableDataset`) instead of loading them: for data that "
+            "does not fit on one machine. Each process reads its own part (whole shards when the shard count divides "
+            "by the process count), local files in a new seeded order each epoch, through a seeded block shuffle of "
+            "`shuffle_buffer` images; checkpoints hold the stream's position, and a resume on the same process count "
+            "is exact. Unreadable images are met during training: `on_bad_image` stops there naming the image, or "
+            "skips and counts it."
+        ),
+        "shuffle_buffer": POSITIVE_INT.documented(
+            "Images per shuffled block of a streamed run (1: the source's order; larger mixes more, costs memory "
+            "for that many encoded images, and one block read again per resume)."
+        ),
+        "eval_source": Option(str, optional=True, doc=(
+            "Where the held-out images come from when they are not a split of `source` (tar shards are one split "
+            "each): any source `source` takes, read at `eval_split`. None: `source`."
+        )),
+        "eval_images": POSITIVE_INT.documented(
+            "A streamed run evaluates on the first this many images of the held-out split (read once, kept in memory)."
+        ),
         "augment": FLAG.documented("Random crop and horizontal flip on the training images."),
         "on_bad_image": Option(str, choices=BAD_IMAGE_CHOICES, doc=(
             "What to do with images that cannot be read (a truncated or corrupt file): `fail` reads every image "
@@ -123,6 +149,10 @@ class DataArguments:
     image_column: str = "image"
     augment: bool = True
     on_bad_image: str = "fail"
+    streaming: bool = False
+    shuffle_buffer: int = 1000
+    eval_source: str | None = None
+    eval_images: int = 512
 
     def __post_init__(self):
         check_options(self.options, {name: getattr(self, name) for name in self.options}, "data option")
@@ -199,7 +229,10 @@ TRAINING_OPTIONS = {
         "preempted job can be rerun unchanged) or a checkpoint folder."
     )),
     "seed": Option(int, doc="Seed for model initialisation, data order and augmentation."),
-    "num_workers": NON_NEGATIVE_INT.documented("DataLoader worker processes (results do not depend on it)."),
+    "num_workers": NON_NEGATIVE_INT.documented(
+        "DataLoader worker processes; in a streamed run (`data.streaming`), the threads that decode and augment "
+        "images ahead of the step. Results do not depend on it."
+    ),
 }
 
 

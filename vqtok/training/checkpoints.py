@@ -314,16 +314,23 @@ def describe_model(model: nn.Module) -> str:
     return type(model).__name__ + (f" ({', '.join(details)})" if details else "")
 
 
-def check_checkpoint_fits(folder: str, models: Mapping[str, nn.Module]) -> None:
+def check_checkpoint_fits(folder: str, models: Mapping[str, nn.Module], loop_states: int | None = None) -> None:
     """Raise `CheckpointError` saying what differs when the weights in checkpoint `folder` are not
     those of `models` (update name -> unwrapped model, in the order they were prepared, whose
     weights Accelerate saved as model.safetensors, model_1.safetensors, ...): another number of
-    models, tensors missing or unexpected, or of another shape. Reads only the files' headers."""
+    models, tensors missing or unexpected, or of another shape; or, given `loop_states` (the objects
+    registered for checkpointing), another number of them (a streamed run keeps its stream's
+    position, an objective its buffers). Reads only the files' headers."""
     recorded = _recorded_models(folder)
-    weights = sorted((name for name in os.listdir(folder) if _WEIGHTS_FILE.fullmatch(name)), key=_weights_index)
+    names = os.listdir(folder)
+    weights = sorted((name for name in names if _WEIGHTS_FILE.fullmatch(name)), key=_weights_index)
     differences = []
     if len(weights) != len(models):
         differences.append(f"it holds {len(weights)} model(s), this run trains {len(models)}")
+    saved_states = sum(1 for name in names if _LOOP_STATE_FILE.fullmatch(name))
+    if loop_states is not None and saved_states != loop_states:
+        differences.append(f"it holds {saved_states} loop state(s) (custom_checkpoint_N.pkl), this run keeps {loop_states} "
+                           "(a streamed run adds its stream's position; objectives with networks add theirs)")
     for index, (name, model) in enumerate(models.items()):
         file = f"model{f'_{index}' if index else ''}.safetensors"
         if file in weights:
@@ -339,6 +346,7 @@ def check_checkpoint_fits(folder: str, models: Mapping[str, nn.Module]) -> None:
 
 
 _WEIGHTS_FILE = re.compile(r"model(?:_(\d+))?\.safetensors")
+_LOOP_STATE_FILE = re.compile(r"custom_checkpoint_\d+\.pkl")
 
 
 def _weights_index(name: str) -> int:

@@ -188,13 +188,12 @@ def start_training(accelerator: Accelerator, updates: list[Update], args: Traini
     for index, update in enumerate(updates):
         update.model, update.optimizer = prepared[2 * index], prepared[2 * index + 1]
     state = TrainerState()
-    accelerator.register_for_checkpointing(
-        updates[0].scheduler, state, *[update.scheduler for update in updates[1:]],
-        *[extra for update in updates for extra in update.state],
-    )
+    loop_states = [updates[0].scheduler, state, *[update.scheduler for update in updates[1:]],
+                   *[extra for update in updates for extra in update.state]]
+    accelerator.register_for_checkpointing(*loop_states)
     checkpoint = resolve_checkpoint(args)
     if checkpoint is not None:
-        check_checkpoint_fits(checkpoint, unwrapped_models(accelerator, updates))
+        check_checkpoint_fits(checkpoint, unwrapped_models(accelerator, updates), len(loop_states))
         accelerator.load_state(checkpoint)
         for index, update in enumerate(updates):  # Accelerate's names: model.safetensors, model_1.safetensors, ...
             weights = os.path.join(checkpoint, f"model{f'_{index}' if index else ''}.safetensors")

@@ -45,11 +45,12 @@ class RunConfig:
         model = {k: v for k, v in self.model.to_diff_dict().items() if k not in ("training_metadata", "transformers_version")}
         return {"model": model, "data": asdict(self.data), "training": asdict(self.training), "objectives": self.objectives}
 
-    def training_metadata(self, num_train_images: int, num_processes: int, final_metrics: dict,
+    def training_metadata(self, num_train_images: int | None, num_processes: int, final_metrics: dict,
                           skipped_images: dict[str, int] | None = None) -> dict:
         """What the saved tokenizer records about its training (`VQTokenizerConfig.training_metadata`):
         how to prepare images for it, what it was trained on and how, and how well it did.
-        `skipped_images`: split name -> unreadable images dropped (`data.on_bad_image=skip`)."""
+        `skipped_images`: split name -> unreadable images dropped (`data.on_bad_image=skip`);
+        `num_train_images` is None for a streamed run."""
         from .. import __version__
 
         model, data, training = self.model, self.data, self.training
@@ -64,6 +65,8 @@ class RunConfig:
                 "train_split": data.train_split,
                 "eval_split": data.eval_split,
                 "image_column": data.image_column,
+                "eval_source": data.eval_source,
+                "streaming": data.streaming,
                 "num_train_images": num_train_images,
                 "augmentation": "random crop and horizontal flip" if data.augment else "none",
                 "on_bad_image": data.on_bad_image,

@@ -13,7 +13,8 @@ data-loader workers. Checkpoints (`accelerator.save_state`) hold the model with 
 buffers, the optimizer, the LR scheduler, the per-process RNG states (used by k-means
 initialisation, dead-code restarts and stochastic quantizers) and a `TrainerState` (step, draws
 consumed); a run stopped and resumed on the same number of processes ends with the same weights as
-an uninterrupted one.
+an uninterrupted one. A streamed source (`StreamingImages`, for data too large to load) keeps its
+own position, checkpointed beside these, with the same guarantee.
 
 Training objectives with networks of their own (`vqtok.losses`, the run config's `objectives`) add
 their terms to the tokenizer's loss and run their own updates in the same steps; their networks and
@@ -54,6 +55,7 @@ from .loop import (
     save_run_checkpoint,
     start_training,
 )
+from .image_stream import StreamingImages
 from .sample_stream import SampleStream, training_batches
 
 __all__ = ["THROUGHPUT_SKIP_STEPS", "TrainerState", "make_accelerator", "train_tokenizer"]
@@ -77,7 +79,9 @@ def train_tokenizer(
     Args:
         model: a vqtok tokenizer (any quantizer).
         train_dataset: training rows; a `pixel_dataset(..., augment=True)` gets seeded, resumable
-            augmentation (see the module docstring).
+            augmentation (see the module docstring). Or a `StreamingImages` (data too large to
+            load, `data.streaming=true`): its position is checkpointed, a resume on the same
+            process count is exact, and its skipped unreadable images are counted in the results.
         eval_dataset: held-out rows for periodic and final evaluation (None: no evaluation).
         args: the loop's options.
         accelerator: one made by `make_accelerator(args)` (made here when None, and its trackers
@@ -90,7 +94,8 @@ def train_tokenizer(
         On the main process: the final evaluation (`mse`, `psnr`, `perplexity`, `codes_used`,
         `bits_per_image`; none without `eval_dataset`) plus `images_per_second` (training
         throughput over all processes), `train_seconds` and `skipped_steps` (steps skipped for a
-        non-finite loss or gradient). Other processes get the throughput, time and skips only.
+        non-finite loss or gradient), and for a streamed run `skipped_images` (this process's).
+        Other processes get the throughput, time and skips only.
     """
     owns_accelerator = accelerator is None
     accelerator = accelerator or make_accelerator(args)
@@ -101,9 +106,10 @@ def train_tokenizer(
             objective.setup(model)
             objective.to(accelerator.device)
     tokenizer = model
+    streamed = [train_dataset] if isinstance(train_dataset, StreamingImages) else []  # its position is checkpointed
     updates = [Update("tokenizer", model, model.build_optimizer(args.learning_rate, args.weight_decay),
                       lambda prepared, context: _tokenizer_forward(prepared, context, tokenizer, objectives, accelerator),
-                      state=[ObjectiveBuffers(objective) for objective in objectives.values()])]
+                      state=[ObjectiveBuffers(objective) for objective in objectives.values()] + streamed)]
     updates += [_objective_update(spec, tokenizer) for objective in objectives.values() for spec in objective.updates()]
     if hparams is None:
         hparams = {"training": asdict(args), "model": _model_hparams(model)}
@@ -113,8 +119,13 @@ def train_tokenizer(
         for buffer in accelerator.unwrap_model(update.model).buffers():
             broadcast_(buffer)  # one start for all processes; from here on the quantizers keep them equal
 
-    stream = SampleStream(train_dataset, args.seed)
-    batches = training_batches(stream, state.samples_seen, args, accelerator)
+    if streamed:
+        batches = train_dataset.batches(args.batch_size, args.num_workers, accelerator.device)
+        epoch = lambda: train_dataset.position.epoch  # noqa: E731
+    else:
+        stream = SampleStream(train_dataset, args.seed)
+        batches = training_batches(stream, state.samples_seen, args, accelerator)
+        epoch = lambda: state.samples_seen / stream.size  # noqa: E731
     draws_per_step = args.batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     progress = tqdm(total=args.max_steps, initial=state.step, desc="training", disable=not accelerator.is_main_process)
     first_step, timed_seconds, timed_steps = state.step, 0.0, 0
@@ -136,7 +147,7 @@ def train_tokenizer(
         if state.step % args.log_every == 0 or state.step == args.max_steps:
             record = reduce_step_values(accelerator, totals, args.gradient_accumulation_steps)
             record.update({"train/lr": scheduler.get_last_lr()[0], "train/skipped_steps": state.skipped_steps,
-                           "train/epoch": state.samples_seen / stream.size})
+                           "train/epoch": epoch()})
             if timed_steps:
                 record["train/images_per_second"] = images_per_second
             progress.set_postfix(loss=f"{record['train/loss']:.4f}", ppl=f"{record.get('train/perplexity', math.nan):.0f}")
@@ -151,6 +162,8 @@ def train_tokenizer(
         results["images_per_second"] = images_per_second
     results["train_seconds"] = time.perf_counter() - started
     results["skipped_steps"] = state.skipped_steps
+    if streamed:
+        results["skipped_images"] = train_dataset.skipped_images
     finish_training(accelerator, owns_accelerator)
     return results
 

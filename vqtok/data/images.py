@@ -1,7 +1,7 @@
-"""Image datasets for training and evaluation.
+"""Image datasets loaded whole, for training and evaluation.
 
-`load_image_dataset` takes the bundled offline sample set (`"sample"`), a local image folder, or a
-Hugging Face Hub dataset name, and always returns a `datasets.Dataset` with an `"image"` column of
+`load_image_dataset` takes the bundled offline sample set (`"sample"`), a local image folder,
+webdataset tar shards, or a Hugging Face Hub dataset name, and always returns a `datasets.Dataset` with an `"image"` column of
 PIL images. `PixelTransform` turns such rows into `pixel_values` tensors in [-1, 1] through
 `VQImageProcessor`, adding the training augmentation.
 
@@ -28,7 +28,8 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
 from PIL import Image as PILImage
 
-from .processing import VQImageProcessor
+from ..processing import VQImageProcessor
+from .shards import load_shards
 
 # scikit-image's bundled photographs (loaded without a network) used for the sample set.
 SAMPLE_PHOTOGRAPHS = (
@@ -127,10 +128,12 @@ def load_image_dataset(
 
     Args:
         source: `"sample"` for the bundled offline set, a path to a local folder of images
-            (loaded with the `imagefolder` builder; sub-folders become labels), or a Hub dataset
-            name such as `"uoft-cs/cifar10"`.
+            (loaded with the `imagefolder` builder; sub-folders become labels), webdataset tar
+            shards (`shards/train-{000..009}.tar`, a glob or one file: one split, `split` is not
+            used; see `vqtok.data.streaming`), or a Hub dataset name such as `"uoft-cs/cifar10"`.
         split: split name (`"train"`, `"test"`, or a slice such as `"train[:1000]"`).
-        image_column: column holding the images in a Hub dataset (renamed to `"image"`).
+        image_column: column holding the images in a Hub dataset (renamed to `"image"`); for tar
+            shards the samples' image key (default: the first image key they hold).
         load_kwargs: passed to `datasets.load_dataset` (e.g. `revision`, `cache_dir`).
     """
     if source == SAMPLE_SOURCE:
@@ -140,6 +143,8 @@ def load_image_dataset(
         if split not in splits:
             raise ValueError(f"the sample dataset has splits {sorted(splits)}, got split={split!r}")
         return splits[split]
+    if source.endswith(".tar"):  # webdataset shards: one split, images under a key (see vqtok.data.streaming)
+        return load_shards(source, image_column, **load_kwargs)
     if os.path.isdir(source):
         dataset = load_dataset("imagefolder", data_dir=source, split=split, **load_kwargs)
     elif os.path.exists(source):
