@@ -1,8 +1,15 @@
 """Shared pytest fixtures."""
 
+import os
+
 import example_extensions  # noqa: F401 - registers the test-only type and backbone for the whole session
 import pytest
 import torch
+
+# Tests that train through Accelerate assert CPU-exact results (bit-for-bit resumes, identical ranks):
+# on a machine with a GPU they stay on the CPU, and so do the processes they start (the variable is
+# inherited). Tests of GPU behaviour use the device explicitly (tests/test_cuda.py).
+os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
 try:
     from hub_server import LocalHub, patch_hf_environment, reset_cached_clients

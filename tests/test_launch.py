@@ -68,9 +68,10 @@ TINY_RUN = [
 
 
 def child_env(**extra) -> dict:
-    """This environment without any launcher's variables, on one thread per process."""
+    """This environment without any launcher's variables, on one thread per process, with no GPU in
+    sight (these tests are about launches on CPUs)."""
     env = {name: value for name, value in os.environ.items() if name not in LAUNCH_VARIABLES}
-    return {**env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
+    return {**env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "", **extra}
 
 
 def test_torchrun_trains_one_job_over_two_cpu_processes(tmp_path):

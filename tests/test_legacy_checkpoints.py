@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoImageProcessor, AutoModel
+from transformers import AutoModel
+from transformers.models.auto.image_processing_auto import AutoImageProcessor  # see vqtok/auto.py
 
 from vqtok import VQImageProcessor, VQTokenizer
 from test_contract import SHIPPED_TYPES

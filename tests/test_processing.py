@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor
+from transformers.models.auto.image_processing_auto import AutoImageProcessor  # see vqtok/auto.py
 
 from vqtok import VQConfig, VQImageProcessor, VQModel
 from vqtok.data import PixelTransform

@@ -65,6 +65,41 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, mon
     assert not different, f"tensors differ after resume: {different}"
 
 
+@pytest.fixture
+def restored_determinism(monkeypatch):
+    """Put torch's process-wide determinism settings back after the test."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.get_float32_matmul_precision(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    yield
+    torch.use_deterministic_algorithms(saved[0])
+    torch.set_float32_matmul_precision(saved[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+
+
+def test_deterministic_runs_resume_exactly_and_change_nothing_on_a_cpu(tmp_path, monkeypatch, restored_determinism):
+    import os
+
+    train_set = pixel_dataset(tiny_images(count=12), 16, 3, augment=True)
+
+    def run(output_dir, init_seed, **overrides):
+        set_seed(init_seed)
+        model = VQTokenizer.from_config(tiny_config(dead_code_threshold=5.0))
+        train_tokenizer(model, train_set, None, tiny_args(output_dir, max_steps=6, **overrides))
+        return model
+
+    plain = run(tmp_path / "plain", 0)
+    assert not torch.are_deterministic_algorithms_enabled()
+    deterministic = run(tmp_path / "deterministic", 0, deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled() and torch.get_float32_matmul_precision() == "highest"
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    run_interrupted_after(3, monkeypatch, lambda: run(tmp_path / "resumed", 0, deterministic=True, checkpoint_every=3))
+    resumed = run(tmp_path / "resumed", 7, deterministic=True, checkpoint_every=3, resume_from_checkpoint="latest")
+    for model in (deterministic, resumed):  # a CPU is deterministic already: the switch changes no value
+        different = [name for name, tensor in plain.state_dict().items() if not torch.equal(tensor, model.state_dict()[name])]
+        assert not different, different
+
+
 def test_stream_splits_each_global_batch_over_processes_and_is_seeded():
     train_set = pixel_dataset(tiny_images(count=10), 16, 3, augment=True)
     stream = SampleStream(train_set, seed=3)

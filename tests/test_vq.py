@@ -40,6 +40,21 @@ def test_nearest_code_matches_brute_force_for_every_chunk_size():
         assert torch.equal(nearest_code(rows, codebook, chunk_rows=chunk), expected)
 
 
+def test_the_chunk_budget_suits_the_device():
+    from vqtok.quantizers.functional import default_chunk_rows
+
+    # CPU: about a million distances per chunk, at least 64 rows (unchanged: cache-sized blocks).
+    assert default_chunk_rows(1024) == default_chunk_rows(1024, "cpu", 65536) == 1024
+    assert default_chunk_rows(65536, "cpu") == 64
+    # GPU: the shapes (N, K): one chunk holds at most 256 MiB and at most 1/8 of the [N, K] block.
+    for rows, codes in [(65536, 1024), (65536, 16384), (65536, 8192), (262144, 65536)]:
+        chunk = default_chunk_rows(codes, torch.device("cuda"), rows)
+        assert 4 * chunk * codes <= min(256 << 20, 4 * rows * codes / 8), (rows, codes, chunk)
+        assert chunk >= min(1024, rows // 8)  # and large: few launches
+    assert default_chunk_rows(16384, "cuda", 65536) == 4096 and default_chunk_rows(1024, "cuda", 65536) == 8192
+    assert default_chunk_rows(1024, "cuda", 512) == 512  # 2 MiB in all: one chunk
+
+
 def test_nearest_code_hand_case():
     codebook = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     rows = torch.tensor([[1.0, 1.0], [9.0, -1.0], [4.0, 6.0], [6.0, 4.0]])

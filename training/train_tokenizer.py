@@ -160,12 +160,13 @@ def _describe_data(data, num_images: int | None, config) -> str:
 
 
 def _report(model, save_dir: str, eval_set, training, results: dict, throughput: dict) -> None:
-    """Reload what was saved, check it tokenizes like the trained model, draw and print the results."""
+    """Reload what was saved, check it tokenizes like the trained model, draw and print the results.
+    Both tokenize on the CPU: a model trained on a GPU (TF32 matmuls) may break near-ties otherwise."""
     tokenizer = VQTokenizer.from_pretrained(save_dir).eval()
     if eval_set is not None:
         originals = stack_pixel_values(eval_set, limit=32)
         ids = tokenizer.encode(originals)
-        if not torch.equal(ids, model.eval().encode(originals.to(model.device)).cpu()):
+        if not torch.equal(ids, model.eval().to("cpu").encode(originals)):
             raise RuntimeError(f"the tokenizer saved in {save_dir} does not tokenize like the trained model")
         grid_path = save_reconstruction_grid(
             originals, tokenizer.decode(ids), os.path.join(training.output_dir, "reconstructions.png")

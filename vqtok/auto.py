@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, PreTrainedConfig
+from transformers import AutoConfig, AutoModel, PreTrainedConfig
+# From its module: transformers 5.16-5.17 export a torchvision-requiring placeholder at the top level.
+from transformers.models.auto.image_processing_auto import AutoImageProcessor
 
 from .configuration import VQTokenizerConfig
 from .hub.loading import HUB_DOWNLOAD_KWARGS, check_config_file, check_local_folder

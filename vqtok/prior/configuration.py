@@ -11,7 +11,12 @@ from __future__ import annotations
 import math
 
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+try:
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:  # transformers < 5.20: a composite config builds its sub-configs in its own __post_init__
+    SubConfigSpec = None
 
 from ..configuration import _TRANSFORMERS_KEYS
 from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, check_options
@@ -77,7 +82,10 @@ class PriorConfig(PreTrainedConfig):
     """
 
     model_type = "vqtok-prior"
-    sub_configs_defaults = {"lm_config": SubConfigSpec(config_class=AutoConfig, model_type="gpt2")}
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {"lm_config": SubConfigSpec(config_class=AutoConfig, model_type="gpt2")}
+    else:
+        sub_configs = {"lm_config": AutoConfig}
 
     tokenizer: str | None = None
     codebook_size: int = 512
@@ -91,6 +99,8 @@ class PriorConfig(PreTrainedConfig):
         unknown = sorted(key for key in kwargs if key not in _TRANSFORMERS_KEYS)
         if unknown:
             raise ValueError(f"unknown prior config key(s) {unknown}; known keys: {sorted({*_OPTIONS, 'lm_config', 'tokenizer', 'training_metadata'})}")
+        if SubConfigSpec is None:
+            self.lm_config = _lm_config(self.lm_config)
         super().__post_init__(**kwargs)
         check_options(_OPTIONS, {name: getattr(self, name) for name in _OPTIONS}, "prior config field")
         if self.lm_config.model_type not in ARCHITECTURES:
@@ -167,6 +177,22 @@ class PriorConfig(PreTrainedConfig):
 
 
 __all__ = ["PriorConfig"]
+
+
+def _lm_config(value) -> PreTrainedConfig:
+    """`lm_config` as a config object, the way `SubConfigSpec(AutoConfig, model_type="gpt2")` builds it on
+    transformers >= 5.20: a dict by its `model_type` (GPT-2 without one), None as the default GPT-2 config."""
+    if isinstance(value, PreTrainedConfig):
+        return value
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise TypeError(f"`lm_config` must be a `dict`, `PreTrainedConfig`, or `None`, got `{type(value)}`")
+    model_type = value.get("model_type", "gpt2")
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(f"Unrecognized model type for subconfig: {model_type}. "
+                         f"Should contain one of {', '.join(CONFIG_MAPPING.keys())}")
+    return CONFIG_MAPPING[model_type](**value)
 
 
 def _check_lm_values(lm_config: PreTrainedConfig) -> None:

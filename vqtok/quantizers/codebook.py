@@ -99,7 +99,7 @@ class Codebook(nn.Module):
         ema_decay / ema_epsilon: g and eps.
         track_usage: keep the moving average of use that dead-code restarts read.
         unit_norm: keep the codes at unit length (initial table, k-means centres, EMA updates).
-        chunk_rows: rows per chunk of the nearest-code searches (default: about 1M distances).
+        chunk_rows: rows per chunk of the nearest-code searches (default: sized for the device, `default_chunk_rows`).
     """
 
     def __init__(

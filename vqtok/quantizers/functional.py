@@ -2,7 +2,8 @@
 posterior over codes, code histograms and perplexity.
 
 Nothing here forms an `[N, K, D]` tensor, and the distance functions hold at most one chunk of
-`[rows, K]` distances (about a million floats by default) at a time.
+`[rows, K]` distances at a time, sized for the device (`default_chunk_rows`: about a million floats
+on a CPU; up to 256 MiB, and at most an eighth of the whole, on a GPU).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from ..options import Option
 # The option of every quantizer that chunks its distance computations.
 CHUNK_OPTIONS = {
     "chunk_rows": Option(int, low=1, optional=True, doc="Rows per chunk of the distance computations (default: "
-                         "about one million distances per chunk)."),
+                         "sized for the device: about one million distances on a CPU, up to 256 MiB and at most an "
+                         "eighth of the whole on a GPU)."),
 }
 
 
@@ -46,9 +48,30 @@ def fp32_backward(backward):
     return run
 
 
-def default_chunk_rows(codebook_size: int, budget_elements: int = 1 << 20) -> int:
-    """Rows per chunk so one chunk's `[rows, K]` distance block holds about `budget_elements` floats."""
-    return max(64, budget_elements // codebook_size)
+# The `[rows, K]` fp32 block a chunk of a distance computation holds, by device. On a CPU about a
+# million floats (4 MiB): the block stays in cache, which is what makes chunking fast there. On a GPU
+# up to 256 MiB and at most an eighth of the whole `[N, K]` block (one chunk when the whole is at most
+# 32 MiB): few, large launches, and at most 1/8 of the memory of an unchunked search.
+CPU_CHUNK_ELEMENTS = 1 << 20
+GPU_CHUNK_BYTES = 256 << 20
+GPU_UNCHUNKED_BYTES = 32 << 20
+GPU_CHUNKS_AT_LEAST = 8
+MIN_CHUNK_ROWS = 64
+
+
+def default_chunk_rows(codebook_size: int, device: torch.device | str | None = None, num_rows: int | None = None) -> int:
+    """Rows per chunk of a distance computation over `codebook_size` codes on `device` (default: the
+    CPU) for `num_rows` rows (when known): see the budgets above. The memory a search holds is one
+    chunk, `rows x K` fp32 values."""
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    if on_cpu:
+        return max(MIN_CHUNK_ROWS, CPU_CHUNK_ELEMENTS // codebook_size)
+    rows = max(MIN_CHUNK_ROWS, GPU_CHUNK_BYTES // (4 * codebook_size))
+    if num_rows is not None:
+        if 4 * num_rows * codebook_size <= GPU_UNCHUNKED_BYTES:
+            return max(1, num_rows)
+        rows = min(rows, max(MIN_CHUNK_ROWS, -(-num_rows // GPU_CHUNKS_AT_LEAST)))
+    return rows
 
 
 def squared_distances(rows: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -75,19 +98,19 @@ def nearest_code(
     Args:
         rows: `[N, D]` float tensor.
         codebook: `[K, D]` float tensor.
-        chunk_rows: rows per chunk; defaults to about one million distances per chunk.
+        chunk_rows: rows per chunk; default: `default_chunk_rows` for the rows' device.
     """
     with fp32_no_autocast(rows.device):
         rows = rows.float()
         codebook = codebook.float()
         codes_t = codebook.t().contiguous()
         code_sq_norms = codebook.pow(2).sum(dim=1)
-        chunk_rows = chunk_rows or default_chunk_rows(codebook.shape[0])
+        chunk_rows = chunk_rows or default_chunk_rows(codebook.shape[0], rows.device, rows.shape[0])
         indices = torch.empty(rows.shape[0], dtype=torch.long, device=rows.device)
         for start in range(0, rows.shape[0], chunk_rows):
             block = rows[start : start + chunk_rows]
-            distances = torch.addmm(code_sq_norms, block, codes_t, beta=1.0, alpha=-2.0)
-            indices[start : start + chunk_rows] = distances.argmin(dim=1)
+            # One expression: the block's distances are freed before the next chunk's are made.
+            indices[start : start + chunk_rows] = torch.addmm(code_sq_norms, block, codes_t, alpha=-2.0).argmin(dim=1)
     return indices
 
 
@@ -100,11 +123,11 @@ def sample_codes(
 ) -> torch.Tensor:
     """`num_samples` code ids per row, drawn with replacement from p(k|z) = softmax_k(-||z - e_k||^2 / T).
 
-    Works one chunk of rows at a time (fp32), so memory is bounded by `chunk_rows x K` like
-    `nearest_code`. Returns `[N, num_samples]` `torch.long`.
+    Works one chunk of rows at a time (fp32), so memory is bounded by two `chunk_rows x K` blocks
+    (the logits and their softmax). Returns `[N, num_samples]` `torch.long`.
     """
     with fp32_no_autocast(rows.device):
-        chunk_rows = chunk_rows or default_chunk_rows(codebook.shape[0])
+        chunk_rows = chunk_rows or default_chunk_rows(codebook.shape[0], rows.device, rows.shape[0])
         samples = torch.empty(rows.shape[0], num_samples, dtype=torch.long, device=rows.device)
         for start in range(0, rows.shape[0], chunk_rows):
             logits = squared_distances(rows[start : start + chunk_rows], codebook).div_(-temperature)

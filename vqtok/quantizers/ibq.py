@@ -16,7 +16,7 @@ from .kmeans import KMEANS_OPTIONS
 
 def largest_logit_code(rows: torch.Tensor, table: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
     """argmax_k z.e_k for each row `[N, D]` over the codes `[K, D]`, one chunk of rows at a time."""
-    chunk_rows = chunk_rows or default_chunk_rows(table.shape[0])
+    chunk_rows = chunk_rows or default_chunk_rows(table.shape[0], rows.device, rows.shape[0])
     ids = torch.empty(rows.shape[0], dtype=torch.long, device=rows.device)
     for start in range(0, rows.shape[0], chunk_rows):
         ids[start : start + chunk_rows] = (rows[start : start + chunk_rows] @ table.t()).argmax(dim=1)
@@ -156,15 +156,15 @@ class IBQuantizer(Quantizer):
     def initialize(self, rows: torch.Tensor) -> None:
         self.codebook.initialize(rows, self.kmeans_iters)
 
-    def _chunk_rows(self) -> int:
-        return self.chunk_rows or default_chunk_rows(self.codebook_size)
+    def _chunk_rows(self, rows: torch.Tensor) -> int:
+        return self.chunk_rows or default_chunk_rows(self.codebook_size, rows.device, rows.shape[0])
 
     def _select_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        return largest_logit_code(rows, self.codebook.weight.detach(), self._chunk_rows())
+        return largest_logit_code(rows, self.codebook.weight.detach(), self._chunk_rows(rows))
 
     def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
         table = self.codebook.weight
-        quantized, ids = IndexBackpropagation.apply(rows, table, self._chunk_rows())
+        quantized, ids = IndexBackpropagation.apply(rows, table, self._chunk_rows(rows))
         codes = table[ids]
         losses = {
             "index_loss": F.mse_loss(quantized, rows),
@@ -173,7 +173,7 @@ class IBQuantizer(Quantizer):
         }
         stats = usage_stats(code_histogram(ids, self.codebook_size))
         if self.entropy_weight > 0:
-            per_sample, batch = code_entropies(rows, table, self.entropy_temperature, self._chunk_rows())
+            per_sample, batch = code_entropies(rows, table, self.entropy_temperature, self._chunk_rows(rows))
             losses["entropy_loss"] = self.entropy_weight * (per_sample - self.diversity_gamma * batch)
             stats.update(per_sample_entropy=per_sample.detach(), batch_entropy=batch.detach())
         return QuantizerOutput(quantized, ids, losses, stats)

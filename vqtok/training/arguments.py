@@ -203,6 +203,12 @@ TRAINING_OPTIONS = {
         "or scheduler step; the quantizers' and regularisers' state is left as it was) with a warning, and "
         "counted; this many skipped steps in a row stop the run with an error."
     ),
+    "deterministic": FLAG.documented(
+        "Deterministic maths for the whole process (set when the run starts): `torch.use_deterministic_algorithms`, "
+        "cuDNN's deterministic kernels, no TF32 (fp32 matmuls at full precision) and cuBLAS's fixed workspace. A run "
+        "stopped and resumed on a GPU then ends with the weights of an uninterrupted one, as it always does on a CPU; "
+        "without it GPU kernels may sum in another order from run to run. Costs speed on a GPU."
+    ),
     "mixed_precision": Option(str, choices=("no", "fp16", "bf16"), doc=(
         "`no`, `fp16` or `bf16` (quantizer maths stays fp32 regardless; fp16 takes one optimizer, so a run with "
         "training objectives that train networks of their own needs bf16)."
@@ -252,6 +258,7 @@ class TrainingArguments:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
     max_consecutive_skipped_steps: int = 10
+    deterministic: bool = False
     mixed_precision: str = "no"
     eval_every: int = 0
     eval_batch_size: int = 128

@@ -141,7 +141,10 @@ def make_accelerator(args: TrainingArguments) -> Accelerator:
     on a machine without a GPU are joined over gloo (`vqtok.parallel.launch.accelerator_options`: Accelerate
     would otherwise leave each alone); `vqtok.parallel.launch.check_launch` raises `RuntimeError` when the
     Accelerator still sees fewer processes than were launched (lone processes sharing `output_dir`).
+    With `args.deterministic`, `use_deterministic_maths()` first.
     """
+    if args.deterministic:
+        use_deterministic_maths()
     accelerator = Accelerator(
         **accelerator_options(),
         mixed_precision=args.mixed_precision,
@@ -154,6 +157,22 @@ def make_accelerator(args: TrainingArguments) -> Accelerator:
     )
     check_launch(accelerator, args.output_dir)
     return accelerator
+
+
+def use_deterministic_maths() -> None:
+    """Make this process's maths repeatable on every device (what `training.deterministic` asks):
+    deterministic algorithms (an op that has none warns, naming itself: then exactness is not
+    promised), cuDNN's deterministic kernels without autotuning, fp32 matmuls and convolutions at
+    full precision (no TF32), and the fixed cuBLAS workspace that deterministic cuBLAS needs
+    (`CUBLAS_WORKSPACE_CONFIG`, unless already set)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    with warnings.catch_warnings():  # newer torch prefers its fp32_precision settings; the flag still holds
+        warnings.simplefilter("ignore")
+        torch.backends.cudnn.allow_tf32 = False
 
 
 def start_training(accelerator: Accelerator, updates: list[Update], args: TrainingArguments, hparams: dict) -> TrainerState:
