@@ -135,7 +135,7 @@ def test_a_bad_sample_is_named_by_shard_and_key_or_skipped_and_counted(tmp_path)
 
 def test_bad_options_fail_before_reading(tmp_path):
     make_shards(tmp_path, count=4, per_shard=4)
-    with pytest.raises(ValueError, match="shuffle_buffer must be an int >= 1"):
+    with pytest.raises(ValueError, match="shuffle_buffer must be a positive int, got 0"):
         streaming(tmp_path / "*.tar", shuffle_buffer=0)
     with pytest.raises(ValueError, match="on_bad_image must be one of"):
         streaming(tmp_path / "*.tar", on_bad_image="ignore")

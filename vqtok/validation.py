@@ -11,6 +11,14 @@ import torch
 PIXEL_RANGE_TOLERANCE = 1e-2
 
 
+def check_positive_int(name: str, value, optional: bool = False) -> None:
+    """ValueError naming `name` unless `value` is an int >= 1, not a bool (or None, when `optional`)."""
+    if optional and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int{' or None' if optional else ''}, got {value!r}")
+
+
 def _check_has_data(name: str, tensor: torch.Tensor) -> None:
     """A tensor on the `meta` device has a shape but no values: nothing can be computed from it."""
     if tensor.device.type == "meta":

@@ -27,7 +27,8 @@ from datasets import Dataset, Features, IterableDataset, Value, load_dataset
 from datasets import Image as ImageFeature
 
 from .images import SAMPLE_SOURCE, load_sample_dataset, read_image
-from .shards import shard_image_key, is_shard_source, shard_files
+from ..validation import check_positive_int
+from .shards import is_shard_source, shard_files, shard_image_key
 
 # Image file suffixes an image folder is listed by (what the `imagefolder` builder reads).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -118,34 +119,36 @@ def write_shards(
     Sample `i` is stored as `{i:09d}.<ext>`: the file's own bytes under its suffix when the cell has
     them (a JPEG stays a JPEG), else the image encoded as PNG. Each shard is written as
     `<name>.partial` and renamed when complete. Returns the shard paths."""
-    if not isinstance(samples_per_shard, int) or isinstance(samples_per_shard, bool) or samples_per_shard < 1:
-        raise ValueError(f"samples_per_shard must be an int >= 1, got {samples_per_shard!r}")
+    check_positive_int("samples_per_shard", samples_per_shard)
     os.makedirs(output_dir, exist_ok=True)
-    written, tar, count, path = [], None, 0, None
+    written, tar, path = [], None, None
     try:
         for index, cell in enumerate(images):
-            if count == 0:
+            if tar is None:
                 path = os.path.join(output_dir, f"{prefix}-{len(written):06d}.tar")
-                tar = tarfile.open(path + ".partial", "w")
+                tar, count = tarfile.open(path + ".partial", "w"), 0
             name, data = _sample_file(index, cell)
             member = tarfile.TarInfo(name)
             member.size = len(data)
             tar.addfile(member, io.BytesIO(data))
             count += 1
             if count == samples_per_shard:
-                tar.close()
-                os.replace(path + ".partial", path)
-                written.append(path)
-                tar, count = None, 0
+                written.append(_complete(tar, path))
+                tar = None
         if tar is not None:
-            tar.close()
-            os.replace(path + ".partial", path)
-            written.append(path)
+            written.append(_complete(tar, path))
             tar = None
     finally:
-        if tar is not None:
+        if tar is not None:  # an error mid-shard: its .partial file stays, never taken for a shard
             tar.close()
     return written
+
+
+def _complete(tar: tarfile.TarFile, path: str) -> str:
+    """Close a shard written as `path.partial` and rename it `path`."""
+    tar.close()
+    os.replace(path + ".partial", path)
+    return path
 
 
 def _sample_file(index: int, cell) -> tuple[str, bytes]:

@@ -22,7 +22,8 @@ from ..hub import SafeHubMixin
 from ..tokens.layout import TokenLayout, check_codes
 from .card import render_prior_card
 from .configuration import PriorConfig
-from .sampling import check_num_samples, check_positive_int, check_seed
+from ..validation import check_positive_int
+from .sampling import check_num_samples, check_seed
 
 
 class TokenPrior(SafeHubMixin, PreTrainedModel):

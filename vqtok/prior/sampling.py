@@ -17,18 +17,13 @@ import torch
 
 from ..quantizers.functional import entropy_from_counts
 from ..tokens.layout import check_codes
+from ..validation import check_positive_int
 
 SCHEMES = ("uniform", "histogram", "prior")
 
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_positive_int(name: str, value) -> None:
-    """ValueError naming `name` unless `value` is a positive int (not a bool)."""
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def check_num_samples(num_samples) -> None:

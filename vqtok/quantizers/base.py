@@ -61,8 +61,8 @@ distances to codes, divisions by small variances or temperatures, sums over a ba
 def usable_positions(z_e: torch.Tensor) -> torch.Tensor:
     """Boolean `[B, *spatial]`: where the latent vector of `z_e` `[B, D, *spatial]` is finite with a
     squared norm of at most `LARGEST_SQUARED_NORM`, computed in fp32."""
-    vectors = z_e.detach().float()
-    return torch.isfinite(vectors).all(dim=1) & (vectors.square().sum(dim=1) <= LARGEST_SQUARED_NORM)
+    # One pass: a NaN or infinity in a vector makes its squared norm NaN or inf, which fails the bound.
+    return z_e.detach().float().square().sum(dim=1) <= LARGEST_SQUARED_NORM
 
 
 @dataclass

@@ -47,13 +47,13 @@ from ..data import SAMPLE_SOURCE, check_on_bad_image
 from ..data.shards import is_shard_source
 from ..data.streaming import open_image_stream
 from ..processing import VQImageProcessor
+from ..validation import check_positive_int
 from .layout import LAYOUT_FILE, TokenLayout
 from .shard_files import PROGRESS_KEY, listed_shards, read_progress, shard_path
 from .tokenization import (
     _ERROR_COLUMN,
     BatchTokenizer,
     check_columns,
-    check_positive_int,
     prepare_tokenizer,
     process_state,
     saved_with_save_to_disk,

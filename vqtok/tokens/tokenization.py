@@ -31,6 +31,7 @@ from ..auto import VQTokenizer
 from ..data import check_on_bad_image, read_image
 from ..parallel.launch import accelerator_options, check_launch
 from ..processing import VQImageProcessor
+from ..validation import check_positive_int
 from .layout import TokenLayout
 from .shard_files import load_tokenized_shards
 
@@ -214,14 +215,6 @@ def check_columns(columns: Sequence[str], image_column: str, what: str = "datase
         raise ValueError(f"{what} has no column {image_column!r} (image_column); columns: {list(columns)}")
     if "input_ids" in columns:
         raise ValueError(f"{what} already has an `input_ids` column; rename or remove it first")
-
-
-def check_positive_int(name: str, value, optional: bool = False) -> None:
-    """ValueError naming `name` unless `value` is an int >= 1 (or None, when `optional`)."""
-    if optional and value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int{' or None' if optional else ''}, got {value!r}")
 
 
 def _map_shard(shard: Dataset, function: BatchTokenizer, image_column: str, keep_image_column: bool, **map_kwargs):

@@ -36,9 +36,10 @@ from datasets import IterableDataset
 from datasets.distributed import split_dataset_by_node
 
 from ..data import PixelTransform, check_on_bad_image, read_image
-from ..parallel.collectives import gather_json
 from ..data.streaming import open_image_stream, source_files
-from .sample_stream import _mix_seed
+from ..parallel.collectives import gather_json
+from ..validation import check_positive_int
+from .sample_stream import mix_seed
 
 # Images decoded ahead of the training step, per worker thread.
 PREFETCH_PER_WORKER = 4
@@ -96,8 +97,7 @@ class StreamingImages:
         open_stream: Callable[..., IterableDataset] = open_image_stream,
     ):
         check_on_bad_image(on_bad_image)
-        if not isinstance(shuffle_buffer, int) or isinstance(shuffle_buffer, bool) or shuffle_buffer < 1:
-            raise ValueError(f"shuffle_buffer must be an int >= 1, got {shuffle_buffer!r}")
+        check_positive_int("shuffle_buffer", shuffle_buffer)
         self.source, self.split, self.image_column = source, split, image_column
         self.transform, self.seed, self.shuffle_buffer = transform, int(seed), shuffle_buffer
         self.on_bad_image = on_bad_image
@@ -134,7 +134,7 @@ class StreamingImages:
         """This process's part of the source, its files in the order of `epoch`."""
         files = None
         if self.files is not None:
-            order = torch.randperm(len(self.files), generator=torch.Generator().manual_seed(_mix_seed(self.seed, epoch, 2)))
+            order = torch.randperm(len(self.files), generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch, 2)))
             files = [self.files[index] for index in order.tolist()]
         stream = self.open_stream(self.source, split=self.split, image_column=self.image_column,
                                   **({"files": files} if files is not None else {}))
@@ -159,13 +159,13 @@ class StreamingImages:
                 if not rows:
                     break
                 read_any = True
-                generator = torch.Generator().manual_seed(_mix_seed(self.seed, self.process_index, epoch, block, 3))
+                generator = torch.Generator().manual_seed(mix_seed(self.seed, self.process_index, epoch, block, 3))
                 order = torch.randperm(len(rows), generator=generator).tolist()
                 for index in range(taken, len(rows)):
                     row = rows[order[index]]
                     yield _Record(row["image"], _describe(row, epoch, block, order[index]),
                                   StreamPosition(epoch, block, index + 1, block_state),
-                                  _mix_seed(self.seed, self.process_index, epoch, block, index, 1))
+                                  mix_seed(self.seed, self.process_index, epoch, block, index, 1))
                 block, taken = block + 1, 0
                 if len(rows) < self.shuffle_buffer:
                     break

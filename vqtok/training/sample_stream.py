@@ -17,7 +17,7 @@ from ..data import PixelTransform, collate_pixel_values
 from .arguments import TrainingArguments
 
 
-def _mix_seed(*values: int) -> int:
+def mix_seed(*values: int) -> int:
     """A well-mixed 63-bit seed from integers (numpy's SeedSequence hashing)."""
     return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
@@ -46,7 +46,7 @@ class SampleStream(torch.utils.data.Dataset):
         """Row of `dataset` that draw number `draw` reads."""
         epoch, position = divmod(int(draw), self.size)
         if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(_mix_seed(self.seed, epoch, 0))
+            generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch, 0))
             self._epoch, self._permutation = epoch, torch.randperm(self.size, generator=generator).tolist()
         return self._permutation[position]
 
@@ -59,7 +59,7 @@ class SampleStream(torch.utils.data.Dataset):
         rows = [self.rows[self.index(draw)] for draw in draws]
         if self.transform is None:
             return rows
-        generators = [torch.Generator().manual_seed(_mix_seed(self.seed, draw, 1)) for draw in draws]
+        generators = [torch.Generator().manual_seed(mix_seed(self.seed, draw, 1)) for draw in draws]
         pixels = self.transform.images_to_tensors([row["image"] for row in rows], generators)
         return [{"pixel_values": tensor} for tensor in pixels]
 
