@@ -87,8 +87,7 @@ import resource
 import subprocess
 import sys
 import traceback
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -99,7 +98,8 @@ import compare_quantizers  # noqa: E402
 from vqtok import VQTokenizerConfig, VQTokenizerPreTrainedModel, register_tokenizer  # noqa: E402
 from vqtok.auto import TOKENIZER_REGISTRY, registered_config_class  # noqa: E402
 from vqtok.options import Option  # noqa: E402
-from vqtok.quantizers import Quantizer, QuantizerOutput, code_histogram, usage_stats  # noqa: E402
+from vqtok.quantizers import CodeSpace, Quantizer, QuantizerOutput, code_histogram, usage_stats  # noqa: E402
+from vqtok.quantizers.base import fixed_size  # noqa: E402
 from vqtok.training.run_config import load_run_config  # noqa: E402
 
 VQP_PACKAGE = "vector_quantize_pytorch"
@@ -127,26 +127,21 @@ class VQPytorchQuantizer(Quantizer):
     forward_options: ClassVar[tuple[str, ...]] = ()
     """Keys of `vqp_options` that vqp takes as forward arguments instead of constructor arguments."""
     options = {
-        "vqp_options": Option(dict, optional=True, doc=(
+        "vqp_options": Option(dict, optional=True)(None, (
             "Keyword arguments of the vector-quantize-pytorch class besides `dim` (and `codebook_size` where it "
             "takes one), plus its forward arguments listed in `forward_options`."
         )),
     }
 
-    def __init__(self, codebook_size: int | None = None, dim: int = 64, vqp_options: dict | None = None):
-        settings = {"vqp_options": dict(vqp_options or {})}
-        self.check_options(settings)
-        derived = self.derived_codebook_size(dim, settings)
-        codebook_size = derived if codebook_size is None else codebook_size
-        self.check_codebook_size(codebook_size, dim, settings)
-        super().__init__(codebook_size, dim, codes_per_position=self.derived_codes_per_position(settings))
-        self.vqp_options = settings["vqp_options"]
+    def __init__(self, codebook_size: int | None = None, dim: int | None = None, **options):
+        super().__init__(codebook_size, dim, **options)
+        self.vqp_options = dict(self.vqp_options or {})
         constructor = {k: v for k, v in self.vqp_options.items() if k not in self.forward_options}
         self.forward_kwargs = {k: v for k, v in self.vqp_options.items() if k in self.forward_options}
         vqp_class = getattr(importlib.import_module(VQP_PACKAGE), self.vqp_class)
-        self.inner = vqp_class(**self.constructor_kwargs(dim, codebook_size, constructor))
-        if int(self.inner.codebook_size) != codebook_size:
-            raise ValueError(f"{self.vqp_class} has {self.inner.codebook_size} codes, the config {codebook_size}")
+        self.inner = vqp_class(**self.constructor_kwargs(self.dim, self.codebook_size, constructor))
+        if int(self.inner.codebook_size) != self.codebook_size:
+            raise ValueError(f"{self.vqp_class} has {self.inner.codebook_size} codes, the config {self.codebook_size}")
 
     def constructor_kwargs(self, dim: int, codebook_size: int, options: dict) -> dict:
         """The vqp class's keyword arguments: `dim`, `codebook_size` and the options."""
@@ -183,8 +178,13 @@ class VQPFSQ(VQPytorchQuantizer):
     vqp_class = "FSQ"
 
     @classmethod
-    def derived_codebook_size(cls, dim: int, options: Mapping[str, Any]) -> int | None:
-        return math.prod((options.get("vqp_options") or {}).get("levels", [])) or None
+    def code_space(cls, options, codebook_size, dim, where) -> CodeSpace:
+        levels = (options["vqp_options"] or {}).get("levels", [])
+        space = super().code_space(options, codebook_size, dim, where)
+        if not levels:
+            return space
+        return replace(space, codebook_size=fixed_size("`codebook_size`", codebook_size, math.prod(levels),
+                                                       f"the {math.prod(levels)} codes of levels {levels}", where))
 
     def constructor_kwargs(self, dim: int, codebook_size: int, options: dict) -> dict:
         return {"dim": dim, **options}
@@ -197,8 +197,10 @@ class VQPLFQ(VQPytorchQuantizer):
     forward_options = ("inv_temperature",)
 
     @classmethod
-    def derived_codebook_size(cls, dim: int, options: Mapping[str, Any]) -> int | None:
-        return 2**dim
+    def code_space(cls, options, codebook_size, dim, where) -> CodeSpace:
+        space = super().code_space(options, None, dim, where)
+        return replace(space, codebook_size=fixed_size("`codebook_size`", codebook_size, 2**space.dim,
+                                                       f"the {2**space.dim} codes of {space.dim} bits", where))
 
 
 class VQPVectorQuantize(VQPytorchQuantizer):
@@ -216,13 +218,14 @@ class VQPResidualVQ(VQPytorchQuantizer):
     vqp_class = "ResidualVQ"
 
     @classmethod
-    def derived_codes_per_position(cls, options: Mapping[str, Any]) -> int:
-        return (options.get("vqp_options") or {}).get("num_quantizers", 1)
+    def code_space(cls, options, codebook_size, dim, where) -> CodeSpace:
+        depth = (options["vqp_options"] or {}).get("num_quantizers", 1)
+        return replace(super().code_space(options, codebook_size, dim, where), codes_per_position=depth)
 
     def decode_ids(self, ids: torch.Tensor) -> torch.Tensor:
         return self.inner.layers[0].get_output_from_indices(ids)
 
-    def _embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+    def _embed_rows(self, ids: torch.Tensor) -> torch.Tensor:
         return self.inner.get_output_from_indices(ids[None])[0].float()
 
 
@@ -232,21 +235,14 @@ class VQPSimVQ(VQPytorchQuantizer):
     vqp_class = "SimVQ"
 
 
-class VQPytorchConfig(VQTokenizerConfig):
-    r"""Base of the benchmark-only tokenizer types that wrap a vector-quantize-pytorch quantizer."""
-
-    vqp_options: dict | None = None
-
-
 def register_vqp_type(method: str, quantizer_class: type[VQPytorchQuantizer]) -> str:
     """Register the tokenizer type `bench-vqp-<method>` with `quantizer_class`; returns its model_type."""
     model_type = f"bench-vqp-{method}"
     name = "VQP" + "".join(part.capitalize() for part in method.split("-"))
-    config_class = type(f"{name}Config", (VQPytorchConfig,), {
+    config_class = type(f"{name}Config", (VQTokenizerConfig,), {
         "__doc__": f"Benchmark-only type: vector-quantize-pytorch's {quantizer_class.vqp_class} ({method}).",
         "model_type": model_type,
-        "quantizer_class": quantizer_class,
-    })
+    }, quantizer=quantizer_class)
     register_tokenizer(type(f"{name}Model", (VQTokenizerPreTrainedModel,), {"config_class": config_class}))
     return model_type
 

@@ -126,7 +126,7 @@ def test_every_numeric_quantizer_argument_rejects_nan_and_infinities(model_type)
                 with pytest.raises((TypeError, ValueError), match=f"argument `{re.escape(name)}` must be"):
                     quantizer_class(16, 4, **{name: bad})
     with pytest.raises(ValueError, match="`tau_decay` must be a finite number"):
-        TemperatureSchedule(tau_decay=math.nan)
+        TemperatureSchedule(tau_max=2.0, tau_min=0.5, tau_decay=math.nan)
 
 
 @pytest.mark.parametrize("model_type", TYPES)

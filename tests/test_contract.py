@@ -16,7 +16,6 @@ The test-only type of `example_extensions.py` (implicit codes, K derived from D,
 position) runs through all of them.
 """
 
-import inspect
 import math
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from accelerate.utils import set_seed
 from tiny_data import run_interrupted_after, tiny_images
 
 from vqtok import VQTokenizer
+from vqtok.quantizers import sampled_code_vectors
 from vqtok.data import pixel_dataset
 from vqtok import TokenLayout
 from vqtok.auto import TOKENIZER_REGISTRY, registered_config_class, registered_model_class
@@ -47,9 +47,18 @@ on_every_backbone = pytest.mark.parametrize("backbone", sorted(TINY_BACKBONES))
 def tiny_values(model_type: str, **overrides) -> dict:
     """The tiny config of a type: `TINY`, without the codebook size where the type derives K."""
     values = {**TINY, **overrides}
-    if registered_config_class(model_type).__dataclass_fields__["codebook_size"].default is None:
+    if derives_codebook_size(registered_config_class(model_type).quantizer_class):
         values.pop("codebook_size", None)
     return values
+
+
+def derives_codebook_size(quantizer_class) -> bool:
+    """Whether the quantizer's options fix K (its default ones refuse K = 2)."""
+    try:
+        quantizer_class.code_space(quantizer_class.options_with_defaults({}), 2, None, "")
+    except ValueError:
+        return True
+    return False
 
 
 def tiny_tokenizer(model_type: str, seed: int = 0, backbone: str = "conv", **overrides):
@@ -131,7 +140,7 @@ def test_ids_follow_the_id_contract_through_the_token_layout(model_type, backbon
     assert torch.equal(model.decode(ids.reshape(4, -1)), model.decode(ids))
     vectors = quantizer.code_vectors(torch.arange(config.codebook_size))
     assert vectors.shape[0] == config.codebook_size and torch.isfinite(vectors).all()
-    assert torch.equal(quantizer.code_sample(3, seed=1), quantizer.code_sample(3, seed=1))
+    assert torch.equal(sampled_code_vectors(quantizer, 3, seed=1), sampled_code_vectors(quantizer, 3, seed=1))
 
 
 @pytest.mark.parametrize("model_type", TYPES)
@@ -237,8 +246,7 @@ def test_quantizer_is_built_from_the_config_fields(model_type, monkeypatch):
     quantizer_class = config.quantizer_class
     kwargs = config.quantizer_kwargs()
     assert kwargs, f"{model_type} passes no option to its quantizer"
-    assert set(kwargs) == set(config.type_fields()) - set(config.model_options)
-    assert set(kwargs) <= set(inspect.signature(quantizer_class).parameters), "each option must be a keyword"
+    assert set(kwargs) == set(quantizer_class.options) <= set(config.type_fields())
 
     received = {}
 
@@ -251,6 +259,26 @@ def test_quantizer_is_built_from_the_config_fields(model_type, monkeypatch):
     model = VQTokenizer.from_config(config)
     assert type(model.quantizer) is RecordingQuantizer
     assert received == {"codebook_size": config.codebook_size, "dim": TINY["latent_dim"], **kwargs}
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_a_types_config_defaults_are_its_quantizers(model_type):
+    """The config takes its quantizer's declarations: with no arguments, both give the same options, K, D and R."""
+    config_class = registered_config_class(model_type)
+    config, quantizer = config_class(), config_class.quantizer_class()
+    assert config.quantizer_kwargs() == quantizer.option_values()
+    assert (config.codebook_size, config.latent_dim, config.codes_per_position) == (
+        quantizer.codebook_size, quantizer.dim, quantizer.codes_per_position)
+
+
+def test_a_type_config_that_restates_a_quantizer_option_is_refused():
+    from vqtok import VQTokenizerConfig
+    from vqtok.quantizers import LFQuantizer
+
+    with pytest.raises(TypeError, match=r"restates option\(s\) \['entropy_weight'\] of LFQuantizer"):
+        class RestatingConfig(VQTokenizerConfig, quantizer=LFQuantizer):
+            model_type = "vqtok-test-restating"
+            entropy_weight: float = 0.1
 
 
 def test_every_type_has_a_training_config_and_every_config_loads():

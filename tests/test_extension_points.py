@@ -50,18 +50,17 @@ class CodebookNormPenalty(Regularizer):
     """weight x mean(code vectors^2); counts its training forwards in a buffer."""
 
     name = "codebook_norm"
-    options = {"weight": NON_NEGATIVE}
+    options = {"weight": NON_NEGATIVE(1.0, "Weight of the penalty.")}
 
-    def __init__(self, weight: float = 1.0):
+    def __init__(self, **options):
         super().__init__()
-        self.check_options({"weight": weight})
-        self.weight = float(weight)
+        self.set_options(options)
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
 
     def forward(self, inputs):
         if self.training:
             self.calls.add_(1)
-        loss = self.weight * inputs.quantizer.code_sample(None).pow(2).mean()
+        loss = self.weight * inputs.quantizer.code_vectors().pow(2).mean()
         return RegularizerOutput({"codebook_norm_loss": loss}, {"codebook_norm_calls": self.calls.float()})
 
 
@@ -180,11 +179,10 @@ def test_the_trainer_uses_the_types_optimizer_and_logs_every_term_by_name(regula
 
 
 class WeightedLikelihoodConfig(VQConfig):
-    """A type with a field its model reads (declared in `model_options`), not its quantizer."""
+    """A type with a field its model reads (declared in its own `options`), not its quantizer."""
 
     model_type = "vqtok-test-likelihood"
-    model_options = {"likelihood_weight": NON_NEGATIVE}
-    likelihood_weight: float = 0.5
+    options = {"likelihood_weight": NON_NEGATIVE(0.5, "Weight of the likelihood.")}
 
 
 class UndeclaredFieldConfig(VQConfig):
@@ -199,7 +197,7 @@ def test_fields_for_the_model_are_checked_and_kept_from_the_quantizer():
     assert VQModel(config).config.likelihood_weight == 2.0
     with pytest.raises(ValueError, match="config field `likelihood_weight` must be a finite number"):
         WeightedLikelihoodConfig(**TINY, likelihood_weight=float("nan"))
-    with pytest.raises(TypeError, match=r"fields \['mystery'\] are declared neither in the options of VectorQuantizer"):
+    with pytest.raises(TypeError, match=r"field\(s\) \['mystery'\] are not declared"):
         UndeclaredFieldConfig(**TINY)
 
 

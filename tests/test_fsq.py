@@ -92,7 +92,7 @@ def test_config_derives_k_and_checks_the_levels():
         FSQConfig(levels=[8, 8, 8], latent_dim=4)
     with pytest.raises(ValueError, match="levels"):
         FSQConfig(levels=[8, 1, 8], latent_dim=3)
-    with pytest.raises(ValueError, match="levels"):
+    with pytest.raises(TypeError, match=r"levels\[i\]"):
         FSQConfig(levels=[8, 2.5, 8], latent_dim=3)
     with pytest.raises(TypeError, match="levels"):
         FSQConfig(levels=8, latent_dim=1)

@@ -70,7 +70,7 @@ def test_temperature_schedule_values():
     assert values == [2.0, 1.0, 0.5, 0.5]
     assert schedule.step.dtype == torch.long and int(schedule.step) == 4
     with pytest.raises(ValueError, match="tau_min"):
-        TemperatureSchedule(tau_max=1.0, tau_min=2.0)
+        TemperatureSchedule(tau_max=1.0, tau_min=2.0, tau_decay=0.5)
 
 
 def test_tau_follows_the_schedule_per_training_forward_and_resumes():

@@ -27,7 +27,7 @@ from vqtok import VQImageProcessor, VQTokenizer
 from test_contract import SHIPPED_TYPES
 
 from vqtok.auto import TOKENIZER_REGISTRY
-from vqtok.hub.legacy import FLAT_BACKBONE_KEYS, legacy_key_mapping
+from vqtok.hub.earlier_versions import FLAT_BACKBONE_KEYS, tensor_renames
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Tensors kept since vqtok 0.1 that its checkpoints lack: set on load from the loaded state.
@@ -74,7 +74,7 @@ def test_legacy_tokenizer_loads_with_its_weights_and_tokenizes_as_before(folder,
     assert tokenizer.config.backbone_config.base_channels == saved_config["base_channels"]
 
     saved = load_file(path / "model.safetensors")
-    mapping = legacy_key_mapping(tokenizer.config)
+    mapping = tensor_renames(type(tokenizer.config), str(path), {}, tokenizer.config)
     renamed = {todays_name(name, mapping): tensor for name, tensor in saved.items()}
     state = tokenizer.state_dict()
     assert set(renamed) <= set(state)
@@ -146,3 +146,23 @@ def test_a_vqtok_0_1_ema_codebook_without_its_statistics_is_refused(tmp_path):
     save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"missing from the checkpoint: quantizer\.codebook\.ema_embed_sum"):
         VQTokenizer.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("model_type,old_name", [("vqtok-nsvq", "codebook_lr_multiplier"),
+                                                  ("vqtok-sqvae", "annealing_lr_multiplier"),
+                                                  ("vqtok-vmf-sqvae", "annealing_lr_multiplier")])
+def test_a_vqtok_0_2_config_names_the_learning_rate_multiplier_as_it_did(model_type, old_name, tmp_path):
+    """vqtok 0.2 saved the quantizer's learning-rate multiplier under the names of its type; it loads
+    as `quantizer_lr_multiplier`, and is saved again under today's name."""
+    from test_contract import tiny_tokenizer
+
+    tiny_tokenizer(model_type).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config[old_name] = 3.0
+    del config["quantizer_lr_multiplier"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = VQTokenizer.from_pretrained(tmp_path)
+    assert loaded.config.quantizer_lr_multiplier == 3.0 == loaded.quantizer.quantizer_lr_multiplier
+    loaded.save_pretrained(tmp_path / "again")
+    resaved = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert resaved["quantizer_lr_multiplier"] == 3.0 and old_name not in resaved

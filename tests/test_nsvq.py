@@ -160,18 +160,18 @@ def test_kmeans_init_puts_codes_on_the_first_batch():
 
 def test_class_defaults_and_paper_preset():
     config = NSVQConfig()
-    assert (config.replace_every, config.replace_fraction, config.codebook_lr_multiplier) == (10, 0.1, 10.0)
+    assert (config.replace_every, config.replace_fraction, config.quantizer_lr_multiplier) == (10, 0.1, 10.0)
     quantizer = VQTokenizer.from_config(config).quantizer
     assert (quantizer.replace_every, quantizer.replace_fraction, quantizer.kmeans_init) == (10, 0.1, True)
     paper = NSVQConfig.paper_preset()
-    assert (paper.replace_every, paper.replace_fraction, paper.kmeans_init, paper.codebook_lr_multiplier) == (
+    assert (paper.replace_every, paper.replace_fraction, paper.kmeans_init, paper.quantizer_lr_multiplier) == (
         1000, 0.01, False, 1.0,
     )
     assert NSVQConfig.paper_preset(replace_every=500).replace_every == 500
 
 
 def test_optimizer_gives_the_codebook_its_own_learning_rate():
-    model = VQTokenizer.from_config(NSVQConfig(**TINY, codebook_lr_multiplier=4.0))
+    model = VQTokenizer.from_config(NSVQConfig(**TINY, quantizer_lr_multiplier=4.0))
     optimizer = model.build_optimizer(learning_rate=1e-3, weight_decay=0.1)
     others, codebook = optimizer.param_groups
     assert codebook["params"] == [model.quantizer.codebook.weight]
@@ -192,7 +192,7 @@ def test_optimizer_gives_the_codebook_its_own_learning_rate():
         ("replacement_jitter", 0.0, ValueError),
         ("kmeans_init", 1, TypeError),
         ("kmeans_iters", -1, ValueError),
-        ("codebook_lr_multiplier", 0.0, ValueError),
+        ("quantizer_lr_multiplier", 0.0, ValueError),
         ("no_such_option", 1, ValueError),
     ],
 )

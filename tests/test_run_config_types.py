@@ -27,8 +27,8 @@ TOKENIZER_BAD = [
     ("data.augment=maybe", TypeError, "data option `augment` must be bool, got str"),
     ("data.augment=1", TypeError, "data option `augment` must be bool, got int"),
     ("data.on_bad_image=ignore", ValueError, r"data option `on_bad_image` must be one of \['fail', 'skip'\]"),
-    ("model.codebook_size=abc", TypeError, "model option `codebook_size` must be int, got str"),
-    ("model.codebook_size=16.5", TypeError, "model option `codebook_size` must be int, got float"),
+    ("model.codebook_size=abc", TypeError, "model option `codebook_size` must be int or None, got str"),
+    ("model.codebook_size=16.5", TypeError, "model option `codebook_size` must be int or None, got float"),
     ("model.codebook_size=1", ValueError, r"model option `codebook_size` must lie in \[2, inf\]"),
 ]
 PRIOR_BAD = [
@@ -82,7 +82,7 @@ YAML_FILES = [
     ("training:\n  learning_rate: one\n", "training option `learning_rate` must be a number"),
     ("data:\n  augment: maybe\n", "data option `augment` must be bool, got str"),
     ("training:\n  mixed_precision: no\n", "training option `mixed_precision` must be a string, got False: .*quote"),
-    ("model:\n  codebook_size: 8.5\n", "model option `codebook_size` must be int, got float"),
+    ("model:\n  codebook_size: 8.5\n", "model option `codebook_size` must be int or None, got float"),
     ("training: 5\n", "section `training` of the run config must be a mapping"),
 ]
 

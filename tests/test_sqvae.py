@@ -148,7 +148,7 @@ def small_fit(config, steps: int = 40):
 # use them. A 60-step fit of a tiny model with the paper's settings gets there only when that term is
 # weighted up (at the paper's weight 1 the tiny model's sigma^2 rises: its posterior stays uniform
 # over 8 codes), and the annealing parameters learn faster.
-ANNEALING_FIT = dict(reconstruction_loss_weight=100.0, annealing_lr_multiplier=10.0)
+ANNEALING_FIT = dict(reconstruction_loss_weight=100.0, quantizer_lr_multiplier=10.0)
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -56,7 +56,7 @@ from .tokens import (
     tokenized_split,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "GumbelVQConfig",

@@ -2,10 +2,9 @@
 
 Each tokenizer type (under `vqtok/models/`) subclasses `VQTokenizerPreTrainedModel` and sets
 `config_class`; the encoder and decoder come from the config's backbone (`backbone_config`), the
-quantizer from the config's own fields. A type may override the hooks `build_quantizer`,
-`reconstruction_losses` (SQ-VAE trains with its own likelihood, not MSE), `build_decoder` with
-`images_from_decoder_output` (a likelihood over categories decodes one channel per category) and
-`build_optimizer` (parameters that need another optimizer or parameter groups).
+quantizer from the config's own fields. A type may override the hooks `reconstruction_losses`
+(SQ-VAE trains with its own likelihood, not MSE), `build_decoder` with `images_from_decoder_output`
+(a likelihood over categories decodes one channel per category) and `check_images`.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from transformers.utils import ModelOutput
 
 from .configuration import VQTokenizerConfig
 from .hub import SafeHubMixin
-from .hub.legacy import complete_legacy_state, legacy_key_mapping
 from .quantizers import Quantizer, QuantizerOutput
 from .regularizers import RegularizerInputs, build_regularizers
 from .validation import check_pixel_values, check_token_grid
@@ -97,19 +95,11 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         return config.backbone_config.build_encoder(config.in_channels, config.latent_dim)
 
     def build_quantizer(self, config: VQTokenizerConfig) -> Quantizer:
-        """`config.quantizer_class` with the codebook size, the latent dimension and every option
-        the config declares for it."""
+        """`config.quantizer_class` with the codebook size, the latent dimension and every option it
+        declares, from the config's fields."""
         if config.quantizer_class is None:
-            raise TypeError(f"{type(config).__name__} names no quantizer_class; use a tokenizer type's config")
-        quantizer = config.quantizer_class(codebook_size=config.codebook_size, dim=config.latent_dim, **config.quantizer_kwargs())
-        built = (quantizer.codebook_size, quantizer.codes_per_position)
-        if built != (config.codebook_size, config.codes_per_position):
-            raise TypeError(
-                f"{type(quantizer).__name__} was built with K={built[0]} and {built[1]} code(s) per position, but its "
-                f"config says K={config.codebook_size} and {config.codes_per_position}: its derived_codebook_size / "
-                "derived_codes_per_position disagree with its constructor"
-            )
-        return quantizer
+            raise TypeError(f"{type(config).__name__} names no quantizer; use a tokenizer type's config")
+        return config.quantizer_class(codebook_size=config.codebook_size, dim=config.latent_dim, **config.quantizer_kwargs())
 
     def build_decoder(self, config: VQTokenizerConfig) -> nn.Module:
         """The backbone's decoder, latents `[B, D, h, w]` -> `[B, C, H, W]`; its output is what
@@ -138,34 +128,16 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         return {"reconstruction_loss": self.config.reconstruction_loss_weight * mse}
 
     def build_optimizer(self, learning_rate: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-        """The optimizer the trainer steps: AdamW over every parameter that takes a gradient. A type
-        whose parameters need another optimizer or parameter groups overrides this."""
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=weight_decay)
-
-    def adamw_with_own_group(
-        self, learning_rate: float, weight_decay: float, group: list[nn.Parameter], lr_multiplier: float
-    ) -> torch.optim.Optimizer:
-        """AdamW over every trainable parameter, with `group` in a parameter group of its own at
-        `learning_rate x lr_multiplier` and no weight decay: for a `build_optimizer` whose quantizer
-        parameters must learn at another pace than the backbone."""
-        chosen = {id(p) for p in group}
+        """The optimizer the trainer steps: AdamW over every parameter that takes a gradient, those of
+        the quantizer's `parameter_groups` in groups of their own (their multiple of the learning
+        rate, no weight decay)."""
+        own = self.quantizer.parameter_groups()
+        chosen = {id(p) for group in own for p in group.params}
         others = [p for p in self.parameters() if p.requires_grad and id(p) not in chosen]
-        groups = [
-            {"params": others, "weight_decay": weight_decay},
-            {"params": list(group), "lr": learning_rate * lr_multiplier, "weight_decay": 0.0},
-        ]
+        groups = [{"params": others, "weight_decay": weight_decay}]
+        groups += [{"params": list(group.params), "lr": learning_rate * group.lr_multiplier, "weight_decay": 0.0}
+                   for group in own]
         return torch.optim.AdamW(groups, lr=learning_rate)
-
-    @classmethod
-    def checkpoint_key_mapping(cls, source: str, download: dict, config: VQTokenizerConfig | None = None) -> dict[str, str]:
-        """The renaming of vqtok 0.1's tensor names (`vqtok.hub.legacy`), applied to every load; it
-        depends on the config (read from `source` when the caller gave none)."""
-        return legacy_key_mapping(config if config is not None else cls.config_class.from_pretrained(source, **download))
-
-    def complete_renamed_checkpoint(self, info: dict) -> dict:
-        """A vqtok 0.1 checkpoint: see `vqtok.hub.legacy.complete_legacy_state`."""
-        return complete_legacy_state(self, info)
 
     def _init_weights(self, module):
         # PyTorch's default initialisation is kept; quantizers initialise their own codebooks.

@@ -1,9 +1,13 @@
-"""Typed, range-checked options, declared once.
+"""Typed, range-checked options, each declared once: name, type, default, range and doc.
 
-A quantizer (or regulariser, backbone or training objective) declares each of its options as an
-`Option`; the same declaration checks the keyword argument when the module is built on its own and
-the config field when a tokenizer config is built, and documents the option (`doc`), so a type, a
-range and a meaning are written in one place.
+A class with options declares them in `options` (name -> `Option`). Quantizers, regularisers and
+training objectives are `Configurable`: they take their options as keyword arguments and keep them
+as attributes (`set_options`). Settings such as a backbone's or a run config section's are
+`Settings`, dataclasses whose fields `options_dataclass` writes from the declarations. A tokenizer
+type's config takes its quantizer's declarations as its own fields (`vqtok.configuration`). So the
+same declaration checks a keyword argument, a config field and a run-config value, gives their
+default, and documents them: the `Args` section of a class's docstring is written from it by the
+`document_options` decorator.
 
 Errors name the option and say what was expected and what was received: a wrong type raises
 `TypeError`, a value out of range (NaN and infinities included) raises `ValueError`.
@@ -11,11 +15,11 @@ Errors name the option and say what was expected and what was received: a wrong 
 
 from __future__ import annotations
 
-import inspect
+import copy
+import dataclasses
 import math
 import textwrap
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 # An option declared `float` accepts ints too (`0` for `0.0`), never bools.
@@ -24,9 +28,21 @@ NUMBER = float
 FLOAT32_MAX = 3.4028234663852886e38
 
 
-@dataclass(frozen=True)
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+"""The default of an `Option` that has none: a kind of value, not yet a declaration."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Option:
-    """What one option accepts.
+    """What one option accepts, and, once declared, its default and meaning.
+
+    A kind of value (`POSITIVE`, `FLAG`, ...) becomes an option's declaration when called with a
+    default and a doc: `NON_NEGATIVE(0.25, "beta, the weight of the commitment loss.")`.
 
     Args:
         kind: `int`, `float` (any real number), `bool`, `str`, `dict` or `list`.
@@ -34,8 +50,11 @@ class Option:
         low_open / high_open: exclude the bound itself.
         choices: the only values allowed.
         optional: None is allowed too.
-        doc: what the option does, written once here; config and module docstrings list it from
-            here (`document_options`).
+        items: what each element of a `list` option accepts (the list must then not be empty).
+        default: the value when none is given (`REQUIRED`: none).
+        doc: what the option does.
+        note: what one class says about the option beyond `doc` (why its default differs from the
+            paper's, ...); shown after `doc` in that class's documentation.
     """
 
     kind: type
@@ -45,11 +64,35 @@ class Option:
     high_open: bool = False
     choices: tuple | None = None
     optional: bool = False
+    items: Option | None = None
+    default: Any = REQUIRED
     doc: str = ""
+    note: str = ""
+
+    def __call__(self, default: Any, doc: str = "", note: str = "") -> Option:
+        """This kind of value declared as an option with `default`, `doc` and `note`."""
+        self.check("default", default, "declared")
+        return dataclasses.replace(self, default=default, doc=doc, note=note)
+
+    def changed(self, default: Any, note: str = "") -> Option:
+        """The same option with another default, and `note` saying why."""
+        return self(default, self.doc, note)
 
     def documented(self, doc: str) -> Option:
-        """The same option with its meaning `doc`."""
-        return replace(self, doc=doc)
+        """The same option with its meaning `doc` (for a kind of value that has no default)."""
+        return dataclasses.replace(self, doc=doc)
+
+    def default_value(self) -> Any:
+        """A fresh copy of the default (a list default is never shared between instances)."""
+        if self.default is REQUIRED:
+            raise TypeError("this option has no default")
+        return copy.deepcopy(self.default)
+
+    @property
+    def annotation(self) -> str:
+        """The option's type as an annotation, e.g. `float | int | None`."""
+        kind = "float | int" if self.kind is float else self.kind.__name__
+        return f"{kind} | None" if self.optional else kind
 
     def accepts(self, value: Any) -> bool:
         """Whether `check` would let `value` through."""
@@ -76,6 +119,11 @@ class Option:
             raise ValueError(f"{where} `{name}` must be one of {list(self.choices)}, got {value!r}")
         if self._out_of_range(value):
             raise ValueError(f"{where} `{name}` must lie in {self.bounds}, got {value!r}")
+        if self.items is not None:
+            if not value:
+                raise ValueError(f"{where} `{name}` must not be empty")
+            for item in value:
+                self.items.check(f"{name}[i]", item, where)
 
     @property
     def bounds(self) -> str:
@@ -108,58 +156,125 @@ def check_options(specs: Mapping[str, Option], values: Mapping[str, Any], where:
         specs[name].check(name, value, where)
 
 
-def document_options(
-    specs: Mapping[str, Option], defaults: Mapping[str, Any] | None = None, notes: Mapping[str, str] | None = None
-) -> str:
+def option_defaults(specs: Mapping[str, Option]) -> dict[str, Any]:
+    """Each declared option's default (fresh copies)."""
+    return {name: option.default_value() for name, option in specs.items()}
+
+
+class Configurable:
+    """A class whose options are declared once, in `options`.
+
+    `options_with_defaults` checks given values (unknown names rejected) and fills in the defaults;
+    `set_options` also keeps every option as an attribute (a number as a float), so a subclass's
+    `__init__(self, **options)` reads `self.<option>`. Rules that tie several options together are
+    `option_rules`.
+    """
+
+    options: ClassVar[dict[str, Option]] = {}
+    option_rules: ClassVar[tuple[Callable[[Mapping[str, Any], str], None], ...]] = ()
+    """Rules that tie several options together: each is called with the complete options and the
+    name errors give them, and raises `ValueError` when they break it."""
+    option_owner: ClassVar[str] = ""
+    """How errors name what the options belong to ("training option", ...); the class's arguments by default."""
+
+    @classmethod
+    def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
+        """Raise `TypeError`/`ValueError` naming the first option in `values` that `options` rejects,
+        then the first of `option_rules` that complete `values` break."""
+        where = cls._where(where)
+        check_options(cls.options, values, where)
+        if set(values) >= set(cls.options):
+            for rule in cls.option_rules:
+                rule(values, where)
+
+    @classmethod
+    def options_with_defaults(cls, values: Mapping[str, Any], where: str | None = None) -> dict[str, Any]:
+        """`values` with the default of every option they leave out, checked (see `check_options`;
+        an unknown name is an error)."""
+        unknown = sorted(set(values) - set(cls.options))
+        if unknown:
+            raise ValueError(f"unknown {cls._where(where)} `{unknown[0]}`; known: {sorted(cls.options)}")
+        complete = {**option_defaults(cls.options), **values}
+        cls.check_options(complete, where)
+        return complete
+
+    @classmethod
+    def _where(cls, where: str | None) -> str:
+        return where or cls.option_owner or f"{cls.__name__} argument"
+
+    def set_options(self, values: Mapping[str, Any], where: str | None = None) -> None:
+        """Check `values`, fill in the defaults and keep each option as an attribute (numbers as floats)."""
+        for name, value in self.options_with_defaults(values, where).items():
+            is_number = self.options[name].kind is float and value is not None
+            setattr(self, name, float(value) if is_number else value)
+
+    def option_values(self) -> dict[str, Any]:
+        """The options by name, as kept."""
+        return {name: getattr(self, name) for name in self.options}
+
+
+class Settings(Configurable):
+    """A dataclass of options (`options_dataclass` writes its fields), checked when made."""
+
+    def __post_init__(self):
+        self.check_options(self.option_values())
+
+
+def add_option_fields(cls: type, specs: Mapping[str, Option]) -> None:
+    """Give the class `cls`, before it is made a dataclass, one field per option of `specs`, with its
+    annotation and its default (a factory for a list or dict default)."""
+    annotations = cls.__dict__.get("__annotations__", {})
+    annotations = dict(annotations)
+    for name, option in specs.items():
+        annotations[name] = option.annotation
+        if isinstance(option.default, (list, dict)):
+            setattr(cls, name, dataclasses.field(default_factory=option.default_value))
+        else:
+            setattr(cls, name, option.default)
+    cls.__annotations__ = annotations
+
+
+def options_dataclass(cls: type[Settings]) -> type[Settings]:
+    """Class decorator: make the `Settings` class `cls` a dataclass with one field per option it
+    declares (its options are those of `cls.options` that no base dataclass holds as a field yet),
+    and document them (`document_options`)."""
+    inherited = {field.name for base in cls.__mro__[1:] if dataclasses.is_dataclass(base)
+                 for field in dataclasses.fields(base)}
+    add_option_fields(cls, {name: option for name, option in cls.options.items() if name not in inherited})
+    return document_options(dataclasses.dataclass(cls))
+
+
+# --- documentation ------------------------------------------------------------------------------
+def args_section(specs: Mapping[str, Option]) -> str:
     """An `Args:` section in the Hugging Face docstring format, one entry per option of `specs`:
-    its kind, its default (from `defaults`, where there is one), its `doc` and the `notes` a class
-    adds about it."""
-    defaults, notes = defaults or {}, notes or {}
+    its kind, its default, its `doc` and its `note`."""
     lines = ["Args:"]
     for name, option in specs.items():
         kind = "float" if option.kind is float else option.kind.__name__
-        default = defaults.get(name, _NO_DEFAULT)
-        shown = "*optional*" if default is None else (f"defaults to {default!r}" if default is not _NO_DEFAULT else "")
-        lines.append(f"    {name} (`{kind}`{', ' + shown if shown else ''}):")
-        text = " ".join(part for part in (option.doc, notes.get(name, "")) if part) or "(undocumented)"
+        if option.default is REQUIRED:
+            shown = ""
+        elif option.default is None:
+            shown = ", *optional*"
+        else:
+            shown = f", defaults to {option.default!r}"
+        lines.append(f"    {name} (`{kind}`{shown}):")
+        text = " ".join(part for part in (option.doc, option.note) if part) or "(undocumented)"
         lines += textwrap.wrap(text, width=100, initial_indent=" " * 8, subsequent_indent=" " * 8)
     return "\n".join(lines)
 
 
-_NO_DEFAULT = object()
+def document_options(cls: type) -> type:
+    """Class decorator: append to `cls`'s docstring the `Args` section of its options: those of
+    `cls.documented_options()` where the class defines it, else `cls.options`."""
+    specs = cls.documented_options() if hasattr(cls, "documented_options") else cls.options
+    cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n\n" + textwrap.indent(args_section(specs), "    ")
+    return cls
 
 
-def append_options_doc(cls: type, specs: Mapping[str, Option], notes: Mapping[str, str] | None = None) -> None:
-    """Append to `cls`'s docstring the `Args` section of `specs`, with the defaults of `cls.__init__`
-    or, for a dataclass about to be made, of its class attributes (for the classes that take their
-    options as keyword arguments: quantizers, regularisers, backbone configs, training objectives)."""
-    parameters = inspect.signature(cls.__init__).parameters.values()
-    defaults = {name: cls.__dict__[name] for name in specs if name in cls.__dict__}
-    defaults.update({p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty})
-    section = textwrap.indent(document_options(specs, defaults, notes), "    ")
-    cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n\n" + section
-
-
-class Pluggable:
-    """A class that a config switches on by its `name`, with its options declared in `options`
-    (checked when a config names it and when it is built, and listed in its docstring)."""
-
-    name: ClassVar[str] = ""
-    options: ClassVar[dict[str, Option]] = {}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        append_options_doc(cls, cls.options)
-
-    @classmethod
-    def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
-        """Raise `TypeError`/`ValueError` naming the first option in `values` that `options` rejects."""
-        check_options(cls.options, values, where or f"{cls.__name__} option")
-
-
+# --- classes a config switches on by name -------------------------------------------------------
 class Registry:
-    """The `Pluggable` classes that a config can switch on by name: the regularisers of a tokenizer
-    config, the training objectives of a run config.
+    """The `Configurable` classes that a config can switch on by their `name`: the regularisers of a
+    tokenizer config, the training objectives of a run config.
 
     Args:
         kind: what is registered, for messages ("regulariser").
@@ -189,14 +304,15 @@ class Registry:
                 raise TypeError(
                     f"{self.where} `{self.key}.{name}` must map option names to values, got {type(options).__name__}"
                 )
-            check_options(self.classes[name].options, options, f"{self.where} `{self.key}.{name}` option")
+            self.classes[name].options_with_defaults(options, f"{self.where} `{self.key}.{name}` option")
 
     def build(self, settings: Mapping | None) -> dict[str, Any]:
         """One instance per name switched on in `settings` (name -> options), in their order."""
         self.check_settings(settings)
         return {name: self.classes[name](**options) for name, options in (settings or {}).items()}
 
-# Options shared by several modules.
+
+# Kinds of values shared by many options (call one with a default and a doc to declare an option).
 CODEBOOK_SIZE = Option(int, low=2)
 POSITIVE_INT = Option(int, low=1)
 NON_NEGATIVE_INT = Option(int, low=0)
@@ -204,6 +320,7 @@ NON_NEGATIVE = Option(NUMBER, low=0)
 POSITIVE = Option(NUMBER, low=0, low_open=True)
 UNIT_INTERVAL = Option(NUMBER, low=0, high=1)
 FLAG = Option(bool)
+TEXT = Option(str)
 # The `transformers.get_scheduler` names that run from a warm-up and a step count alone (the others
 # need a metric or extra arguments the loop does not pass).
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",

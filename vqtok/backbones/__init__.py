@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .base import BackboneConfig
+from .base import BackboneConfig, Decoder
 from .conv import ConvBackboneConfig
 from .vqgan import VQGANBackboneConfig
 
@@ -69,6 +69,7 @@ __all__ = [
     "BACKBONES",
     "BackboneConfig",
     "ConvBackboneConfig",
+    "Decoder",
     "DEFAULT_BACKBONE",
     "VQGANBackboneConfig",
     "backbone_class",

@@ -12,39 +12,24 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
-from ..options import Option, append_options_doc, check_options
+from ..options import Settings
 
 
 @dataclasses.dataclass
-class BackboneConfig:
-    """Settings of one backbone, checked when built: a dataclass whose fields are the backbone's
-    options, each declared once in `options` (type, range and doc).
+class BackboneConfig(Settings):
+    """Settings of one backbone, checked when built: each option declared once in `options`, and a
+    field of the dataclass that `vqtok.options.options_dataclass` makes of the subclass.
 
-    A backbone subclasses it with its `backbone_type` (its name in `backbone_config`), its fields
-    and `options`, a `downsampling_factor` (a field or a property) and the two builders below, and is
-    registered in `vqtok/backbones/__init__.py`. Rules that tie several fields together go in an
-    override of `check`.
+    A backbone subclasses it with its `backbone_type` (its name in `backbone_config`) and `options`,
+    a `downsampling_factor` (an option or a property) and the two builders below, and is registered
+    in `vqtok/backbones/__init__.py`.
     """
 
     backbone_type: ClassVar[str] = ""
-    options: ClassVar[dict[str, Option]] = {}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        append_options_doc(cls, cls.options)
-
-    def __post_init__(self):
-        self.check()
-
-    def check(self) -> None:
-        """Raise `TypeError`/`ValueError` naming the first field that its option rejects."""
-        check_options(self.options, self.field_values(), "backbone_config field")
-
-    def field_values(self) -> dict[str, Any]:
-        """The fields by name (no `backbone_type`)."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+    option_owner: ClassVar[str] = "backbone_config field"
 
     def to_dict(self) -> dict[str, Any]:
         """What `config.json` stores: `backbone_type` and every field."""
@@ -58,12 +43,16 @@ class BackboneConfig:
         """Images `[B, in_channels, H, W]` -> latents `[B, latent_dim, H/f, W/f]`."""
         raise NotImplementedError
 
-    def build_decoder(self, latent_dim: int, out_channels: int) -> nn.Module:
-        """Latents `[B, latent_dim, h, w]` -> `[B, out_channels, h*f, w*f]` (unbounded), with its last
-        layer named `conv_out`."""
+    def build_decoder(self, latent_dim: int, out_channels: int) -> Decoder:
+        """Latents `[B, latent_dim, h, w]` -> `[B, out_channels, h*f, w*f]` (unbounded)."""
         raise NotImplementedError
 
-    def legacy_state_names(self, prefix: str) -> dict[str, str]:
-        """Names of the encoder's (`prefix="encoder."`) or decoder's (`"decoder."`) tensors in
-        checkpoints of vqtok 0.1, mapped to today's (both as name prefixes); none by default."""
-        return {}
+
+class Decoder(nn.Module):
+    """What every backbone's decoder is: an `nn.Module` that names its last layer."""
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The weight of the layer that makes the output (the adversarial objective balances its
+        gradients there: VQGAN's adaptive weight)."""
+        raise NotImplementedError

@@ -9,63 +9,64 @@ channel_multipliers[i]`; there are `log2(downsampling_factor)` levels.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 from torch import nn
 
-from ..options import POSITIVE_INT, Option
-from .base import BackboneConfig
+from ..options import POSITIVE_INT, Option, options_dataclass
+from .base import BackboneConfig, Decoder
 
 SUPPORTED_DOWNSAMPLING_FACTORS = (2, 4, 8, 16)
 
 
-@dataclasses.dataclass
+def check_one_multiplier_per_level(options: dict, where: str) -> None:
+    """The option rule of `channel_multipliers`: one per downsampling level, log2(f) of them."""
+    levels, multipliers = num_levels(options["downsampling_factor"]), options["channel_multipliers"]
+    if len(multipliers) != levels:
+        raise ValueError(
+            f"{where} `channel_multipliers` needs one entry per downsampling level: log2({options['downsampling_factor']})"
+            f" = {levels}, got {len(multipliers)} ({multipliers})"
+        )
+
+
+def num_levels(downsampling_factor: int) -> int:
+    """Stride-2 stages for a downsampling factor f (a power of 2): log2(f)."""
+    return max(downsampling_factor.bit_length() - 1, 0)
+
+
+@options_dataclass
 class ConvBackboneConfig(BackboneConfig):
     """Settings of the residual convolutional backbone."""
 
     backbone_type = "conv"
     options = {
-        "base_channels": Option(int, low=1, doc="Width of the first convolution; level `i` has "
-                                "`base_channels * channel_multipliers[i]` channels."),
-        "channel_multipliers": Option(list, optional=True, doc="One width multiplier per downsampling level "
-                                      "(`log2(downsampling_factor)` of them); default `[1, 2, 4, 4]` cut to that length."),
-        "num_res_blocks": Option(int, low=1, doc="Residual blocks per level, in the encoder and the decoder."),
-        "downsampling_factor": Option(int, choices=SUPPORTED_DOWNSAMPLING_FACTORS, doc="f: an H x W image gives "
-                                      "an (H/f) x (W/f) token grid; image sides must be multiples of f."),
-        "norm_groups": Option(int, low=1, doc="GroupNorm groups (reduced to a divisor of each layer's width "
-                              "where needed)."),
+        "base_channels": POSITIVE_INT(64, (
+            "Width of the first convolution; level `i` has `base_channels * channel_multipliers[i]` channels."
+        )),
+        "channel_multipliers": Option(list, optional=True, items=POSITIVE_INT)(None, (
+            "One width multiplier per downsampling level (`log2(downsampling_factor)` of them); None: `[1, 2, 4, 4]` "
+            "cut to that length."
+        )),
+        "num_res_blocks": POSITIVE_INT(1, "Residual blocks per level, in the encoder and the decoder."),
+        "downsampling_factor": Option(int, choices=SUPPORTED_DOWNSAMPLING_FACTORS)(4, (
+            "f: an H x W image gives an (H/f) x (W/f) token grid; image sides must be multiples of f."
+        )),
+        "norm_groups": POSITIVE_INT(8, "GroupNorm groups (reduced to a divisor of each layer's width where needed)."),
     }
-
-    base_channels: int = 64
-    channel_multipliers: list[int] | None = None
-    num_res_blocks: int = 1
-    downsampling_factor: int = 4
-    norm_groups: int = 8
+    option_rules = (check_one_multiplier_per_level,)
 
     def __post_init__(self):
         if isinstance(self.channel_multipliers, tuple):
             self.channel_multipliers = list(self.channel_multipliers)
-        if self.channel_multipliers is None and isinstance(self.downsampling_factor, int):
+        if self.channel_multipliers is None and self.downsampling_factor in SUPPORTED_DOWNSAMPLING_FACTORS:
             self.channel_multipliers = [min(2**i, 4) for i in range(self.num_levels)]
         super().__post_init__()
-
-    def check(self) -> None:
-        super().check()
-        for multiplier in self.channel_multipliers:
-            POSITIVE_INT.check("channel_multipliers[i]", multiplier, "backbone_config field")
-        if len(self.channel_multipliers) != self.num_levels:
-            raise ValueError(
-                f"backbone_config field `channel_multipliers` needs one entry per downsampling level: "
-                f"log2({self.downsampling_factor}) = {self.num_levels}, got {len(self.channel_multipliers)} "
-                f"({self.channel_multipliers})"
-            )
 
     @property
     def num_levels(self) -> int:
         """Number of stride-2 stages in the encoder (and upsampling stages in the decoder)."""
-        return max(self.downsampling_factor.bit_length() - 1, 0)
+        return num_levels(self.downsampling_factor)
 
     @property
     def level_widths(self) -> list[int]:
@@ -76,20 +77,6 @@ class ConvBackboneConfig(BackboneConfig):
 
     def build_decoder(self, latent_dim: int, out_channels: int) -> ConvDecoder:
         return ConvDecoder(self, latent_dim, out_channels)
-
-    def legacy_state_names(self, prefix: str) -> dict[str, str]:
-        """vqtok 0.1 kept each half in one `nn.Sequential` (`layers.<i>`) and each residual block's
-        body in another (`body.<i>`); today's names, in the same build order."""
-        down = prefix == "encoder."
-        names = ["conv_in"] + ([] if down else ["mid"])
-        for level in range(self.num_levels):
-            part = f"down.{level}" if down else f"up.{level}"
-            names += [f"{part}.blocks.{block}" for block in range(self.num_res_blocks)]
-            names.append(f"{part}.downsample" if down else f"{part}.upsample")
-        names += (["mid"] if down else []) + ["norm_out", None, "conv_out"]  # None: the parameterless SiLU
-        renames = {f"{prefix}layers.{i}.": f"{prefix}{name}." for i, name in enumerate(names) if name}
-        renames.update({f".body.{i}.": f".{name}." for i, name in ((0, "norm1"), (2, "conv1"), (3, "norm2"), (5, "conv2"))})
-        return renames
 
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -160,7 +147,7 @@ class ConvEncoder(nn.Module):
         return self.conv_out(self.act(self.norm_out(self.mid(hidden))))
 
 
-class ConvDecoder(nn.Module):
+class ConvDecoder(Decoder):
     """Latents `[B, D, h, w]` -> `[B, out_channels, h*f, w*f]` (unbounded; `decode` clamps images to
     [-1, 1]). A likelihood over categories asks for one output channel per category."""
 
@@ -180,6 +167,10 @@ class ConvDecoder(nn.Module):
         self.norm_out = group_norm(width, config.norm_groups)
         self.act = nn.SiLU()
         self.conv_out = nn.Conv2d(width, out_channels, 3, padding=1)
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        return self.conv_out.weight
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         hidden = self.mid(self.conv_in(latents))

@@ -21,57 +21,62 @@ head over all positions, softmax(q^T k / sqrt(C)) v, with 1x1 convolutions for q
 
 from __future__ import annotations
 
-import dataclasses
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..options import FLAG, POSITIVE_INT, Option
-from .base import BackboneConfig
+from ..options import FLAG, POSITIVE_INT, Option, options_dataclass
+from .base import BackboneConfig, Decoder
 from .conv import ResidualBlock, Upsample, group_norm
 
 MAX_LEVELS = 6  # f = 32, the largest factor a reference ships
 
 
-@dataclasses.dataclass
+def check_levels(options: dict, where: str) -> None:
+    """The option rules of the levels: between 2 and `MAX_LEVELS` of them, and attention only at levels
+    that exist."""
+    multipliers = options["channel_multipliers"]
+    if not 2 <= len(multipliers) <= MAX_LEVELS:
+        raise ValueError(
+            f"{where} `channel_multipliers` needs between 2 and {MAX_LEVELS} entries (f = 2 to "
+            f"{2 ** (MAX_LEVELS - 1)}), got {len(multipliers)} ({multipliers})"
+        )
+    for level in options["attention_levels"] or ():
+        Option(int, low=0, high=len(multipliers) - 1).check("attention_levels[i]", level, where)
+
+
+@options_dataclass
 class VQGANBackboneConfig(BackboneConfig):
     """Settings of the VQGAN encoder and decoder (taming / LlamaGen / Janus / Chameleon / LDM)."""
 
     backbone_type = "vqgan"
     options = {
-        "base_channels": POSITIVE_INT.documented("Width of `conv_in` (`ch` in taming, 128 in every reference)."),
-        "channel_multipliers": Option(list, doc=(
+        "base_channels": POSITIVE_INT(128, "Width of `conv_in` (`ch` in taming, 128 in every reference)."),
+        "channel_multipliers": Option(list, items=POSITIVE_INT)([1, 1, 2, 2, 4], (
             "Width multiplier of each resolution level, from the full image side down (`ch_mult`); L of them "
             "give f = 2^(L-1): [1, 1, 2, 2, 4] is f = 16 (LlamaGen-16, Janus, Chameleon, taming f16), "
             "[1, 2, 2, 4] f = 8, [1, 1, 2, 2, 4, 4] f = 32. Between 2 and 6 entries."
         )),
-        "num_res_blocks": POSITIVE_INT.documented(
+        "num_res_blocks": POSITIVE_INT(2, (
             "Residual blocks per level in the encoder; the decoder has one more per level, as in every reference."
-        ),
-        "attention_levels": Option(list, optional=True, doc=(
+        )),
+        "attention_levels": Option(list, optional=True)(None, (
             "Levels (0 = full image side) whose residual blocks are each followed by self-attention, in the "
-            "encoder and the decoder; default: the last level only (LlamaGen, Janus, taming f16 at 256 px). "
+            "encoder and the decoder; None: the last level only (LlamaGen, Janus, taming f16 at 256 px). "
             "taming's `attn_resolutions` r at image side S are the levels log2(S / r); [] puts attention only "
             "in the middle block."
         )),
-        "mid_attention": FLAG.documented("Self-attention between the two residual blocks of the middle block."),
-        "z_channels": POSITIVE_INT.documented(
+        "mid_attention": FLAG(True, "Self-attention between the two residual blocks of the middle block."),
+        "z_channels": POSITIVE_INT(256, (
             "Channels of the encoder's output and the decoder's input, around the 1x1 `quant_conv` / "
             "`post_quant_conv` that map them to and from the latent dimension D."
-        ),
-        "norm_groups": POSITIVE_INT.documented(
+        )),
+        "norm_groups": POSITIVE_INT(32, (
             "GroupNorm groups (reduced to a divisor of each layer's width where needed; 32 in every reference)."
-        ),
+        )),
     }
-
-    base_channels: int = 128
-    channel_multipliers: list[int] = dataclasses.field(default_factory=lambda: [1, 1, 2, 2, 4])
-    num_res_blocks: int = 2
-    attention_levels: list[int] | None = None
-    mid_attention: bool = True
-    z_channels: int = 256
-    norm_groups: int = 32
+    option_rules = (check_levels,)
 
     def __post_init__(self):
         for name in ("channel_multipliers", "attention_levels"):
@@ -80,19 +85,6 @@ class VQGANBackboneConfig(BackboneConfig):
         if self.attention_levels is None and isinstance(self.channel_multipliers, list):
             self.attention_levels = [len(self.channel_multipliers) - 1]
         super().__post_init__()
-
-    def check(self) -> None:
-        super().check()
-        where = "backbone_config field"
-        if not 2 <= len(self.channel_multipliers) <= MAX_LEVELS:
-            raise ValueError(
-                f"{where} `channel_multipliers` needs between 2 and {MAX_LEVELS} entries (f = 2 to "
-                f"{2 ** (MAX_LEVELS - 1)}), got {len(self.channel_multipliers)} ({self.channel_multipliers})"
-            )
-        for multiplier in self.channel_multipliers:
-            POSITIVE_INT.check("channel_multipliers[i]", multiplier, where)
-        for level in self.attention_levels:
-            Option(int, low=0, high=self.num_levels - 1).check("attention_levels[i]", level, where)
 
     @property
     def num_levels(self) -> int:
@@ -211,7 +203,7 @@ class VQGANEncoder(nn.Module):
         return self.quant_conv(self.conv_out(hidden))
 
 
-class VQGANDecoder(nn.Module):
+class VQGANDecoder(Decoder):
     """Latents `[B, D, h, w]` -> `[B, out_channels, h*f, w*f]` (unbounded; `decode` clamps images to [-1, 1])."""
 
     def __init__(self, config: VQGANBackboneConfig, latent_dim: int, out_channels: int):
@@ -231,6 +223,10 @@ class VQGANDecoder(nn.Module):
         self.up = nn.ModuleList(levels[level] for level in range(config.num_levels))
         self.norm_out = group_norm(width, groups)
         self.conv_out = nn.Conv2d(width, out_channels, 3, padding=1)
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        return self.conv_out.weight
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         hidden = self.mid(self.conv_in(self.post_quant_conv(latents)))

@@ -17,7 +17,7 @@ from ..data import collate_pixel_values
 from ..metrics.frechet import FeatureStatistics, frechet_distance_of
 from ..metrics.pixels import SSIM_WINDOW, per_image_mse, per_image_ssim, psnr_from_mse
 from ..metrics.spectrum import high_frequency_energy
-from ..quantizers import code_histogram, entropy_from_counts, perplexity_from_counts
+from ..quantizers import code_histogram, entropy_from_counts, perplexity_from_counts, sampled_code_vectors
 from ..regularizers.persistence import persistence_bars, persistence_signature
 
 
@@ -95,9 +95,9 @@ def evaluate_tokenizer(model, dataset: Dataset, batch_size: int = 128, progress:
 
 @torch.no_grad()
 def codebook_topology(model, max_points: int | None = 512, width: float = 1e-3) -> dict[str, float]:
-    """The persistent-homology signature of a tokenizer's codes (`model.quantizer.code_sample`: all
+    """The persistent-homology signature of a tokenizer's codes (`sampled_code_vectors`: all
     of them, or a seeded sample of `max_points` codes): `epsilon0` (mean H0 death: how far
     apart the codes' clusters lie), `betti1` (soft count of H1 bars: loops), and the persistent
     entropies of the H0 and H1 bars. Works for every tokenizer type; see `vqtok.regularizers.persistence`."""
-    cloud = model.quantizer.code_sample(max_points, seed=0)
+    cloud = sampled_code_vectors(model.quantizer, max_points, seed=0)
     return persistence_signature(persistence_bars(cloud), width).as_floats()

@@ -20,7 +20,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard
 from transformers import PreTrainedConfig
 
-from .references import SOURCE_PROJECTS, QuantizerReference, SourceProject, generic_reference
+from .references import OPTION_PAPERS, SOURCE_PROJECTS, QuantizerReference, SourceProject, generic_reference
 from .card_fields import CardInputs, CardKind, card_fields, card_template, table_cell, token_shape_fields
 
 TEMPLATE_PATH = card_template("tokenizer_card.md")
@@ -39,10 +39,11 @@ TOKENIZER_CARD = CardKind(
 
 def card_reference(config: PreTrainedConfig) -> QuantizerReference:
     """The reference its config class declares (name, Hub tag, papers, summary), or a generic one;
-    with the papers of the options switched on in `config` (its class's `option_papers`) added."""
+    with the papers of the options switched on in `config` (`OPTION_PAPERS`) and of the project it
+    was converted from added."""
     reference = getattr(type(config), "reference", None) or generic_reference(config.model_type)
-    extra = [paper for option, paper in getattr(type(config), "option_papers", {}).items()
-             if getattr(config, option, False) and paper not in reference.papers]
+    extra = [paper for option, paper in OPTION_PAPERS.items()
+             if getattr(config, option, False) is True and paper not in reference.papers]
     source = source_project(config)
     extra += [paper for paper in (source.papers if source else ()) if paper not in reference.papers + tuple(extra)]
     return dataclasses.replace(reference, papers=reference.papers + tuple(extra)) if extra else reference

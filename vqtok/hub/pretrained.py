@@ -27,6 +27,7 @@ from .loading import (
     check_safetensors_weights,
     reinitialise_mismatched,
 )
+from . import earlier_versions
 from .card_fields import CARD_INPUT_NAMES, CardInputs
 from .model_card import render_model_card
 
@@ -70,7 +71,7 @@ class SafeHubMixin:
         weights_path = check_safetensors_weights(source, download, kwargs.get("variant"))
         return_info = kwargs.pop("output_loading_info", False)
         allow_mismatch = kwargs.pop("ignore_mismatched_sizes", False)
-        key_mapping = cls.checkpoint_key_mapping(source, download, kwargs.get("config"))
+        key_mapping = earlier_versions.tensor_renames(cls.config_class, source, download, kwargs.get("config"))
         try:
             # transformers 5 only logs missing/unexpected tensors; they are checked below.
             model, info = super().from_pretrained(
@@ -84,24 +85,11 @@ class SafeHubMixin:
             ) from error
         # transformers would undo the renaming when saving; vqtok always saves today's names.
         if model.__dict__.pop("_weight_conversions", None):
-            info = model.complete_renamed_checkpoint(info)
+            info = earlier_versions.complete_loaded_state(model, info)
         check_loading_info(source, info, allow_mismatch)
         reinitialise_mismatched(model, info)
         check_finite_weights(model, source, weights_path)
         return (model, info) if return_info else model
-
-    @classmethod
-    def checkpoint_key_mapping(cls, source: str, download: dict, config=None) -> dict[str, str] | None:
-        """Renames (regex -> name) of the tensors in checkpoints that earlier versions wrote at `source`
-        (`download`: the Hub arguments; `config`: the caller's config, if any), for `from_pretrained`'s
-        `key_mapping`; none by default."""
-        return None
-
-    def complete_renamed_checkpoint(self, info: dict) -> dict:
-        """The loading `info` of a checkpoint whose tensors `checkpoint_key_mapping` renamed, less what
-        that older format lacked or held beyond today's state and the model has settled; as it is by
-        default."""
-        return info
 
     def render_card(self, **card_kwargs):
         """The model card `push_to_hub` uploads (keywords as in `vqtok.hub.render_model_card`); a model

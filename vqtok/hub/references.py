@@ -92,12 +92,13 @@ def generic_reference(model_type: str) -> QuantizerReference:
     return QuantizerReference(name, name, (), f"Quantizer of the vqtok model type `{model_type}`.")
 
 
-# Papers of options that several types share, cited on a card where the option is switched on.
 ROTATION_TRICK_PAPER = Paper(
     "fifty2025restructuring", "Restructuring Vector Quantization with the Rotation Trick",
     ("Fifty, Christopher", "Junkins, Ronald G.", "Duan, Dennis", "Iyengar, Aniketh", "Liu, Jerry W.", "Amid, Ehsan",
      "Thrun, Sebastian", "Ré, Christopher"), 2025, ICLR, arxiv_id="2410.06424",
 )
+OPTION_PAPERS = {"rotation_trick": ROTATION_TRICK_PAPER}
+"""Papers of options that several types share (flags), cited on a card where the option is switched on."""
 
 
 # --- the projects whose pretrained tokenizers `vqtok.conversion` imports ---------------------------

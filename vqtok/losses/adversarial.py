@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..options import FLAG, LR_SCHEDULER, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, Option
+from ..options import (
+    FLAG, LR_SCHEDULER, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, Option, document_options,
+)
 from ..parallel.collectives import all_reduce_mean_
 from .base import ObjectiveInputs, ObjectiveUpdate, TrainingObjective
 
@@ -105,6 +107,7 @@ def lecam_penalty(real: torch.Tensor, fake: torch.Tensor, ema_real: torch.Tensor
     return F.relu(real - ema_fake).pow(2).mean() + F.relu(ema_real - fake).pow(2).mean()
 
 
+@document_options
 class AdversarialObjective(TrainingObjective):
     """The VQGAN adversarial objective: a PatchGAN discriminator with its own AdamW update, and the
     (adaptively weighted) generator term in the tokenizer's loss, logged as `adversarial_loss`; the
@@ -114,32 +117,28 @@ class AdversarialObjective(TrainingObjective):
     name = "adversarial"
     reads_other_terms = True  # its adaptive weight reads the perceptual term: built after the other objectives
     options = {
-        "weight": NON_NEGATIVE.documented("Weight of the generator term (LlamaGen: 0.5; taming: 0.8)."),
-        "adaptive_weight": FLAG.documented("Scale the generator term by VQGAN's adaptive weight."),
-        "loss": Option(str, choices=GAN_LOSSES, doc="The GAN loss: hinge (taming, LlamaGen) or non-saturating."),
-        "start_step": NON_NEGATIVE_INT.documented(
-            "The first step with the discriminator and the generator term (taming: disc_start)."),
-        "base_channels": POSITIVE_INT.documented("Width of the discriminator's first layer."),
-        "num_layers": POSITIVE_INT.documented("Stride-2 stages of the PatchGAN (3: 70x70 patches)."),
-        "norm": Option(str, choices=DISCRIMINATOR_NORMS, doc="The discriminator's normalisation layers."),
-        "learning_rate": POSITIVE.documented("The discriminator's learning rate."),
-        "beta1": UNIT_INTERVAL.documented("The discriminator optimizer's beta1 (taming: 0.5; LlamaGen: 0.9)."),
-        "beta2": UNIT_INTERVAL.documented("The discriminator optimizer's beta2 (taming: 0.9; LlamaGen: 0.95)."),
-        "weight_decay": NON_NEGATIVE.documented("The discriminator optimizer's weight decay."),
-        "lr_scheduler": LR_SCHEDULER.documented("The discriminator's LR schedule (a transformers.get_scheduler name)."),
-        "warmup_steps": NON_NEGATIVE_INT.documented("Warm-up steps of the discriminator's LR schedule."),
-        "lecam_weight": NON_NEGATIVE.documented("Weight of the LeCam regulariser (0: off; MAGVIT: 0.001)."),
-        "lecam_decay": UNIT_INTERVAL.documented("Decay of LeCam's moving averages of the discriminator's outputs."),
+        "weight": NON_NEGATIVE(0.5, "Weight of the generator term (LlamaGen: 0.5; taming: 0.8)."),
+        "adaptive_weight": FLAG(True, "Scale the generator term by VQGAN's adaptive weight."),
+        "loss": Option(str, choices=GAN_LOSSES)("hinge", "The GAN loss: hinge (taming, LlamaGen) or non-saturating."),
+        "start_step": NON_NEGATIVE_INT(0, (
+            "The first step with the discriminator and the generator term (taming: disc_start)."
+        )),
+        "base_channels": POSITIVE_INT(64, "Width of the discriminator's first layer."),
+        "num_layers": POSITIVE_INT(3, "Stride-2 stages of the PatchGAN (3: 70x70 patches)."),
+        "norm": Option(str, choices=DISCRIMINATOR_NORMS)("batch", "The discriminator's normalisation layers."),
+        "learning_rate": POSITIVE(1e-4, "The discriminator's learning rate."),
+        "beta1": UNIT_INTERVAL(0.5, "The discriminator optimizer's beta1 (taming: 0.5; LlamaGen: 0.9)."),
+        "beta2": UNIT_INTERVAL(0.9, "The discriminator optimizer's beta2 (taming: 0.9; LlamaGen: 0.95)."),
+        "weight_decay": NON_NEGATIVE(0.0, "The discriminator optimizer's weight decay."),
+        "lr_scheduler": LR_SCHEDULER("constant", "The discriminator's LR schedule (a transformers.get_scheduler name)."),
+        "warmup_steps": NON_NEGATIVE_INT(0, "Warm-up steps of the discriminator's LR schedule."),
+        "lecam_weight": NON_NEGATIVE(0.0, "Weight of the LeCam regulariser (0: off; MAGVIT: 0.001)."),
+        "lecam_decay": UNIT_INTERVAL(0.999, "Decay of LeCam's moving averages of the discriminator's outputs."),
     }
 
-    def __init__(self, weight: float = 0.5, adaptive_weight: bool = True, loss: str = "hinge", start_step: int = 0,
-                 base_channels: int = 64, num_layers: int = 3, norm: str = "batch", learning_rate: float = 1e-4,
-                 beta1: float = 0.5, beta2: float = 0.9, weight_decay: float = 0.0, lr_scheduler: str = "constant",
-                 warmup_steps: int = 0, lecam_weight: float = 0.0, lecam_decay: float = 0.999):
+    def __init__(self, **options):
         super().__init__()
-        settings = {name: value for name, value in locals().items() if name in self.options}
-        self.check_options(settings)
-        self.settings = settings
+        self.settings = self.options_with_defaults(options)
         self.register_buffer("ema_real_logit", torch.zeros(()))
         self.register_buffer("ema_fake_logit", torch.zeros(()))
 
@@ -202,9 +201,9 @@ class AdversarialObjective(TrainingObjective):
 
 
 def _last_decoder_layer(tokenizer: nn.Module) -> torch.Tensor:
-    """The weight of the decoder's last layer (`decoder.conv_out`, every backbone's name for it)."""
-    layer = getattr(getattr(tokenizer, "decoder", None), "conv_out", None)
-    if not isinstance(layer, nn.Conv2d):
-        raise ValueError("the adversarial objective's adaptive weight needs the tokenizer's decoder.conv_out layer; "
-                         "set adaptive_weight: false for a backbone without one")
-    return layer.weight
+    """The weight of the decoder's last layer (`decoder.last_layer`, which every backbone's decoder names)."""
+    last_layer = getattr(getattr(tokenizer, "decoder", None), "last_layer", None)
+    if not isinstance(last_layer, torch.Tensor):
+        raise ValueError("the adversarial objective's adaptive weight needs the tokenizer's `decoder.last_layer` (the "
+                         "weight of its last layer); set adaptive_weight: false for a backbone whose decoder names none")
+    return last_layer

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..options import Pluggable
+from ..options import Configurable
 
 
 @dataclass
@@ -45,7 +45,7 @@ class ObjectiveInputs:
             `stats`, `input_ids`, `quantized`), whose `reconstruction` carries gradients to the
             tokenizer.
         tokenizer: the tokenizer itself (not wrapped for several processes), e.g. to reach its
-            decoder's last layer (`tokenizer.decoder.conv_out`).
+            decoder's last layer (`tokenizer.decoder.last_layer`).
         step: optimizer steps done before this one.
     """
 
@@ -83,14 +83,16 @@ class ObjectiveUpdate:
     start_step: int = 0
 
 
-class TrainingObjective(Pluggable, nn.Module):
+class TrainingObjective(Configurable, nn.Module):
     """Base class of training objectives.
 
     A subclass sets `name` (its key in the run config's `objectives` section), declares its options
-    in `options` (checked when a run config switches it on and when it is built, and listed in its
-    docstring), takes them as keyword arguments, and implements `tokenizer_losses` and/or `updates`.
-    Term names must not clash with the tokenizer's (`<name>_loss` is a good choice).
+    in `options` (checked when a run config switches it on and when it is built; `document_options`
+    lists them in its docstring), takes them as keyword arguments, and implements `tokenizer_losses`
+    and/or `updates`. Term names must not clash with the tokenizer's (`<name>_loss` is a good choice).
     """
+
+    name: ClassVar[str] = ""
 
     reads_other_terms: bool = False
     """True for an objective whose `tokenizer_losses` reads the terms other objectives add (the

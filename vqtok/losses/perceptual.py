@@ -7,10 +7,11 @@ from __future__ import annotations
 import torch
 
 from ..metrics.lpips import LPIPS
-from ..options import NON_NEGATIVE, Option
+from ..options import NON_NEGATIVE, Option, document_options
 from .base import ObjectiveInputs, TrainingObjective
 
 
+@document_options
 class PerceptualObjective(TrainingObjective):
     """weight x mean LPIPS(x, x^) over the micro-batch, logged as `perceptual_loss`.
 
@@ -22,17 +23,16 @@ class PerceptualObjective(TrainingObjective):
 
     name = "perceptual"
     options = {
-        "weight": NON_NEGATIVE.documented("Weight of the LPIPS term in the tokenizer's loss (taming, LlamaGen: 1)."),
-        "vgg_weights": Option(str, optional=True, doc=(
+        "weight": NON_NEGATIVE(1.0, "Weight of the LPIPS term in the tokenizer's loss (taming, LlamaGen: 1)."),
+        "vgg_weights": Option(str, optional=True)(None, (
             "Path to torchvision's VGG16 weights (vgg16-397923af.pth); null: the torch hub cache, downloaded "
             "there on first use; `random`: a seeded random VGG16 (a plumbing check, no perceptual loss).")),
     }
 
-    def __init__(self, weight: float = 1.0, vgg_weights: str | None = None):
+    def __init__(self, **options):
         super().__init__()
-        self.check_options({"weight": weight, "vgg_weights": vgg_weights})
-        self.weight = float(weight)
-        self.lpips = LPIPS.pretrained(vgg_weights)
+        self.set_options(options)
+        self.lpips = LPIPS.pretrained(self.vgg_weights)
 
     def setup(self, tokenizer) -> None:
         channels = tokenizer.config.in_channels

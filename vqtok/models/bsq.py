@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..hub.references import ARXIV, Paper, QuantizerReference
 from ..modeling import VQTokenizerPreTrainedModel
+from ..options import document_options
 from ..quantizers import BSQuantizer
 from .lfq import LFQConfig
 
@@ -13,7 +14,8 @@ BSQ_PAPER = Paper(
 )
 
 
-class BSQConfig(LFQConfig):
+@document_options
+class BSQConfig(LFQConfig, quantizer=BSQuantizer):
     r"""BSQ tokenizer (Zhao et al. 2024): the latent is l2-normalised, u = z / ||z||, and each dimension
     is one bit, q = sign(u) / sqrt(D), so codes and latents lie on the unit sphere and the
     quantization error is bounded; K = 2^latent_dim (filled in). The entropy loss is LFQ's, on the
@@ -21,16 +23,12 @@ class BSQConfig(LFQConfig):
     """
 
     model_type = "vqtok-bsq"
-    quantizer_class = BSQuantizer
+    paper_settings = {}
     reference = QuantizerReference(
         "BSQ", "bsq", (BSQ_PAPER,),
         "Binary spherical quantization: the latent is projected onto the unit sphere and each dimension is one "
         "bit, q = sign(u)/sqrt(D); an entropy loss keeps the bits confident and the codes used.",
     )
-    option_notes = {}
-    paper_settings = {}
-
-    entropy_weight: float | int = 0.1
 
 
 class BSQModel(VQTokenizerPreTrainedModel):

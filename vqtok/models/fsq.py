@@ -3,13 +3,11 @@ table and no codebook loss."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from ..configuration import VQTokenizerConfig
-from ..modeling import VQTokenizerPreTrainedModel
-from ..quantizers import FSQuantizer
-from ..quantizers.fsq import DEFAULT_LEVELS
 from ..hub.references import ICLR, Paper, QuantizerReference
+from ..modeling import VQTokenizerPreTrainedModel
+from ..options import document_options
+from ..quantizers import FSQuantizer
 
 FSQ_PAPER = Paper(
     "mentzer2024finite", "Finite Scalar Quantization: VQ-VAE Made Simple",
@@ -18,24 +16,20 @@ FSQ_PAPER = Paper(
 )
 
 
-class FSQConfig(VQTokenizerConfig):
+@document_options
+class FSQConfig(VQTokenizerConfig, quantizer=FSQuantizer):
     r"""FSQ tokenizer (Mentzer et al. 2024): each of the D = len(levels) latent dimensions is bounded
     and rounded to one of its levels (straight-through); the codes are the grid of all combinations,
     K = prod(levels), so there is no codebook to learn, initialise or restart, and every code keeps
-    its place. `latent_dim` must equal the number of levels; `codebook_size` is filled in.
+    its place. `latent_dim` and `codebook_size` follow from the levels (filled in; a given value must agree).
     """
 
     model_type = "vqtok-fsq"
-    quantizer_class = FSQuantizer
     reference = QuantizerReference(
         "FSQ", "fsq", (FSQ_PAPER,),
         "Finite scalar quantization: each latent dimension is bounded and rounded to a few levels; the codes are "
         "the fixed grid of level combinations (no codebook, no codebook loss).",
     )
-
-    latent_dim: int = len(DEFAULT_LEVELS)
-    codebook_size: int | None = None
-    levels: list = dataclasses.field(default_factory=lambda: list(DEFAULT_LEVELS))
 
 
 class FSQModel(VQTokenizerPreTrainedModel):

@@ -3,13 +3,11 @@ hyperbolic multinomial logistic regression; hard Gumbel samples in training, the
 
 from __future__ import annotations
 
-import torch
-
 from ..configuration import VQTokenizerConfig
-from ..modeling import VQTokenizerPreTrainedModel
-from ..options import POSITIVE
-from ..quantizers import HyperVQQuantizer
 from ..hub.references import ARXIV, ICLR, Paper, QuantizerReference
+from ..modeling import VQTokenizerPreTrainedModel
+from ..options import document_options
+from ..quantizers import HyperVQQuantizer
 
 HYPERVQ_PAPER = Paper(
     "goswami2024hypervq", "HyperVQ: MLR-based Vector Quantization in Hyperbolic Space",
@@ -22,7 +20,8 @@ HNN_PLUS_PLUS_PAPER = Paper(
 )
 
 
-class HyperVQConfig(VQTokenizerConfig):
+@document_options
+class HyperVQConfig(VQTokenizerConfig, quantizer=HyperVQQuantizer):
     r"""HyperVQ tokenizer: each latent vector is mapped onto the Poincaré ball of curvature -c
     (`z_h = project(expmap0_c(z))`); each code k is a hyperbolic hyperplane with normal a_k and
     offset r_k, and the code logits are the scaled signed distances to those hyperplanes (the
@@ -40,14 +39,6 @@ class HyperVQConfig(VQTokenizerConfig):
     """
 
     model_type = "vqtok-hypervq"
-    quantizer_class = HyperVQQuantizer
-    model_options = {
-        "quantizer_lr_multiplier": POSITIVE.documented(
-            "Learning rate of the hyperplanes (a, r) relative to the training learning rate (no weight decay on "
-            "them). At 1 (the paper) they barely move in a short run while the encoder's latents drift away from "
-            "them."
-        ),
-    }
     paper_settings = dict(
         codebook_size=512, latent_dim=64, curvature=1.0, tau_max=2.0, tau_min=0.5, tau_decay=0.999995,
         diversity_weight=0.0, kmeans_init=False, quantizer_lr_multiplier=1.0,
@@ -59,26 +50,9 @@ class HyperVQConfig(VQTokenizerConfig):
         "Gumbel-softmax in training, and decoded from each hyperplane's representative point.",
     )
 
-    curvature: float | int = 0.1
-    init_radius_std: float | int = 0.1
-    tau_max: float | int = 2.0
-    tau_min: float | int = 0.5
-    tau_decay: float = 0.995
-    diversity_weight: float | int = 0.03
-    kmeans_init: bool = True
-    kmeans_iters: int = 10
-    quantizer_lr_multiplier: float | int = 10.0
-
 
 class HyperVQModel(VQTokenizerPreTrainedModel):
     """HyperVQ tokenizer (`HyperVQConfig`): hyperbolic MLR over hyperplane codes, hard Gumbel samples
     in training, the logits' argmax at encode."""
 
     config_class = HyperVQConfig
-
-    def build_optimizer(self, learning_rate: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-        """AdamW with the hyperplanes (a, r) in a group of their own: learning rate x
-        `quantizer_lr_multiplier`, no weight decay."""
-        return self.adamw_with_own_group(
-            learning_rate, weight_decay, list(self.quantizer.parameters()), self.config.quantizer_lr_multiplier
-        )

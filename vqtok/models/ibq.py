@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ..configuration import VQTokenizerConfig
-from ..modeling import VQTokenizerPreTrainedModel
-from ..quantizers import IBQuantizer
 from ..hub.references import Paper, QuantizerReference
+from ..modeling import VQTokenizerPreTrainedModel
+from ..options import document_options
+from ..quantizers import IBQuantizer
 from .simvq import ICCV
 
 IBQ_PAPER = Paper(
@@ -15,7 +16,8 @@ IBQ_PAPER = Paper(
 )
 
 
-class IBQConfig(VQTokenizerConfig):
+@document_options
+class IBQConfig(VQTokenizerConfig, quantizer=IBQuantizer):
     r"""IBQ tokenizer (Shi et al. 2025): a position's code is the one of largest logit z.e_k; the decoder
     receives (onehot - sg(softmax) + softmax) E, whose value is that code and whose gradient reaches
     every code through the softmax, so the whole codebook follows the encoder; the reference's
@@ -24,20 +26,11 @@ class IBQConfig(VQTokenizerConfig):
     """
 
     model_type = "vqtok-ibq"
-    quantizer_class = IBQuantizer
     reference = QuantizerReference(
         "IBQ", "ibq", (IBQ_PAPER,),
         "Index backpropagation quantization: a straight-through estimator on the softmax over all codes, so every "
         "code gets a gradient at every step.",
     )
-
-    commitment_cost: float | int = 1.0
-    codebook_cost: float | int = 0.25
-    entropy_weight: float | int = 0.05
-    diversity_gamma: float | int = 1.0
-    entropy_temperature: float | int = 0.01
-    kmeans_init: bool = False
-    kmeans_iters: int = 10
 
 
 class IBQModel(VQTokenizerPreTrainedModel):

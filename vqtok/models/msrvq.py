@@ -3,12 +3,12 @@ to fine, at growing resolutions; ids `[B, h, w, R]`, one level per scale."""
 
 from __future__ import annotations
 
+from ..configuration import VQTokenizerConfig
+from ..hub.references import NEURIPS, Paper, QuantizerReference
 from ..modeling import VQTokenizerPreTrainedModel
-from .vq import LearntCodebookConfig
-from ..options import POSITIVE_INT
+from ..options import POSITIVE_INT, document_options
 from ..quantizers import MultiScaleResidualQuantizer
 from ..quantizers.msrvq import default_scales
-from ..hub.references import NEURIPS, Paper, QuantizerReference
 
 VAR_PAPER = Paper(
     "tian2024visual", "Visual Autoregressive Modeling: Scalable Image Generation via Next-Scale Prediction",
@@ -17,7 +17,8 @@ VAR_PAPER = Paper(
 )
 
 
-class MSRVQConfig(LearntCodebookConfig):
+@document_options
+class MSRVQConfig(VQTokenizerConfig, quantizer=MultiScaleResidualQuantizer):
     r"""Multi-scale residual VQ tokenizer (VAR, Tian et al. 2024): the residual is quantized at the
     `scales` s_1 < ... < s_R (the last the token grid's side) with one shared codebook, each scale's
     codes upsampled to the grid and taken off the residual. A position's token is R ids, level k
@@ -26,23 +27,17 @@ class MSRVQConfig(LearntCodebookConfig):
     """
 
     model_type = "vqtok-msrvq"
-    quantizer_class = MultiScaleResidualQuantizer
     reference = QuantizerReference(
         "Multi-scale residual VQ", "multi-scale-residual-vq", (VAR_PAPER,),
         "Multi-scale residual quantization: one codebook quantizes the residual coarse to fine at growing "
         "resolutions, each scale's codes upsampled and subtracted before the next.",
     )
 
-    scales: list | None = None
-
-    def fill_derived_fields(self) -> None:
-        """`scales` from the token grid where it was left out, then the shared ones."""
+    def check(self) -> None:
+        """Also `scales` filled in from the token grid where it was left out, and its last scale the grid's side."""
         factor = self.backbone_config.downsampling_factor
         if self.scales is None and POSITIVE_INT.accepts(self.image_size) and self.image_size % factor == 0:
             self.scales = default_scales(self.image_size // factor)
-        super().fill_derived_fields()
-
-    def check(self) -> None:
         super().check()
         side = self.token_grid[0]
         if self.scales[-1] != side:

@@ -3,10 +3,11 @@ each coding the residual of the ones before it; ids `[B, h, w, R]`."""
 
 from __future__ import annotations
 
+from ..configuration import VQTokenizerConfig
+from ..hub.references import Paper, QuantizerReference
 from ..modeling import VQTokenizerPreTrainedModel
-from .vq import LearntCodebookConfig
+from ..options import document_options
 from ..quantizers import ResidualVectorQuantizer
-from ..hub.references import ROTATION_TRICK_PAPER, Paper, QuantizerReference
 
 RQ_VAE_PAPER = Paper(
     "lee2022autoregressive", "Autoregressive Image Generation using Residual Quantization",
@@ -21,7 +22,8 @@ SOUNDSTREAM_PAPER = Paper(
 )
 
 
-class RVQConfig(LearntCodebookConfig):
+@document_options
+class RVQConfig(VQTokenizerConfig, quantizer=ResidualVectorQuantizer):
     r"""Residual VQ tokenizer (SoundStream, RQ-VAE): `num_quantizers` nearest-code levels per position,
     level l coding what levels 0..l-1 left, so a position's token is R ids (`[B, h, w, R]`, level 0
     first) and the decoder receives the sum of their codes. Each level's codebook learns by EMA
@@ -30,18 +32,11 @@ class RVQConfig(LearntCodebookConfig):
     """
 
     model_type = "vqtok-rvq"
-    quantizer_class = ResidualVectorQuantizer
-    option_papers = {"rotation_trick": ROTATION_TRICK_PAPER}
     reference = QuantizerReference(
         "Residual VQ", "residual-vq", (SOUNDSTREAM_PAPER, RQ_VAE_PAPER),
         "Residual vector quantization: R nearest-code quantizers in a row, each coding the residual of the ones "
         "before it; a position's token is its R ids.",
     )
-
-    num_quantizers: int = 4
-    shared_codebook: bool = False
-    quantizer_dropout: float | int = 0.0
-    rotation_trick: bool = False
 
 
 class RVQModel(VQTokenizerPreTrainedModel):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ..configuration import VQTokenizerConfig
+from ..hub.references import Paper, QuantizerReference
 from ..modeling import VQTokenizerPreTrainedModel
+from ..options import document_options
 from ..quantizers import SimVQuantizer
-from ..hub.references import ROTATION_TRICK_PAPER, Paper, QuantizerReference
 
 ICCV = "IEEE/CVF International Conference on Computer Vision"
 
@@ -15,7 +16,8 @@ SIMVQ_PAPER = Paper(
 )
 
 
-class SimVQConfig(VQTokenizerConfig):
+@document_options
+class SimVQConfig(VQTokenizerConfig, quantizer=SimVQuantizer):
     r"""SimVQ tokenizer (Zhu et al. 2025): the codes are C W + b, with C a frozen random table (saved
     with the weights) and W, b a learnt D x D linear map with its bias; nearest code, straight-through (or rotation-trick)
     gradient, commitment and codebook losses. The codebook loss trains W, which moves every code at
@@ -23,16 +25,11 @@ class SimVQConfig(VQTokenizerConfig):
     """
 
     model_type = "vqtok-simvq"
-    quantizer_class = SimVQuantizer
-    option_papers = {"rotation_trick": ROTATION_TRICK_PAPER}
     reference = QuantizerReference(
         "SimVQ", "simvq", (SIMVQ_PAPER,),
         "A frozen random codebook times one learnt linear map: every gradient step moves the whole codebook, "
         "which keeps large codebooks in use.",
     )
-
-    commitment_cost: float | int = 0.25
-    rotation_trick: bool = False
 
 
 class SimVQModel(VQTokenizerPreTrainedModel):

@@ -4,9 +4,10 @@ nearest code at encode."""
 from __future__ import annotations
 
 from ..configuration import VQTokenizerConfig
-from ..modeling import VQTokenizerPreTrainedModel
-from ..quantizers import SoftVQQuantizer
 from ..hub.references import ARXIV, Paper, QuantizerReference
+from ..modeling import VQTokenizerPreTrainedModel
+from ..options import document_options
+from ..quantizers import SoftVQQuantizer
 
 SOFT_EM_PAPER = Paper(
     "roy2018theory", "Theory and Experiments on Vector Quantized Autoencoders",
@@ -15,7 +16,8 @@ SOFT_EM_PAPER = Paper(
 )
 
 
-class SoftVQConfig(VQTokenizerConfig):
+@document_options
+class SoftVQConfig(VQTokenizerConfig, quantizer=SoftVQQuantizer):
     r"""Soft VQ tokenizer trained by EM (Roy et al. 2018): in training each latent vector is
     replaced by the mean of `num_samples` codes drawn from the posterior
     p(k|z) = softmax(-||z - e_k||^2 / temperature) (straight-through to the encoder), and the
@@ -29,22 +31,12 @@ class SoftVQConfig(VQTokenizerConfig):
     """
 
     model_type = "vqtok-softvq"
-    quantizer_class = SoftVQQuantizer
     paper_settings = dict(ema_decay=0.999, temperature=1.0, dead_code_threshold=0.0, kmeans_init=False)
     reference = QuantizerReference(
         "Soft (EM) VQ-VAE", "soft-vq-vae", (SOFT_EM_PAPER,),
         "Soft expectation-maximisation quantization: codes are sampled from a softmax over negative distances "
         "and the codebook follows soft EMA (M-step) updates.",
     )
-
-    num_samples: int = 10
-    commitment_cost: float | int = 0.25
-    ema_decay: float = 0.95
-    ema_epsilon: float = 1e-5
-    temperature: float | int = 0.03
-    dead_code_threshold: float | int = 1.0
-    kmeans_init: bool = True
-    kmeans_iters: int = 10
 
 
 class SoftVQModel(VQTokenizerPreTrainedModel):

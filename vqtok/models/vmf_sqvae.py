@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from ..configuration import VQTokenizerConfig
-from ..losses.likelihoods import vmf_categorical_nll
-from ..options import Option
-from ..quantizers import VMFSQVAEQuantizer
 from ..hub.references import QuantizerReference
-from .sqvae import ANNEALING_LR_MULTIPLIER, RECONSTRUCTION_OBJECTIVES, SQVAE_PAPER, SQVAEConfig, SQVAEModel
+from ..losses.likelihoods import vmf_categorical_nll
+from ..options import Option, document_options
+from ..quantizers import VMFSQVAEQuantizer
+from .sqvae import RECONSTRUCTION_OBJECTIVES, SQVAE_PAPER, SQVAEConfig, SQVAEModel
 
 # log kappa_x of the categorical vMF likelihood at initialisation (the reference's kappa = 100).
 DECODER_LOG_CONCENTRATION_INIT = math.log(100.0)
@@ -21,7 +21,8 @@ DECODER_LOG_CONCENTRATION_INIT = math.log(100.0)
 MAX_CATEGORIES = 256
 
 
-class VMFSQVAEConfig(VQTokenizerConfig):
+@document_options
+class VMFSQVAEConfig(VQTokenizerConfig, quantizer=VMFSQVAEQuantizer):
     r"""von Mises-Fisher SQ-VAE tokenizer (Takida et al. 2022). Latents and codes are normalised to
     the unit sphere; the posterior over codes is P(k|z) proportional to exp(kappa z.b_k) with
     kappa = exp(s) + 1 learned (it rises during training: self-annealing); training hands the
@@ -39,18 +40,16 @@ class VMFSQVAEConfig(VQTokenizerConfig):
     """
 
     model_type = "vqtok-vmf-sqvae"
-    quantizer_class = VMFSQVAEQuantizer
-    model_options = {
-        "reconstruction_objective": Option(str, choices=(*RECONSTRUCTION_OBJECTIVES, "vmf"), doc=(
+    options = {
+        "reconstruction_objective": Option(str, choices=(*RECONSTRUCTION_OBJECTIVES, "vmf"))("arelbo", (
             '"arelbo" or "gaussian" for ordinary images (see `SQVAEConfig`), "vmf" for categorical images (needs '
             "`num_categories` and `in_channels=1`)."
         )),
-        "num_categories": Option(int, low=2, high=MAX_CATEGORIES, optional=True, doc=(
+        "num_categories": Option(int, low=2, high=MAX_CATEGORIES, optional=True)(None, (
             'Number of categories C of a categorical image (2..256) when `reconstruction_objective` is "vmf".'
         )),
-        "annealing_lr_multiplier": ANNEALING_LR_MULTIPLIER,
+        "reconstruction_loss_weight": SQVAEConfig.options["reconstruction_loss_weight"],
     }
-    option_notes = SQVAEConfig.option_notes
     reference = QuantizerReference(
         "SQ-VAE (von Mises-Fisher)", "sq-vae", (SQVAE_PAPER,),
         "Stochastic quantization on the unit sphere: a von Mises-Fisher posterior over the codes whose learned "
@@ -58,20 +57,8 @@ class VMFSQVAEConfig(VQTokenizerConfig):
     )
     paper_settings = dict(
         codebook_size=512, latent_dim=64, kappa_init=1.05, tau_max=1.0, tau_min=0.01, tau_decay=math.exp(-1e-5),
-        kmeans_init=False, dead_code_threshold=0.0, reconstruction_loss_weight=1.0, annealing_lr_multiplier=1.0,
+        kmeans_init=False, dead_code_threshold=0.0, reconstruction_loss_weight=1.0, quantizer_lr_multiplier=1.0,
     )
-
-    kappa_init: float | int = 20.0
-    tau_max: float | int = 1.0
-    tau_min: float | int = 0.01
-    tau_decay: float = math.exp(-1e-5)
-    kmeans_init: bool = True
-    kmeans_iters: int = 10
-    dead_code_threshold: float | int = 2.0
-    reconstruction_objective: str = "arelbo"
-    num_categories: int | None = None
-    annealing_lr_multiplier: float | int = 10.0
-    reconstruction_loss_weight: float | int = 30.0
 
     def check(self) -> None:
         super().check()

@@ -18,30 +18,22 @@ try:
 except ImportError:  # transformers < 5.20: a composite config builds its sub-configs in its own __post_init__
     SubConfigSpec = None
 
-from ..configuration import _TRANSFORMERS_KEYS
-from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, check_options
+from ..configuration import OptionsConfig, keys_transformers_does_not_read
+from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, check_options, document_options, option_defaults
 from ..validation import token_shape
 
 ARCHITECTURES = ("gpt2", "llama")
 
 # The size options of `PriorConfig.for_tokenizer` (and of the prior run config's `model` section).
 LM_SIZE_OPTIONS = {
-    "architecture": Option(str, choices=ARCHITECTURES),
-    "hidden_size": POSITIVE_INT,
-    "num_layers": POSITIVE_INT,
-    "num_heads": POSITIVE_INT,
-    "dropout": Option(float, low=0, high=1, high_open=True),
+    "architecture": Option(str, choices=ARCHITECTURES)("gpt2", "`gpt2` or `llama`."),
+    "hidden_size": POSITIVE_INT(128, "The language model's width."),
+    "num_layers": POSITIVE_INT(4, "Its depth."),
+    "num_heads": POSITIVE_INT(4, "Its attention heads."),
+    "dropout": Option(float, low=0, high=1, high_open=True)(0.1, (
+        "Dropout probability (GPT-2: embeddings, residuals and attention; Llama: attention)."
+    )),
 }
-
-_OPTIONS = {
-    "tokenizer": Option(str, optional=True),
-    "codebook_size": CODEBOOK_SIZE,
-    "grid_height": POSITIVE_INT,
-    "grid_width": POSITIVE_INT,
-    "codes_per_position": POSITIVE_INT,
-    "training_metadata": Option(dict, optional=True),
-}
-
 
 def causal_lm_settings(architecture: str, hidden_size: int, num_layers: int, num_heads: int, dropout: float) -> dict:
     """The `lm_config` entries of a GPT-2 or Llama model of the given size (a head width of
@@ -58,51 +50,52 @@ def causal_lm_settings(architecture: str, hidden_size: int, num_layers: int, num
                 attention_dropout=dropout, tie_word_embeddings=True)
 
 
-class PriorConfig(PreTrainedConfig):
+@document_options
+class PriorConfig(OptionsConfig):
     r"""Configuration of a `TokenPrior`.
 
-    Args:
-        tokenizer (`str`, *optional*):
-            Repo id or path of the tokenizer whose tokens the prior models (used to decode samples).
-        codebook_size (`int`, defaults to 512):
-            K, the tokenizer's number of codes. The language model's vocabulary is K + 1: the codes
-            0 ... K-1 and BOS = K, which starts every sequence and is never generated.
-        grid_height / grid_width (`int`, defaults to 8):
-            The token grid (h, w) of one image; a sequence is BOS then the h*w codes in row-major order.
-        codes_per_position (`int`, defaults to 1):
-            R, the tokenizer's codes per grid position; with R > 1 a position's R codes follow one
-            another in the sequence (depth last), which then holds h*w*R codes.
-        lm_config (`dict` or `PreTrainedConfig`, *optional*):
-            The causal language model: a `GPT2Config` (default) or a `LlamaConfig`, or a dict with its
-            `model_type`. Whatever it says, its vocabulary size, BOS/EOS/PAD ids and number of
-            positions are set from K and the token shape (K + 1, K / none / none, h*w*R + 1).
-        training_metadata (`dict`, *optional*):
-            Written by `training/train_prior.py`: the token data, the run's settings and the held-out
-            bits per token. Informational only.
+    The causal language model is `lm_config`: a `GPT2Config` (default) or a `LlamaConfig`, or a dict
+    with its `model_type`. Whatever it says, its vocabulary size, BOS/EOS/PAD ids and number of
+    positions are set from K and the token shape (K + 1, K / none / none, h*w*R + 1).
     """
 
     model_type = "vqtok-prior"
+    options = {
+        "tokenizer": Option(str, optional=True)(None, (
+            "Repo id or path of the tokenizer whose tokens the prior models (used to decode samples)."
+        )),
+        "codebook_size": CODEBOOK_SIZE(512, (
+            "K, the tokenizer's number of codes. The language model's vocabulary is K + 1: the codes 0 ... K-1 and "
+            "BOS = K, which starts every sequence and is never generated."
+        )),
+        "grid_height": POSITIVE_INT(8, (
+            "h of the token grid (h, w) of one image; a sequence is BOS then the h*w codes in row-major order."
+        )),
+        "grid_width": POSITIVE_INT(8, "w of the token grid."),
+        "codes_per_position": POSITIVE_INT(1, (
+            "R, the tokenizer's codes per grid position; with R > 1 a position's R codes follow one another in the "
+            "sequence (depth last), which then holds h*w*R codes."
+        )),
+        "training_metadata": Option(dict, optional=True)(None, (
+            "Written by `training/train_prior.py`: the token data, the run's settings and the held-out bits per "
+            "token. Informational only."
+        )),
+    }
     if SubConfigSpec is not None:
         sub_configs_defaults = {"lm_config": SubConfigSpec(config_class=AutoConfig, model_type="gpt2")}
     else:
         sub_configs = {"lm_config": AutoConfig}
 
-    tokenizer: str | None = None
-    codebook_size: int = 512
-    grid_height: int = 8
-    grid_width: int = 8
-    codes_per_position: int = 1
     lm_config: dict | PreTrainedConfig | None = None
-    training_metadata: dict | None = None
 
     def __post_init__(self, **kwargs):
-        unknown = sorted(key for key in kwargs if key not in _TRANSFORMERS_KEYS)
+        unknown = keys_transformers_does_not_read({k: v for k, v in kwargs.items() if k != "model_type"})
         if unknown:
-            raise ValueError(f"unknown prior config key(s) {unknown}; known keys: {sorted({*_OPTIONS, 'lm_config', 'tokenizer', 'training_metadata'})}")
+            raise ValueError(f"unknown prior config key(s) {unknown}; known keys: {sorted({*self.options, 'lm_config'})}")
         if SubConfigSpec is None:
             self.lm_config = _lm_config(self.lm_config)
         super().__post_init__(**kwargs)
-        check_options(_OPTIONS, {name: getattr(self, name) for name in _OPTIONS}, "prior config field")
+        check_options(self.options, {name: getattr(self, name) for name in self.options}, "prior config field")
         if self.lm_config.model_type not in ARCHITECTURES:
             raise ValueError(
                 f"prior config field `lm_config` must be one of the architectures {list(ARCHITECTURES)}, "
@@ -124,28 +117,22 @@ class PriorConfig(PreTrainedConfig):
         lm.loss_type = "ForCausalLM"
 
     @classmethod
-    def for_tokenizer(
-        cls,
-        tokenizer,
-        architecture: str = "gpt2",
-        hidden_size: int = 128,
-        num_layers: int = 4,
-        num_heads: int = 4,
-        dropout: float = 0.1,
-        tokenizer_name: str | None = None,
-        **lm_options,
-    ) -> PriorConfig:
+    def for_tokenizer(cls, tokenizer, tokenizer_name: str | None = None, **options) -> PriorConfig:
         """A prior for the tokens of `tokenizer` (a vqtok tokenizer, its config, or a `TokenLayout`):
-        K, the grid and the codes per position from it, a language model of the given architecture
-        and size.
+        K, the grid and the codes per position from it, a language model of the architecture and size
+        given by the `LM_SIZE_OPTIONS` in `options` (`architecture`, `hidden_size`, `num_layers`,
+        `num_heads`, `dropout`; each with its default), the other `options` being further fields of
+        the language model's config.
 
         `tokenizer_name` is recorded as `tokenizer` (default: the tokenizer's `name_or_path`, or the
-        layout's `tokenizer`); `lm_options` are further fields of the language model's config.
+        layout's `tokenizer`).
         """
         source = getattr(tokenizer, "config", tokenizer)
         grid_height, grid_width = source.token_grid if hasattr(source, "token_grid") else source.grid
         name = tokenizer_name or getattr(source, "tokenizer", None) or getattr(source, "name_or_path", None) or None
-        settings = causal_lm_settings(architecture, hidden_size, num_layers, num_heads, dropout)
+        size = {**option_defaults(LM_SIZE_OPTIONS), **{k: v for k, v in options.items() if k in LM_SIZE_OPTIONS}}
+        lm_options = {k: v for k, v in options.items() if k not in LM_SIZE_OPTIONS}
+        settings = causal_lm_settings(**size)
         default = AutoConfig.for_model(settings["model_type"])
         unknown = sorted(key for key in lm_options if key not in default.to_dict())
         if unknown:

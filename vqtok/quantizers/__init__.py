@@ -6,7 +6,7 @@ perplexity), `codebook.py` the `Codebook` module that every quantizer with a cod
 one method, named like its tokenizer type (`vq.py` for `vqtok-vq`, ...).
 """
 
-from .base import Quantizer, QuantizerOutput
+from .base import CodeSpace, ParameterGroup, Quantizer, QuantizerOutput, sampled_code_vectors
 from .codebook import Codebook
 from .functional import (
     code_histogram,
@@ -36,6 +36,7 @@ from .vq import VectorQuantizer
 
 __all__ = [
     "BSQuantizer",
+    "CodeSpace",
     "Codebook",
     "FSQuantizer",
     "IBQuantizer",
@@ -46,6 +47,7 @@ __all__ = [
     "HyperVQQuantizer",
     "MultiScaleResidualQuantizer",
     "NSVQuantizer",
+    "ParameterGroup",
     "Quantizer",
     "QuantizerOutput",
     "SQVAEQuantizer",
@@ -61,6 +63,7 @@ __all__ = [
     "perplexity_from_counts",
     "rotate_to_codes",
     "sample_codes",
+    "sampled_code_vectors",
     "soft_gumbel_softmax",
     "squared_distances",
     "usage_stats",

@@ -6,9 +6,8 @@ A quantizer maps encoder output `z_e` of shape `[B, D, *spatial]` to
   vectors handed to the decoder, the chosen ids, named loss terms and statistics;
 - `select(z_e) -> LongTensor`: deterministic token ids (what `encode` uses);
 - `embed(ids) -> Tensor [B, D, *spatial]`: the decoder-side vectors of given ids (what `decode` uses);
-- `code_vectors(ids) -> Tensor [n, D]` and `code_sample(max_points, seed)`: the vectors of chosen
-  codes, differentiable, for metrics, regularisers and model cards, which never need all K of them
-  at once.
+- `code_vectors(ids) -> Tensor [n, D]`: the vectors of chosen codes, differentiable, for metrics,
+  regularisers and model cards (`sampled_code_vectors` picks a seeded subset of them).
 
 The id contract. Token ids are `torch.long` in [0, K). A quantizer picks `codes_per_position` = R
 codes per grid position: R = 1 gives ids `[B, *spatial]` (`[B, h, w]` for images); R > 1 (a
@@ -16,17 +15,14 @@ residual quantizer's depth) gives `[B, *spatial, R]`, the depth last, level 0 fi
 language model, an image's ids run position by position in row-major order, a position's R codes
 consecutively (`TokenLayout`); every level's codes share the range [0, K).
 
-K and R may follow from a quantizer's options (FSQ: K = prod(levels)): `derived_codebook_size` and
-`derived_codes_per_position` say so, and the tokenizer config fills them in. A quantizer whose codes
-are rows of a table holds a `Codebook` (`self.codebook`: the table, its first-batch k-means, EMA
-statistics, usage and restarts); one whose codes are implicit holds none and computes
-`code_vectors` from the ids.
-
-Subclasses implement the row-wise versions (`_forward_rows`, `_select_rows`, and `code_vectors`
-where there is no codebook) on `[N, D]` matrices, may start themselves on the first training batch
-(`needs_initialization` / `initialize`), and declare their options; this base class does the
-reshaping, the input checks, the option checks and the `Args` section of their docstrings. All
-quantizer maths runs in fp32 with autocast disabled, whatever the surrounding precision.
+A subclass declares its options in `options` (each with its default: `vqtok.options`), takes them
+as keyword arguments after K and D, and implements the row-wise steps on `[N, D]` matrices:
+`_forward_rows`, `_select_rows`, and `code_vectors` where it holds no `Codebook`. Where K, D or R
+follow from its options (FSQ: K = prod(levels)), it says so in `code_space`; where it starts itself
+on the first training batch, in `needs_initialization` / `initialize`; where some of its parameters
+must learn at another pace than the backbone's, in `parameter_groups`. This base class does the
+reshaping, the input and option checks and the state protection below. All quantizer maths runs in
+fp32 with autocast disabled, whatever the surrounding precision.
 
 A training batch holding a non-finite value (on any process: they all agree) never reaches the
 quantizer's state: the forward runs on a finite copy with every parameter and buffer restored
@@ -43,13 +39,13 @@ import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..options import Configurable, Option, check_options
 from ..parallel.collectives import true_on_every_process
-from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, append_options_doc, check_options
 from .functional import fp32_no_autocast, seeded_subset_ids
 
 LARGEST_SQUARED_NORM = 2.0**96
@@ -94,98 +90,88 @@ class QuantizerOutput:
         return sum(self.losses.values())
 
 
-# The arguments every quantizer takes, documented once.
-BASE_ARGUMENTS = {
-    "codebook_size": CODEBOOK_SIZE.documented("K, the number of codes; ids lie in [0, K)."),
-    "dim": POSITIVE_INT.documented("D, the dimension of the latent vectors (and of the decoder-side codes)."),
+DEFAULT_CODEBOOK_SIZE = 512
+DEFAULT_DIM = 64
+
+# The sizes every quantizer takes before its options, declared once (a tokenizer config's
+# `codebook_size` and `latent_dim`).
+SIZE_ARGUMENTS = {
+    "codebook_size": Option(int, low=2, optional=True)(None, (
+        "K, the number of codes; token ids lie in [0, K). None: 512, or the K the quantizer's options fix (FSQ: the "
+        "product of its levels; LFQ, BSQ: 2^D), which a given value must equal."
+    )),
+    "dim": Option(int, low=1, optional=True)(None, (
+        "D, the dimension of the latent vectors the quantizer receives (and of the decoder-side codes). None: 64, "
+        "or the D the quantizer's options fix (FSQ: one per level; LFQ, BSQ: 10 bits)."
+    )),
 }
 
 
-class Quantizer(nn.Module):
+@dataclass(frozen=True)
+class CodeSpace:
+    """The shape of a quantizer's tokens: K codes of dimension D, R codes per position."""
+
+    codebook_size: int
+    dim: int
+    codes_per_position: int = 1
+
+
+@dataclass
+class ParameterGroup:
+    """Parameters of a quantizer that learn at `lr_multiplier` x the training learning rate, without
+    weight decay (see `Quantizer.parameter_groups`)."""
+
+    params: list[nn.Parameter]
+    lr_multiplier: float
+
+
+def fixed_size(label: str, asked: int | None, fixed: int, what: str, where: str) -> int:
+    """`fixed`, the K or D (`label`) that a quantizer's options give (`what` names it with its value);
+    ValueError naming `where` when `asked` is another value."""
+    if asked is not None and asked != fixed:
+        raise ValueError(f"{where} {label} ({asked}) must equal {what} (leave it out to have it filled in)")
+    return fixed
+
+
+class Quantizer(Configurable, nn.Module):
     """Base class of all quantizers; see the module docstring for the interface.
 
-    A subclass declares its options in `options` (name -> `vqtok.options.Option`): the same
-    declaration checks the constructor's keyword arguments here and the fields of the tokenizer
-    config that builds the quantizer, and documents them (the `Args` section of the subclass's
-    docstring is written from `options`, the constructor's defaults and `option_notes`), so each
-    type, range and meaning is written once. Rules that tie several options together go in an
-    override of `check_options`.
+    Args before the options: `codebook_size` (K) and `dim` (D), see `SIZE_ARGUMENTS`; a subclass's
+    options follow as keyword arguments, each checked against its declaration in `options` and
+    kept as an attribute. The sizes are the `code_space` that K, D and the options give.
     """
 
-    options: ClassVar[dict[str, Option]] = {}
-    option_notes: ClassVar[dict[str, str]] = {}
-    """What a quantizer says about an option beyond its declaration (why its default differs from
-    the paper's, ...); also shown in the tokenizer config's docstring."""
-    legacy_state_names: ClassVar[dict[str, str]] = {}
-    """Names of this quantizer's tensors in vqtok 0.1 checkpoints -> today's (see `vqtok.hub.legacy`)."""
-
-    def __init__(self, codebook_size: int, dim: int, codes_per_position: int = 1):
+    def __init__(self, codebook_size: int | None = None, dim: int | None = None, **options: Any):
         super().__init__()
-        where = f"{type(self).__name__} argument"
-        BASE_ARGUMENTS["codebook_size"].check("codebook_size", codebook_size, where)
-        BASE_ARGUMENTS["dim"].check("dim", dim, where)
-        self.codebook_size = codebook_size
-        self.dim = dim
-        self.codes_per_position = codes_per_position
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        append_options_doc(cls, {**BASE_ARGUMENTS, **cls.options}, cls.option_notes)
+        self.set_options(options)
+        space = self.resolve_code_space(self.option_values(), codebook_size, dim)
+        self.codebook_size, self.dim, self.codes_per_position = space.codebook_size, space.dim, space.codes_per_position
 
     @classmethod
-    def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
-        """Raise `TypeError`/`ValueError` naming the first option in `values` that `options` rejects."""
-        check_options(cls.options, values, where or f"{cls.__name__} argument")
+    def documented_options(cls) -> dict[str, Option]:
+        return {**SIZE_ARGUMENTS, **cls.options}
 
     @classmethod
-    def derived_codebook_size(cls, dim: int, options: Mapping[str, Any]) -> int | None:
-        """K as it follows from the vectors' dimension `dim` and the quantizer's other options (FSQ:
-        the product of its levels; LFQ: 2^dim), or None when K is free (a table of any size); the
-        tokenizer config fills `codebook_size` from it."""
-        return None
-
-    @classmethod
-    def derived_codes_per_position(cls, options: Mapping[str, Any]) -> int:
-        """R, the codes picked per position for these options (a residual quantizer's depth; 1 here)."""
-        return 1
-
-    @classmethod
-    def check_codebook_size(cls, codebook_size: Any, dim: int, options: Mapping[str, Any], where: str | None = None) -> None:
-        """Raise `TypeError`/`ValueError` unless `codebook_size` is a valid K for `dim` and these
-        options: an int >= 2, equal to the derived K where they fix one."""
-        where = where or f"{cls.__name__} argument"
-        cls.check_dim(dim, options, where)
-        CODEBOOK_SIZE.check("codebook_size", codebook_size, where)
-        derived = cls.derived_codebook_size(dim, options)
-        if derived is not None and codebook_size != derived:
-            raise ValueError(
-                f"{where} `codebook_size` ({codebook_size}) must equal the {derived} codes that {cls.__name__}'s "
-                "options give (leave it out to have it filled in)"
-            )
-
-    @classmethod
-    def check_dim(cls, dim: int, options: Mapping[str, Any], where: str | None = None) -> None:
-        """Raise `ValueError` unless the latent dimension `dim` suits these options (FSQ: one level
-        per dimension); any dimension by default."""
-
-    def retired_legacy_state(self) -> set[str]:
-        """Today's names of the tensors that vqtok 0.1 saved for this quantizer (with these options) and
-        that it no longer keeps; none by default."""
-        return set()
-
-    def restore_legacy_state(self, missing: set[str]) -> set[str]:
-        """After loading a vqtok 0.1 checkpoint that lacks the tensors `missing` (names relative to
-        the quantizer), set those that follow from the loaded state; returns the names set."""
-        return set()
-
-    def _set_options(self, **values) -> None:
-        """Check `values` (see `check_options`) and keep each as an attribute (numbers as floats)."""
-        self.check_options(values)
-        for name, value in values.items():
-            is_number = self.options[name].kind is float and value is not None
-            setattr(self, name, float(value) if is_number else value)
+    def resolve_code_space(
+        cls, options: Mapping[str, Any], codebook_size: int | None = None, dim: int | None = None,
+        where: str | None = None,
+    ) -> CodeSpace:
+        """K, D and R of this quantizer built with `codebook_size`, `dim` and the (complete, checked)
+        `options`: the sizes checked, then `code_space`."""
+        where = cls._where(where)
+        check_options(SIZE_ARGUMENTS, {"codebook_size": codebook_size, "dim": dim}, where)
+        return cls.code_space(options, codebook_size, dim, where)
 
     # --- to implement -------------------------------------------------------------------------
+    @classmethod
+    def code_space(cls, options: Mapping[str, Any], codebook_size: int | None, dim: int | None, where: str) -> CodeSpace:
+        """The code space for the (complete, checked) `options` and the K and D asked for (None: the
+        default). A quantizer whose K, D or R follow from its options overrides this and raises
+        `ValueError` naming `where` when an asked size contradicts them (`fixed_size`)."""
+        return CodeSpace(
+            DEFAULT_CODEBOOK_SIZE if codebook_size is None else codebook_size, DEFAULT_DIM if dim is None else dim
+        )
+
     def _forward_rows(self, rows: torch.Tensor) -> QuantizerOutput:
         """Training path on fp32 rows `[N, D]`; returns quantized rows `[N, D]` and ids `[N]` (or
         `[N, R]`)."""
@@ -207,7 +193,7 @@ class Quantizer(nn.Module):
         table = codebook.weight if ids is None else codebook.weight[ids]
         return table.float()
 
-    def _embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+    def _embed_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Decoder-side vectors `[N, D]` for the ids of N positions, `[N]` (or `[N, R]`), already
         range-checked: the codes themselves when R = 1."""
         return self.code_vectors(ids)
@@ -218,6 +204,11 @@ class Quantizer(nn.Module):
 
     def initialize(self, rows: torch.Tensor) -> None:
         """Start the quantizer's state on the first training batch `rows` `[N, D]` (fp32, detached)."""
+
+    def parameter_groups(self) -> list[ParameterGroup]:
+        """The parameters that must learn at their own pace (a type's `quantizer_lr_multiplier`);
+        every parameter learns with the backbone's by default."""
+        return []
 
     # --- shared plumbing ----------------------------------------------------------------------
     def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
@@ -285,17 +276,9 @@ class Quantizer(nn.Module):
         positions = indices.shape if depth == 1 else indices.shape[:-1]
         flat = indices.reshape(-1, depth) if depth > 1 else indices.reshape(-1)
         with fp32_no_autocast(indices.device):
-            vectors = self._embed_ids(flat.long())
+            vectors = self._embed_rows(flat.long())
         vectors = vectors.reshape(*positions, self.dim)
         return vectors.movedim(-1, 1).contiguous()
-
-    def code_sample(self, max_points: int | None, seed: int = 0) -> torch.Tensor:
-        """The vectors `[n, D]` of at most `max_points` codes (all K when None or K <= max_points;
-        otherwise a seeded choice, in increasing id order: the same codes on every process for the
-        same seed), differentiable as `code_vectors` is."""
-        tensors = itertools.chain(self.parameters(), self.buffers())
-        device = next(tensors, torch.empty(0)).device
-        return self.code_vectors(seeded_subset_ids(self.codebook_size, max_points, seed).to(device))
 
     def check_indices(self, indices: torch.Tensor) -> None:
         """Raise `TypeError`/`ValueError` unless `indices` are integer ids in [0, K), with the depth
@@ -337,6 +320,15 @@ class Quantizer(nn.Module):
     def extra_repr(self) -> str:
         depth = f", codes_per_position={self.codes_per_position}" if self.codes_per_position > 1 else ""
         return f"codebook_size={self.codebook_size}, dim={self.dim}{depth}"
+
+
+def sampled_code_vectors(quantizer: Quantizer, max_points: int | None, seed: int = 0) -> torch.Tensor:
+    """The `code_vectors` `[n, D]` of at most `max_points` of the quantizer's codes (all K when None or
+    K <= max_points; otherwise a seeded choice, in increasing id order: the same codes on every process
+    for the same seed), differentiable as `code_vectors` is."""
+    tensors = itertools.chain(quantizer.parameters(), quantizer.buffers())
+    device = next(tensors, torch.empty(0)).device
+    return quantizer.code_vectors(seeded_subset_ids(quantizer.codebook_size, max_points, seed).to(device))
 
 
 @contextmanager

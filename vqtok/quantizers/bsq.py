@@ -8,9 +8,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..options import document_options
 from .lfq import LFQuantizer
 
 
+@document_options
 class BSQuantizer(LFQuantizer):
     """Binary spherical quantizer: `LFQuantizer` on u = z / ||z||, with codes q = sign(u) / sqrt(D).
 
@@ -22,6 +24,11 @@ class BSQuantizer(LFQuantizer):
     Latents and codes both lie on the unit sphere, so the quantization error is bounded:
     ||u - q||^2 = 2 - 2 u.q <= 2 - 2/sqrt(D) for every u.
     """
+
+    options = {
+        **LFQuantizer.options,
+        "entropy_weight": LFQuantizer.options["entropy_weight"].changed(0.1),
+    }
 
     @property
     def code_scale(self) -> float:

@@ -22,26 +22,27 @@ from .kmeans import KMEANS_OPTIONS, sample_rows, shared_kmeans_codebook
 
 # The options of a codebook learnt by exponential moving averages.
 EMA_OPTIONS = {
-    "ema_decay": Option(NUMBER, low=0, high=1, high_open=True, doc="gamma, the decay of the exponential moving "
-                        "averages of each code's assignment count N_k and vector sum M_k."),
-    "ema_epsilon": POSITIVE.documented("Laplace smoothing of the EMA cluster sizes."),
+    "ema_decay": Option(NUMBER, low=0, high=1, high_open=True)(0.99, (
+        "gamma, the decay of the exponential moving averages of each code's assignment count N_k and vector sum M_k."
+    )),
+    "ema_epsilon": POSITIVE(1e-5, "Laplace smoothing of the EMA cluster sizes."),
 }
 
 # The option of a codebook whose unused codes are restarted.
 DEAD_CODE_OPTIONS = {
-    "dead_code_threshold": NON_NEGATIVE.documented(
+    "dead_code_threshold": NON_NEGATIVE(1.0, (
         "A code whose use falls below this many assignments per batch moves onto a random latent vector of "
         "the current batch, with its statistics reset to keep it there; 0 disables restarts."
-    ),
+    )),
 }
 
 # The options of a codebook learnt by EMA or by gradient, started by k-means, with dead-code restarts
 # (VQ-VAE's, shared by the residual quantizers).
 LEARNT_CODEBOOK_OPTIONS = {
-    "use_ema": FLAG.documented(
+    "use_ema": FLAG(True, (
         "Learn the codebook by exponential moving averages (no codebook gradient) instead of the codebook loss "
         "`mean((z_q - sg z_e)^2)`."
-    ),
+    )),
     **DEAD_CODE_OPTIONS,
     **EMA_OPTIONS,
     **KMEANS_OPTIONS,
@@ -110,8 +111,8 @@ class Codebook(nn.Module):
         initial: str = "uniform",
         trainable: bool = True,
         ema: bool = False,
-        ema_decay: float = 0.99,
-        ema_epsilon: float = 1e-5,
+        ema_decay: float = EMA_OPTIONS["ema_decay"].default,
+        ema_epsilon: float = EMA_OPTIONS["ema_epsilon"].default,
         track_usage: bool = False,
         unit_norm: bool = False,
         chunk_rows: int | None = None,

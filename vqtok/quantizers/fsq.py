@@ -5,18 +5,14 @@ codebook loss."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 
-from ..options import Option
-from .base import Quantizer, QuantizerOutput
+from ..options import Option, document_options
+from .base import CodeSpace, Quantizer, QuantizerOutput, fixed_size
 from .functional import code_histogram, straight_through, usage_stats
 
-DEFAULT_LEVELS = (8, 5, 5, 5)
 
-
+@document_options
 class FSQuantizer(Quantizer):
     """Finite scalar quantizer: dimension i of the latent z (D = len(levels)) takes one of L_i levels.
 
@@ -32,47 +28,21 @@ class FSQuantizer(Quantizer):
     """
 
     options = {
-        "levels": Option(list, doc=(
+        "levels": Option(list, items=Option(int, low=2))([8, 5, 5, 5], (
             "L_i, the number of levels of each latent dimension (each an int >= 2; their count is the latent "
             "dimension D, and K = their product). The paper's choices: [8, 5, 5, 5] for K = 1000, [8, 8, 8, 6, 5] "
             "for 15360, [8, 8, 8, 5, 5, 5] for 64000."
         )),
     }
 
-    def __init__(self, codebook_size: int | None = None, dim: int = len(DEFAULT_LEVELS), levels: list[int] | None = None):
-        levels = list(DEFAULT_LEVELS) if levels is None else levels
-        self.check_options({"levels": levels})
-        derived = self.derived_codebook_size(dim, {"levels": levels})
-        self.check_codebook_size(derived if codebook_size is None else codebook_size, dim, {"levels": levels})
-        super().__init__(derived, dim)
-        self.levels = [int(level) for level in levels]
-
-    @staticmethod
-    def _valid_levels(levels: Any) -> bool:
-        return isinstance(levels, list) and bool(levels) and all(
-            isinstance(level, int) and not isinstance(level, bool) and level >= 2 for level in levels
+    @classmethod
+    def code_space(cls, options, codebook_size, dim, where) -> CodeSpace:
+        levels = options["levels"]
+        count, product = len(levels), math.prod(levels)
+        return CodeSpace(
+            fixed_size("`codebook_size`", codebook_size, product, f"the {product} codes of the FSQ levels {levels}", where),
+            fixed_size("the latent dimension", dim, count, f"the number of FSQ levels ({count}: {levels})", where),
         )
-
-    @classmethod
-    def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
-        super().check_options(values, where)
-        levels = values.get("levels")
-        if levels is not None and not cls._valid_levels(levels):
-            raise ValueError(f"{where or cls.__name__ + ' argument'} `levels` must be a non-empty list of ints >= 2, got {levels!r}")
-
-    @classmethod
-    def check_dim(cls, dim: int, options: Mapping[str, Any], where: str | None = None) -> None:
-        levels = options.get("levels", DEFAULT_LEVELS)
-        if cls._valid_levels(levels) and dim != len(levels):
-            raise ValueError(
-                f"{where or cls.__name__ + ' argument'} the latent dimension ({dim}) must equal the number of FSQ levels "
-                f"({len(levels)}: {list(levels)}); set `latent_dim` to {len(levels)} or give one level per dimension"
-            )
-
-    @classmethod
-    def derived_codebook_size(cls, dim: int, options: Mapping[str, Any]) -> int | None:
-        levels = options.get("levels", list(DEFAULT_LEVELS))
-        return math.prod(levels) if cls._valid_levels(levels) else None  # bad levels are reported by check_options
 
     # FSQ has no state: its constants are made from `levels` where used, on the latents' device.
     def _level_counts(self, device: torch.device) -> torch.Tensor:

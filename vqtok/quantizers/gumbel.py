@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..options import NON_NEGATIVE
-from .base import Quantizer, QuantizerOutput
+from ..options import NON_NEGATIVE, POSITIVE, document_options
+from .base import ParameterGroup, Quantizer, QuantizerOutput
 from .codebook import Codebook
 from .functional import code_histogram, perplexity_from_counts, usage_stats
 from .kmeans import KMEANS_OPTIONS, posterior_spread
@@ -74,15 +74,16 @@ def gumbel_codebook_output(
     return QuantizerOutput(quantized, indices, losses, stats)
 
 
-# The option of a quantizer with the diversity loss of vq-wav2vec.
+# The option of a quantizer with the diversity loss of vq-wav2vec (0 in vq-wav2vec and HyperVQ).
 DIVERSITY_OPTIONS = {
-    "diversity_weight": NON_NEGATIVE.documented(
+    "diversity_weight": NON_NEGATIVE(0.0, (
         "Weight of the diversity loss `(K - perplexity(batch-mean softmax of the logits)) / K`, which spreads the "
         "use over the codebook (0 leaves it out)."
-    ),
+    )),
 }
 
 
+@document_options
 class GumbelQuantizer(Quantizer):
     """Gumbel-softmax vector quantizer.
 
@@ -104,44 +105,41 @@ class GumbelQuantizer(Quantizer):
     PyTorch's default `Linear` initialisation.
     """
 
-    options = {**TEMPERATURE_OPTIONS, **DIVERSITY_OPTIONS, **KMEANS_OPTIONS}
-    option_notes = {
-        "tau_decay": "The default, 0.995, brings tau from 2 to its floor 0.5 in about 280 steps, a short run's "
-                     "length (vq-wav2vec's 0.999995 takes about 280k).",
-        "diversity_weight": "The default, 0.03, keeps the codes in use without flattening every vector's posterior "
-                            "(at 0.1 the decoder gets nearly random codes).",
+    options = {
+        **TEMPERATURE_OPTIONS,
+        "tau_decay": TEMPERATURE_OPTIONS["tau_decay"].changed(0.995, (
+            "The default, 0.995, brings tau from 2 to its floor 0.5 in about 280 steps, a short run's length "
+            "(vq-wav2vec's 0.999995 takes about 280k)."
+        )),
+        **DIVERSITY_OPTIONS,
+        "diversity_weight": DIVERSITY_OPTIONS["diversity_weight"].changed(0.03, (
+            "The default, 0.03, keeps the codes in use without flattening every vector's posterior (at 0.1 the "
+            "decoder gets nearly random codes). It balances `quantizer_lr_multiplier`: with a fast logit layer and a "
+            "small weight (0.01 or less) most codes fall out of use."
+        )),
+        **KMEANS_OPTIONS,
+        "kmeans_init": KMEANS_OPTIONS["kmeans_init"].changed(True, (
+            "Gumbel VQ also sets the logit layer to the Gaussian posterior around the centres, "
+            "`logits_k = (||z||^2 - ||z - c_k||^2) / s` with `s` the mean squared distance to the nearest centre, so "
+            "training starts from a posterior that already separates the codes."
+        )),
+        "quantizer_lr_multiplier": POSITIVE(30.0, (
+            "The learning rate of the quantizer's parameters (logit layer and code table) relative to the training "
+            "learning rate (no weight decay on them). The posterior sharpens only as fast as the logit layer moves; "
+            "at the training learning rate (the reference, 1) it stays so flat in a short run that the decoder "
+            "learns from nearly random codes."
+        )),
     }
-    legacy_state_names = {"embedding": "codebook.weight"}
+    option_rules = (check_temperature_order,)
 
-    def __init__(
-        self,
-        codebook_size: int,
-        dim: int,
-        tau_max: float = 2.0,
-        tau_min: float = 0.5,
-        tau_decay: float = 0.995,
-        diversity_weight: float = 0.03,
-        kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-    ):
-        super().__init__(codebook_size, dim)
-        self.check_options(dict(tau_max=tau_max, tau_min=tau_min, tau_decay=tau_decay))
-        self._set_options(diversity_weight=diversity_weight, kmeans_init=kmeans_init, kmeans_iters=kmeans_iters)
-        self.to_logits = nn.Linear(dim, codebook_size)
-        self.codebook = Codebook(codebook_size, dim, initial="normal")
-        self.temperature = TemperatureSchedule(tau_max, tau_min, tau_decay)
+    def __init__(self, codebook_size: int | None = None, dim: int | None = None, **options):
+        super().__init__(codebook_size, dim, **options)
+        self.to_logits = nn.Linear(self.dim, self.codebook_size)
+        self.codebook = Codebook(self.codebook_size, self.dim, initial="normal")
+        self.temperature = TemperatureSchedule(self.tau_max, self.tau_min, self.tau_decay)
 
-    @classmethod
-    def check_options(cls, values, where=None) -> None:
-        super().check_options(values, where)
-        check_temperature_order(values, where or f"{cls.__name__} argument")
-
-    def restore_legacy_state(self, missing: set[str]) -> set[str]:
-        """vqtok 0.1 started the table while the schedule's step was 0: it has been started since."""
-        if "codebook.initialized" not in missing:
-            return set()
-        self.codebook.initialized.fill_(bool(self.temperature.step > 0))
-        return {"codebook.initialized"}
+    def parameter_groups(self) -> list[ParameterGroup]:
+        return [ParameterGroup(list(self.parameters()), self.quantizer_lr_multiplier)]
 
     def logits(self, rows: torch.Tensor) -> torch.Tensor:
         """Code logits `[N, K]` in fp32 for rows `[N, D]`."""

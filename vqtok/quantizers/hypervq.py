@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..options import POSITIVE
-from .base import Quantizer, QuantizerOutput
+from ..options import POSITIVE, document_options
+from .base import ParameterGroup, Quantizer, QuantizerOutput
 from .gumbel import DIVERSITY_OPTIONS, gumbel_codebook_output
 from .kmeans import KMEANS_OPTIONS, posterior_spread, shared_kmeans_codebook
 from .schedules import TEMPERATURE_OPTIONS, TemperatureSchedule, check_temperature_order
@@ -32,6 +32,7 @@ def poincare_ball():
     return poincare
 
 
+@document_options
 class HyperVQQuantizer(Quantizer):
     r"""HyperVQ quantizer: codes are hyperplanes of the Poincaré ball of curvature -c.
 
@@ -68,56 +69,46 @@ class HyperVQQuantizer(Quantizer):
 
     options = {
         **TEMPERATURE_OPTIONS,
-        "curvature": POSITIVE.documented(
+        "tau_decay": TEMPERATURE_OPTIONS["tau_decay"].changed(0.995, (
+            "The default reaches the floor at about step 280 (the paper: 0.999995, about 280k)."
+        )),
+        "curvature": POSITIVE(0.1, (
             "c > 0: the ball has curvature -c and radius 1 / sqrt(c). expmap0 saturates once sqrt(c) * ||z|| "
             "exceeds about 3, so latents of norm 3-10 want c around 0.1 (the paper: 1)."
-        ),
-        "init_radius_std": POSITIVE.documented(
+        )),
+        "init_radius_std": POSITIVE(0.1, (
             "Standard deviation of the random initial offsets r_k (before any k-means placement). HNN++ starts at "
             "r = 0, which would make every code vector C_k = 0; a small random radius keeps the codes distinct."
-        ),
+        )),
         **DIVERSITY_OPTIONS,
+        "diversity_weight": DIVERSITY_OPTIONS["diversity_weight"].changed(0.03, (
+            "Not in the paper (0, reconstruction only); without it a short run ends with a few dozen codes in use, "
+            "with 0.05 the posterior flattens and the reconstruction suffers."
+        )),
         **KMEANS_OPTIONS,
+        "kmeans_init": KMEANS_OPTIONS["kmeans_init"].changed(True, (
+            "HyperVQ places the hyperplanes: k-means on the latents' tangent vectors u_k = logmap0(z_h), then "
+            "r_k = ||u_k|| / 2 and a_k = u_k / (2 s), s the mean squared distance to the nearest centre: hyperplane "
+            "k is the perpendicular bisector of the origin and the centre's point on the ball, C_k = u_k / 2, and "
+            "(for small c) the logits start as the Gaussian posterior around the centres. Not in the paper."
+        )),
+        "quantizer_lr_multiplier": POSITIVE(10.0, (
+            "Learning rate of the hyperplanes (a, r) relative to the training learning rate (no weight decay on "
+            "them). At 1 (the paper) they barely move in a short run while the encoder's latents drift away from "
+            "them."
+        )),
     }
-    option_notes = {
-        "tau_decay": "The default reaches the floor at about step 280 (the paper: 0.999995, about 280k).",
-        "diversity_weight": "Not in the paper (0, reconstruction only); without it a short run ends with a few dozen "
-                            "codes in use, with 0.05 the posterior flattens and the reconstruction suffers.",
-        "kmeans_init": "HyperVQ places the hyperplanes: k-means on the latents' tangent vectors u_k = logmap0(z_h), "
-                       "then r_k = ||u_k|| / 2 and a_k = u_k / (2 s), s the mean squared distance to the nearest "
-                       "centre: hyperplane k is the perpendicular bisector of the origin and the centre's point on "
-                       "the ball, C_k = u_k / 2, and (for small c) the logits start as the Gaussian posterior "
-                       "around the centres. Not in the paper.",
-    }
+    option_rules = (check_temperature_order,)
 
-    def __init__(
-        self,
-        codebook_size: int,
-        dim: int,
-        curvature: float = 0.1,
-        init_radius_std: float = 0.1,
-        tau_max: float = 2.0,
-        tau_min: float = 0.5,
-        tau_decay: float = 0.995,
-        diversity_weight: float = 0.03,
-        kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-    ):
-        super().__init__(codebook_size, dim)
-        self.check_options(dict(tau_max=tau_max, tau_min=tau_min, tau_decay=tau_decay))
-        self._set_options(
-            curvature=curvature, init_radius_std=init_radius_std, diversity_weight=diversity_weight,
-            kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
-        )
-        self.normals = nn.Parameter(torch.randn(codebook_size, dim) / dim**0.5)
-        self.offsets = nn.Parameter(torch.randn(codebook_size) * self.init_radius_std)
-        self.temperature = TemperatureSchedule(tau_max, tau_min, tau_decay)
+    def __init__(self, codebook_size: int | None = None, dim: int | None = None, **options):
+        super().__init__(codebook_size, dim, **options)
+        self.normals = nn.Parameter(torch.randn(self.codebook_size, self.dim) / self.dim**0.5)
+        self.offsets = nn.Parameter(torch.randn(self.codebook_size) * self.init_radius_std)
+        self.temperature = TemperatureSchedule(self.tau_max, self.tau_min, self.tau_decay)
         self.register_buffer("initialized", torch.tensor(False))
 
-    @classmethod
-    def check_options(cls, values, where=None) -> None:
-        super().check_options(values, where)
-        check_temperature_order(values, where or f"{cls.__name__} argument")
+    def parameter_groups(self) -> list[ParameterGroup]:
+        return [ParameterGroup([self.normals, self.offsets], self.quantizer_lr_multiplier)]
 
     # --- the geometry -------------------------------------------------------------------------
     def _curvature_tensor(self, like: torch.Tensor) -> torch.Tensor:

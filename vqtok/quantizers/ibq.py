@@ -7,10 +7,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..options import NON_NEGATIVE, POSITIVE
+from ..options import NON_NEGATIVE, document_options
 from .base import Quantizer, QuantizerOutput
 from .codebook import Codebook
-from .functional import CHUNK_OPTIONS, code_histogram, default_chunk_rows, fp32_backward, usage_stats
+from .functional import (
+    CHUNK_OPTIONS, COMMITMENT_COST, ENTROPY_OPTIONS, code_histogram, default_chunk_rows, fp32_backward, usage_stats,
+)
 from .kmeans import KMEANS_OPTIONS
 
 
@@ -100,6 +102,7 @@ class IndexBackpropagation(torch.autograd.Function):
         return grad_rows, grad_table, None
 
 
+@document_options
 class IBQuantizer(Quantizer):
     """Index backpropagation quantizer: codes chosen by inner product, gradients through the softmax.
 
@@ -116,38 +119,23 @@ class IBQuantizer(Quantizer):
     """
 
     options = {
-        "commitment_cost": NON_NEGATIVE.documented("beta, the weight of the commitment loss `mean((z - sg q)^2)`."),
-        "codebook_cost": NON_NEGATIVE.documented("Weight of the codebook loss `mean((q - sg z)^2)`."),
-        "entropy_weight": NON_NEGATIVE.documented(
-            "Weight of the entropy loss `mean_n H(p(.|z_n)) - diversity_gamma * H(mean_n p(.|z_n))` (0 switches it off)."
+        "commitment_cost": COMMITMENT_COST.changed(1.0, "The reference's weight."),
+        "codebook_cost": NON_NEGATIVE(0.25, "Weight of the codebook loss `mean((q - sg z)^2)`."),
+        **ENTROPY_OPTIONS,
+        "entropy_temperature": ENTROPY_OPTIONS["entropy_temperature"].documented(
+            "tau of p(k|z) = softmax_k(z.e_k / tau) that the entropy loss scores."
         ),
-        "diversity_gamma": NON_NEGATIVE.documented("gamma, the weight of the batch entropy inside the entropy loss."),
-        "entropy_temperature": POSITIVE.documented("tau of p(k|z) = softmax_k(z.e_k / tau) that the entropy loss scores."),
         **KMEANS_OPTIONS,
+        "kmeans_init": KMEANS_OPTIONS["kmeans_init"].changed(False, (
+            "The reference draws the codebook from N(0, 1) and trains every code through the softmax."
+        )),
         **CHUNK_OPTIONS,
     }
 
-    def __init__(
-        self,
-        codebook_size: int,
-        dim: int,
-        commitment_cost: float = 1.0,
-        codebook_cost: float = 0.25,
-        entropy_weight: float = 0.05,
-        diversity_gamma: float = 1.0,
-        entropy_temperature: float = 0.01,
-        kmeans_init: bool = False,
-        kmeans_iters: int = 10,
-        chunk_rows: int | None = None,
-    ):
-        super().__init__(codebook_size, dim)
-        self._set_options(
-            commitment_cost=commitment_cost, codebook_cost=codebook_cost, entropy_weight=entropy_weight,
-            diversity_gamma=diversity_gamma, entropy_temperature=entropy_temperature, kmeans_init=kmeans_init,
-            kmeans_iters=kmeans_iters, chunk_rows=chunk_rows,
-        )
-        self.codebook = Codebook(codebook_size, dim, initial="normal", chunk_rows=chunk_rows)
-        if not kmeans_init:
+    def __init__(self, codebook_size: int | None = None, dim: int | None = None, **options):
+        super().__init__(codebook_size, dim, **options)
+        self.codebook = Codebook(self.codebook_size, self.dim, initial="normal", chunk_rows=self.chunk_rows)
+        if not self.kmeans_init:
             self.codebook.initialized.fill_(True)
 
     def needs_initialization(self) -> bool:

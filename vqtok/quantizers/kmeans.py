@@ -10,11 +10,11 @@ from .functional import code_histogram, nearest_code
 
 # Options of a quantizer that initialises its codes by k-means on the first training batch.
 KMEANS_OPTIONS = {
-    "kmeans_init": FLAG.documented(
+    "kmeans_init": FLAG(True, (
         "Initialise the codes with k-means on the first training batch (rank 0's centres, broadcast to every "
         "process); a resumed run never repeats it."
-    ),
-    "kmeans_iters": NON_NEGATIVE_INT.documented("Lloyd iterations of that k-means."),
+    )),
+    "kmeans_iters": NON_NEGATIVE_INT(10, "Lloyd iterations of that k-means."),
 }
 
 

@@ -5,33 +5,20 @@ probabilities: see `code_entropies`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
-from ..options import NON_NEGATIVE, POSITIVE
-from .base import Quantizer, QuantizerOutput
-from .functional import code_histogram, fp32_backward, straight_through, usage_stats
+from ..options import document_options
+from .base import CodeSpace, Quantizer, QuantizerOutput, fixed_size
+from .functional import COMMITMENT_COST, ENTROPY_OPTIONS, code_histogram, fp32_backward, straight_through, usage_stats
 
 # K = 2^D codes; beyond 2^24 even the `[K]` vector of mean code probabilities gets large.
 MAX_BITS = 24
 # Probabilities per chunk of the batch entropy: about one million floats, as for the nearest-code search.
 ENTROPY_CHUNK_ELEMENTS = 1 << 20
 
-BINARY_CODE_OPTIONS = {
-    "commitment_cost": NON_NEGATIVE.documented("beta, the weight of the commitment loss `mean((z - sg q)^2)`."),
-    "entropy_weight": NON_NEGATIVE.documented(
-        "Weight of the entropy loss `mean_n H(p(c|z_n)) - diversity_gamma * H(mean_n p(c|z_n))` (0 switches it off)."
-    ),
-    "diversity_gamma": NON_NEGATIVE.documented(
-        "gamma, the weight of the batch entropy (code diversity) inside the entropy loss."
-    ),
-    "entropy_temperature": POSITIVE.documented(
-        "tau of the soft code assignment p(c|z) = softmax_c(-||z - c||^2 / tau) that the entropy loss scores."
-    ),
-}
+# D when none is given: 10 bits, K = 1024.
+DEFAULT_BITS = 10
 
 
 def code_bits(ids: torch.Tensor, bits: int) -> torch.Tensor:
@@ -114,6 +101,7 @@ def code_entropies(logits: torch.Tensor, chunk_elements: int = ENTROPY_CHUNK_ELE
     return per_sample, batch
 
 
+@document_options
 class LFQuantizer(Quantizer):
     """Lookup-free quantizer: bit i of the code is [z_i > 0]; the code is q = s (2 bits - 1), s = 1 here.
 
@@ -127,35 +115,27 @@ class LFQuantizer(Quantizer):
     process's rows (not gathered across processes). K = 2^D follows from D.
     """
 
-    options = BINARY_CODE_OPTIONS
-
-    def __init__(
-        self,
-        codebook_size: int | None = None,
-        dim: int = 10,
-        commitment_cost: float = 0.25,
-        entropy_weight: float = 0.1,
-        diversity_gamma: float = 1.0,
-        entropy_temperature: float = 0.01,
-    ):
-        self.check_codebook_size(2**dim if codebook_size is None else codebook_size, dim, {})
-        super().__init__(2**dim, dim)
-        self._set_options(
-            commitment_cost=commitment_cost, entropy_weight=entropy_weight, diversity_gamma=diversity_gamma,
-            entropy_temperature=entropy_temperature,
-        )
+    options = {
+        "commitment_cost": COMMITMENT_COST,
+        **ENTROPY_OPTIONS,
+        "entropy_weight": ENTROPY_OPTIONS["entropy_weight"].changed(0.05, (
+            "MAGVIT-v2 uses 0.1 (`paper_preset()`); at 0.1 a 300-step quickstart run reached held-out MSE 1.54x EMA "
+            "VQ's, at 0.05 1.36x, with every code used either way."
+        )),
+        "entropy_temperature": ENTROPY_OPTIONS["entropy_temperature"].documented(
+            "tau of the soft code assignment p(c|z) = softmax_c(-||z - c||^2 / tau) that the entropy loss scores."
+        ),
+    }
 
     @classmethod
-    def check_dim(cls, dim: int, options: Mapping[str, Any], where: str | None = None) -> None:
+    def code_space(cls, options, codebook_size, dim, where) -> CodeSpace:
+        dim = DEFAULT_BITS if dim is None else dim
         if dim > MAX_BITS:
             raise ValueError(
-                f"{where or cls.__name__ + ' argument'} the latent dimension is the number of bits, so K = 2^{dim}; "
-                f"at most {MAX_BITS} bits are supported"
+                f"{where} the latent dimension is the number of bits, so K = 2^{dim}; at most {MAX_BITS} bits are "
+                "supported"
             )
-
-    @classmethod
-    def derived_codebook_size(cls, dim: int, options: Mapping[str, Any]) -> int | None:
-        return 2**dim
+        return CodeSpace(fixed_size("`codebook_size`", codebook_size, 2**dim, f"the {2**dim} codes of {dim} bits", where), dim)
 
     @property
     def code_scale(self) -> float:

@@ -5,15 +5,27 @@ the residual before the next scale looks at it."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..options import NON_NEGATIVE, Option
-from .base import Quantizer, QuantizerOutput
+from ..options import Option, document_options
+from .base import CodeSpace, Quantizer, QuantizerOutput
 from .codebook import LEARNT_CODEBOOK_OPTIONS, Codebook
-from .functional import CHUNK_OPTIONS, code_histogram, fp32_no_autocast, straight_through, usage_stats
+from .functional import CHUNK_OPTIONS, COMMITMENT_COST, code_histogram, fp32_no_autocast, straight_through, usage_stats
+
+
+# The token grid's side a quantizer built alone (without a config to fill `scales` in) assumes.
+DEFAULT_GRID_SIDE = 8
+
+
+def check_growing_scales(options: Mapping[str, Any], where: str) -> None:
+    """The option rule of `scales`: strictly growing."""
+    scales = options["scales"]
+    if scales is not None and any(a >= b for a, b in zip(scales, scales[1:])):
+        raise ValueError(f"{where} `scales` must be a non-empty, strictly growing list of ints >= 1, got {scales!r}")
 
 
 def default_scales(side: int) -> list[int]:
@@ -50,6 +62,7 @@ def gather_ids(grid: torch.Tensor, scale: int) -> torch.Tensor:
     return grid[:, positions][:, :, positions]
 
 
+@document_options
 class MultiScaleResidualQuantizer(Quantizer):
     """VAR's multi-scale residual quantizer, with one EMA (or gradient) codebook shared by the scales.
 
@@ -70,55 +83,28 @@ class MultiScaleResidualQuantizer(Quantizer):
     """
 
     options = {
-        "scales": Option(list, optional=True, doc=(
+        "scales": Option(list, optional=True, items=Option(int, low=1))(None, (
             "s_1 < ... < s_R, the side of each scale's id map, growing, the last equal to the token grid's side; "
-            "R = len(scales) codes per position. Default: 1, 2, 4, ... and the grid's side (filled in by the config)."
+            "R = len(scales) codes per position. None: 1, 2, 4, ... and the grid's side (filled in by the config; "
+            "a quantizer built alone takes an 8 x 8 grid)."
         )),
-        "commitment_cost": NON_NEGATIVE.documented("beta, the weight of the commitment loss `mean((z - sg z_q)^2)`."),
+        "commitment_cost": COMMITMENT_COST,
         **LEARNT_CODEBOOK_OPTIONS,
         **CHUNK_OPTIONS,
     }
+    option_rules = (check_growing_scales,)
 
-    def __init__(
-        self,
-        codebook_size: int,
-        dim: int,
-        scales: list[int] | None = None,
-        commitment_cost: float = 0.25,
-        use_ema: bool = True,
-        ema_decay: float = 0.99,
-        ema_epsilon: float = 1e-5,
-        kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-        dead_code_threshold: float = 1.0,
-        chunk_rows: int | None = None,
-    ):
-        scales = default_scales(8) if scales is None else scales
-        self.check_options({"scales": scales})
-        super().__init__(codebook_size, dim, codes_per_position=len(scales))
-        self._set_options(
-            scales=[int(s) for s in scales], commitment_cost=commitment_cost, use_ema=use_ema, ema_decay=ema_decay,
-            ema_epsilon=ema_epsilon, kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
-            dead_code_threshold=dead_code_threshold, chunk_rows=chunk_rows,
-        )
-        self.codebook = Codebook(codebook_size, dim, trainable=not use_ema, ema=use_ema, ema_decay=self.ema_decay,
-                                 ema_epsilon=self.ema_epsilon, track_usage=True, chunk_rows=chunk_rows)
+    def __init__(self, codebook_size: int | None = None, dim: int | None = None, **options):
+        super().__init__(codebook_size, dim, **options)
+        self.scales = default_scales(DEFAULT_GRID_SIDE) if self.scales is None else list(self.scales)
+        self.codebook = Codebook(self.codebook_size, self.dim, trainable=not self.use_ema, ema=self.use_ema,
+                                 ema_decay=self.ema_decay, ema_epsilon=self.ema_epsilon, track_usage=True,
+                                 chunk_rows=self.chunk_rows)
 
     @classmethod
-    def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
-        super().check_options(values, where)
-        scales = values.get("scales")
-        valid = isinstance(scales, list) and bool(scales) and all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in scales
-        ) and all(a < b for a, b in zip(scales, scales[1:]))
-        if scales is not None and not valid:
-            raise ValueError(f"{where or cls.__name__ + ' argument'} `scales` must be a non-empty, strictly growing "
-                             f"list of ints >= 1, got {scales!r}")
-
-    @classmethod
-    def derived_codes_per_position(cls, options: Mapping[str, Any]) -> int:
-        scales = options.get("scales")
-        return len(scales) if isinstance(scales, list) and scales else len(default_scales(8))
+    def code_space(cls, options, codebook_size, dim, where) -> CodeSpace:
+        scales = options["scales"] or default_scales(DEFAULT_GRID_SIDE)
+        return replace(super().code_space(options, codebook_size, dim, where), codes_per_position=len(scales))
 
     @property
     def side(self) -> int:

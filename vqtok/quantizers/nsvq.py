@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import torch
 
-from ..options import NON_NEGATIVE_INT, POSITIVE, UNIT_INTERVAL
+from ..options import NON_NEGATIVE_INT, POSITIVE, UNIT_INTERVAL, document_options
 from ..parallel.collectives import all_reduce_sum_, broadcast_
-from .base import Quantizer, QuantizerOutput
+from .base import ParameterGroup, Quantizer, QuantizerOutput
 from .codebook import Codebook
 from .functional import CHUNK_OPTIONS, code_histogram, usage_stats
 from .kmeans import KMEANS_OPTIONS
 
 
+@document_options
 class NSVQuantizer(Quantizer):
     """Noise-substitution vector quantizer.
 
@@ -39,49 +40,40 @@ class NSVQuantizer(Quantizer):
     """
 
     options = {
-        "replace_every": NON_NEGATIVE_INT.documented("Training batches between codebook replacements (0 disables them)."),
-        "replace_fraction": UNIT_INTERVAL.documented(
-            "Codes used in fewer than this fraction of the last `replace_every` batches are replaced."
+        "replace_every": NON_NEGATIVE_INT(10, "Training batches between codebook replacements (0 disables them).",
+                                          note="Short by default, because early in training the encoder's output "
+                                               "moves fast and strands codes within a few dozen steps (the "
+                                               "reference: 1000)."),
+        "replace_fraction": UNIT_INTERVAL(
+            0.1, "Codes used in fewer than this fraction of the last `replace_every` batches are replaced.",
+            note="With the defaults, the codes unused for 10 batches in a row (the reference: 0.01).",
         ),
-        "stop_replacing_after": NON_NEGATIVE_INT.documented(
+        "stop_replacing_after": NON_NEGATIVE_INT(0, (
             "No replacement after this many training batches (0: never stop); set it near the end of training so "
             "the last steps tune a fixed set of codes."
-        ),
-        "replacement_jitter": POSITIVE.documented(
+        )),
+        "replacement_jitter": POSITIVE(0.01, (
             "Standard deviation of the jitter added to a replacement, relative to the spread of the kept codes (per "
             "coordinate); large enough that a copy never ties with its source in fp32."
-        ),
+        )),
+        "quantizer_lr_multiplier": POSITIVE(10.0, (
+            "The codebook's learning rate relative to the training learning rate (the codebook gets no weight "
+            "decay). The codebook's only gradient comes through the length of the quantization error along a "
+            "random direction, so it is noisy and its mean pull towards the data is weak: at the training "
+            "learning rate (the reference, 1) the codes follow the encoder too slowly for a short run."
+        )),
         **KMEANS_OPTIONS,
         **CHUNK_OPTIONS,
     }
-    option_notes = {
-        "replace_every": "Short by default, because early in training the encoder's output moves fast and strands "
-                         "codes within a few dozen steps (the reference: 1000).",
-        "replace_fraction": "With the defaults, the codes unused for 10 batches in a row (the reference: 0.01).",
-    }
-    legacy_state_names = {"embedding": "codebook.weight", "initialized": "codebook.initialized"}
 
-    def __init__(
-        self,
-        codebook_size: int,
-        dim: int,
-        replace_every: int = 10,
-        replace_fraction: float = 0.1,
-        stop_replacing_after: int = 0,
-        replacement_jitter: float = 0.01,
-        kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-        chunk_rows: int | None = None,
-    ):
-        super().__init__(codebook_size, dim)
-        self._set_options(
-            replace_every=replace_every, replace_fraction=replace_fraction, stop_replacing_after=stop_replacing_after,
-            replacement_jitter=replacement_jitter, kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
-            chunk_rows=chunk_rows,
-        )
-        self.codebook = Codebook(codebook_size, dim, chunk_rows=chunk_rows)
-        self.register_buffer("code_batch_counts", torch.zeros(codebook_size))
+    def __init__(self, codebook_size: int | None = None, dim: int | None = None, **options):
+        super().__init__(codebook_size, dim, **options)
+        self.codebook = Codebook(self.codebook_size, self.dim, chunk_rows=self.chunk_rows)
+        self.register_buffer("code_batch_counts", torch.zeros(self.codebook_size))
         self.register_buffer("num_batches", torch.zeros((), dtype=torch.long))
+
+    def parameter_groups(self) -> list[ParameterGroup]:
+        return [ParameterGroup([self.codebook.weight], self.quantizer_lr_multiplier)]
 
     def needs_initialization(self) -> bool:
         return self.kmeans_init and not bool(self.codebook.initialized)

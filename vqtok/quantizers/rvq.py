@@ -4,23 +4,23 @@ R ids, level 0 first."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..options import FLAG, NON_NEGATIVE, UNIT_INTERVAL, Option
+from ..options import FLAG, Option, UNIT_INTERVAL, document_options
 from ..parallel.collectives import broadcast_
-from .base import Quantizer, QuantizerOutput
+from .base import CodeSpace, Quantizer, QuantizerOutput
 from .codebook import LEARNT_CODEBOOK_OPTIONS, Codebook
-from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, straight_through, usage_stats
+from .functional import CHUNK_OPTIONS, COMMITMENT_COST, ROTATION_OPTIONS, code_histogram, straight_through, usage_stats
 
 # Enough for every residual quantizer in the literature (SoundStream: 8-32, RQ-VAE: 4-8).
 MAX_DEPTH = 64
 
 
+@document_options
 class ResidualVectorQuantizer(Quantizer):
     """R-level residual quantizer with EMA (or gradient) codebooks.
 
@@ -37,53 +37,30 @@ class ResidualVectorQuantizer(Quantizer):
     """
 
     options = {
-        "num_quantizers": Option(int, low=1, high=MAX_DEPTH, doc="R, the levels: codes per position."),
-        "shared_codebook": FLAG.documented("One codebook for every level instead of one per level."),
-        "quantizer_dropout": UNIT_INTERVAL.documented(
+        "num_quantizers": Option(int, low=1, high=MAX_DEPTH)(4, "R, the levels: codes per position."),
+        "shared_codebook": FLAG(False, "One codebook for every level instead of one per level."),
+        "quantizer_dropout": UNIT_INTERVAL(0.0, (
             "Probability that a training batch uses only its first n levels, n uniform in 1..R (SoundStream's "
             "quantizer dropout; 0 switches it off)."
-        ),
-        "commitment_cost": NON_NEGATIVE.documented("beta, the weight of the commitment loss, summed over levels."),
+        )),
+        "commitment_cost": COMMITMENT_COST.documented("beta, the weight of the commitment loss, summed over levels."),
         **LEARNT_CODEBOOK_OPTIONS,
         **ROTATION_OPTIONS,
         **CHUNK_OPTIONS,
     }
 
-    def __init__(
-        self,
-        codebook_size: int,
-        dim: int,
-        num_quantizers: int = 4,
-        shared_codebook: bool = False,
-        quantizer_dropout: float = 0.0,
-        commitment_cost: float = 0.25,
-        use_ema: bool = True,
-        ema_decay: float = 0.99,
-        ema_epsilon: float = 1e-5,
-        kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-        dead_code_threshold: float = 1.0,
-        rotation_trick: bool = False,
-        chunk_rows: int | None = None,
-    ):
-        self.check_options({"num_quantizers": num_quantizers})
-        super().__init__(codebook_size, dim, codes_per_position=num_quantizers)
-        self._set_options(
-            num_quantizers=num_quantizers, shared_codebook=shared_codebook, quantizer_dropout=quantizer_dropout,
-            commitment_cost=commitment_cost, use_ema=use_ema, ema_decay=ema_decay, ema_epsilon=ema_epsilon,
-            kmeans_init=kmeans_init, kmeans_iters=kmeans_iters, dead_code_threshold=dead_code_threshold,
-            rotation_trick=rotation_trick, chunk_rows=chunk_rows,
-        )
-        count = 1 if shared_codebook else num_quantizers
+    def __init__(self, codebook_size: int | None = None, dim: int | None = None, **options):
+        super().__init__(codebook_size, dim, **options)
+        count = 1 if self.shared_codebook else self.num_quantizers
         self.codebooks = nn.ModuleList(
-            Codebook(codebook_size, dim, trainable=not use_ema, ema=use_ema, ema_decay=self.ema_decay,
-                     ema_epsilon=self.ema_epsilon, track_usage=True, chunk_rows=chunk_rows)
+            Codebook(self.codebook_size, self.dim, trainable=not self.use_ema, ema=self.use_ema,
+                     ema_decay=self.ema_decay, ema_epsilon=self.ema_epsilon, track_usage=True, chunk_rows=self.chunk_rows)
             for _ in range(count)
         )
 
     @classmethod
-    def derived_codes_per_position(cls, options: Mapping[str, Any]) -> int:
-        return options.get("num_quantizers", 4)
+    def code_space(cls, options, codebook_size, dim, where) -> CodeSpace:
+        return replace(super().code_space(options, codebook_size, dim, where), codes_per_position=options["num_quantizers"])
 
     def level_codebook(self, level: int) -> Codebook:
         """The codebook of level `level` (the one shared codebook when `shared_codebook`)."""
@@ -94,7 +71,7 @@ class ResidualVectorQuantizer(Quantizer):
         table = self.codebooks[0].weight
         return (table if ids is None else table[ids]).float()
 
-    def _embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+    def _embed_rows(self, ids: torch.Tensor) -> torch.Tensor:
         return sum(self.level_codebook(level).weight[ids[:, level]].float() for level in range(self.num_quantizers))
 
     def needs_initialization(self) -> bool:

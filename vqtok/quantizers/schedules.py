@@ -10,11 +10,12 @@ from torch import nn
 
 from ..options import NUMBER, POSITIVE, Option, check_options
 
-# The options of an exponentially decaying temperature, shared by every quantizer that anneals one.
+# The options of an exponentially decaying temperature, shared by every quantizer that anneals one
+# (with `check_temperature_order` among its option rules).
 TEMPERATURE_OPTIONS = {
-    "tau_max": POSITIVE.documented("Temperature at the first training step."),
-    "tau_min": POSITIVE.documented("Floor of the temperature; must not exceed `tau_max`."),
-    "tau_decay": Option(NUMBER, low=0, high=1, low_open=True, doc=(
+    "tau_max": POSITIVE(2.0, "Temperature at the first training step."),
+    "tau_min": POSITIVE(0.5, "Floor of the temperature; must not exceed `tau_max`."),
+    "tau_decay": Option(NUMBER, low=0, high=1, low_open=True)(0.995, (
         "delta: the temperature at training forward j is `max(tau_max * delta**j, tau_min)`; j is saved with "
         "the weights, so a resumed run continues the schedule."
     )),
@@ -22,8 +23,8 @@ TEMPERATURE_OPTIONS = {
 
 
 def check_temperature_order(values: Mapping, where: str) -> None:
-    """`tau_min` must not exceed `tau_max` (when both are given)."""
-    if "tau_min" in values and "tau_max" in values and values["tau_min"] > values["tau_max"]:
+    """`tau_min` must not exceed `tau_max`."""
+    if values["tau_min"] > values["tau_max"]:
         raise ValueError(f"{where} `tau_min` ({values['tau_min']}) must not exceed `tau_max` ({values['tau_max']})")
 
 
@@ -39,7 +40,7 @@ class TemperatureSchedule(nn.Module):
         tau_decay: factor per step, in (0, 1] (1 keeps `tau_max` for ever).
     """
 
-    def __init__(self, tau_max: float = 2.0, tau_min: float = 0.5, tau_decay: float = 0.999995):
+    def __init__(self, tau_max: float, tau_min: float, tau_decay: float):
         super().__init__()
         values = dict(tau_max=tau_max, tau_min=tau_min, tau_decay=tau_decay)
         check_options(TEMPERATURE_OPTIONS, values, "TemperatureSchedule argument")

@@ -7,12 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..options import NON_NEGATIVE
+from ..options import document_options
 from .base import Quantizer, QuantizerOutput
 from .codebook import Codebook
-from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, nearest_code, straight_through, usage_stats
+from .functional import (
+    CHUNK_OPTIONS, COMMITMENT_COST, ROTATION_OPTIONS, code_histogram, nearest_code, straight_through, usage_stats,
+)
 
 
+@document_options
 class SimVQuantizer(Quantizer):
     """Nearest code among the codes C W + b: C `[K, D]` frozen (drawn from N(0, 1/D) at construction
     and saved with the weights), W `[D, D]` and b `[D]` learnt (a `nn.Linear`, with its bias as in the
@@ -27,26 +30,18 @@ class SimVQuantizer(Quantizer):
     """
 
     options = {
-        "commitment_cost": NON_NEGATIVE.documented("beta, the weight of the commitment loss `mean((z - sg q)^2)`."),
+        "commitment_cost": COMMITMENT_COST,
         **ROTATION_OPTIONS,
         **CHUNK_OPTIONS,
     }
 
-    def __init__(
-        self,
-        codebook_size: int,
-        dim: int,
-        commitment_cost: float = 0.25,
-        rotation_trick: bool = False,
-        chunk_rows: int | None = None,
-    ):
-        super().__init__(codebook_size, dim)
-        self._set_options(commitment_cost=commitment_cost, rotation_trick=rotation_trick, chunk_rows=chunk_rows)
-        self.codebook = Codebook(codebook_size, dim, initial="normal", trainable=False, chunk_rows=chunk_rows)
+    def __init__(self, codebook_size: int | None = None, dim: int | None = None, **options):
+        super().__init__(codebook_size, dim, **options)
+        self.codebook = Codebook(self.codebook_size, self.dim, initial="normal", trainable=False, chunk_rows=self.chunk_rows)
         with torch.no_grad():
-            self.codebook.weight.mul_(dim**-0.5)
+            self.codebook.weight.mul_(self.dim**-0.5)
         self.codebook.initialized.fill_(True)  # a frozen table: nothing to start on the data
-        self.projection = nn.Linear(dim, dim)
+        self.projection = nn.Linear(self.dim, self.dim)
 
     def code_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """The codes C W + b `[n, D]` of ids `[n]` (all K when None), differentiable with respect to W."""

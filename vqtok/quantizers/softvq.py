@@ -8,14 +8,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..options import NON_NEGATIVE, POSITIVE, POSITIVE_INT
+from ..options import POSITIVE, POSITIVE_INT, document_options
 from ..parallel.collectives import all_reduce_sum_
 from .base import Quantizer, QuantizerOutput
 from .codebook import DEAD_CODE_OPTIONS, EMA_OPTIONS, Codebook
-from .functional import CHUNK_OPTIONS, code_histogram, perplexity_from_counts, sample_codes, usage_stats
+from .functional import CHUNK_OPTIONS, COMMITMENT_COST, code_histogram, perplexity_from_counts, sample_codes, usage_stats
 from .kmeans import KMEANS_OPTIONS
 
 
+@document_options
 class SoftVQQuantizer(Quantizer):
     """EM soft vector quantizer.
 
@@ -37,55 +38,36 @@ class SoftVQQuantizer(Quantizer):
     """
 
     options = {
-        "num_samples": POSITIVE_INT.documented("S, posterior samples per latent vector."),
-        "commitment_cost": NON_NEGATIVE.documented("beta, the weight of the commitment loss `mean((z_e - sg z_bar)^2)`."),
-        "temperature": POSITIVE.documented(
+        "num_samples": POSITIVE_INT(10, "S, posterior samples per latent vector."),
+        "commitment_cost": COMMITMENT_COST.documented(
+            "beta, the weight of the commitment loss `mean((z_e - sg z_bar)^2)`."
+        ),
+        "temperature": POSITIVE(0.03, (
             "T, dividing the negative squared distances before the softmax; 1 is the method's posterior, larger "
             "is softer."
-        ),
-        **DEAD_CODE_OPTIONS,
+        ), note=(
+            "How soft a posterior T gives depends on the latents' scale: on the quickstart's latents (squared "
+            "distances between neighbouring codes about 0.1) T = 1 spreads each vector over nearly all codes, which "
+            "the soft M-step then pulls together; the default, 0.03, keeps a few codes in each posterior."
+        )),
+        "dead_code_threshold": DEAD_CODE_OPTIONS["dead_code_threshold"].changed(1.0, (
+            "Soft VQ reads a code's use from its EMA soft count N_k (the reference: 0, no restarts)."
+        )),
         **EMA_OPTIONS,
+        "ema_decay": EMA_OPTIONS["ema_decay"].changed(0.95, (
+            "The default, 0.95, lets the codes follow the encoder's fast-moving output in a short run, and lets the "
+            "counts of codes that lost their vectors fall below the restart threshold within a few dozen steps (the "
+            "reference: 0.999)."
+        )),
         **KMEANS_OPTIONS,
         **CHUNK_OPTIONS,
     }
-    option_notes = {
-        "ema_decay": "The default, 0.95, lets the codes follow the encoder's fast-moving output in a short run, and "
-                     "lets the counts of codes that lost their vectors fall below the restart threshold within a "
-                     "few dozen steps (the reference: 0.999).",
-        "temperature": "How soft a posterior T gives depends on the latents' scale: on the quickstart's latents "
-                       "(squared distances between neighbouring codes about 0.1) T = 1 spreads each vector over "
-                       "nearly all codes, which the soft M-step then pulls together; the default, 0.03, keeps a "
-                       "few codes in each posterior.",
-        "dead_code_threshold": "Soft VQ reads a code's use from its EMA soft count N_k (the reference: 0, no restarts).",
-    }
-    legacy_state_names = {
-        "embedding": "codebook.weight", "initialized": "codebook.initialized",
-        "ema_cluster_size": "codebook.ema_cluster_size", "ema_embed_sum": "codebook.ema_embed_sum",
-    }
 
-    def __init__(
-        self,
-        codebook_size: int,
-        dim: int,
-        num_samples: int = 10,
-        commitment_cost: float = 0.25,
-        ema_decay: float = 0.95,
-        ema_epsilon: float = 1e-5,
-        temperature: float = 0.03,
-        dead_code_threshold: float = 1.0,
-        kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-        chunk_rows: int | None = None,
-    ):
-        super().__init__(codebook_size, dim)
-        self._set_options(
-            num_samples=num_samples, commitment_cost=commitment_cost, ema_decay=ema_decay, ema_epsilon=ema_epsilon,
-            temperature=temperature, dead_code_threshold=dead_code_threshold, kmeans_init=kmeans_init,
-            kmeans_iters=kmeans_iters, chunk_rows=chunk_rows,
-        )
+    def __init__(self, codebook_size: int | None = None, dim: int | None = None, **options):
+        super().__init__(codebook_size, dim, **options)
         self.codebook = Codebook(
-            codebook_size, dim, trainable=False, ema=True, ema_decay=self.ema_decay, ema_epsilon=self.ema_epsilon,
-            chunk_rows=chunk_rows,
+            self.codebook_size, self.dim, trainable=False, ema=True, ema_decay=self.ema_decay,
+            ema_epsilon=self.ema_epsilon, chunk_rows=self.chunk_rows,
         )
 
     def needs_initialization(self) -> bool:

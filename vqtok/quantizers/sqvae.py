@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..options import POSITIVE, Option
+from ..options import Option, POSITIVE, document_options
 from ..parallel.collectives import all_reduce_sum_
-from .base import Quantizer, QuantizerOutput
+from .base import ParameterGroup, Quantizer, QuantizerOutput
 from .codebook import DEAD_CODE_OPTIONS, Codebook
 from .functional import code_histogram, fp32_no_autocast, squared_distances, usage_stats
 from .gumbel import soft_gumbel_softmax
@@ -60,34 +60,43 @@ class StochasticQuantizer(Quantizer):
     in training, the argmax of the logits otherwise.
     """
 
-    options = {**TEMPERATURE_OPTIONS, **KMEANS_OPTIONS, **DEAD_CODE_OPTIONS}
-    option_notes = {
-        "kmeans_init": "Not in the paper: the reference draws the codes from N(0, I), far from the latents, and "
-                       "leaves most unused in a short run. SQ-VAE clusters the latents as the posterior sees them.",
-        "dead_code_threshold": "Not in the paper (0): SQ-VAE counts, per code, the batch's codes that the mixtures "
-                               "weight most.",
+    options = {
+        **TEMPERATURE_OPTIONS,
+        "tau_max": TEMPERATURE_OPTIONS["tau_max"].changed(1.0),
+        "tau_min": TEMPERATURE_OPTIONS["tau_min"].changed(0.01),
+        "tau_decay": TEMPERATURE_OPTIONS["tau_decay"].changed(math.exp(-1e-5), "The reference's schedule."),
+        **KMEANS_OPTIONS,
+        "kmeans_init": KMEANS_OPTIONS["kmeans_init"].changed(True, (
+            "Not in the paper: the reference draws the codes from N(0, I), far from the latents, and leaves most "
+            "unused in a short run. SQ-VAE clusters the latents as the posterior sees them."
+        )),
+        **DEAD_CODE_OPTIONS,
+        "dead_code_threshold": DEAD_CODE_OPTIONS["dead_code_threshold"].changed(1.0, (
+            "Not in the paper (0): SQ-VAE counts, per code, the batch's codes that the mixtures weight most."
+        )),
+        "quantizer_lr_multiplier": POSITIVE(10.0, (
+            "The learning rate of the posterior's sharpness parameter (sigma^2's scalar s, or kappa's) relative to the "
+            "training learning rate. Adam moves a parameter by about one learning rate per step, so at 1 (the paper) "
+            "the posterior can sharpen only by a factor of about e^(steps x lr): fine for the paper's 100k+ steps, "
+            "too slow for short runs."
+        )),
     }
-    legacy_state_names = {"embedding": "codebook.weight", "initialized": "codebook.initialized", "code_usage": "codebook.usage"}
+    option_rules = (check_temperature_order,)
 
-    def __init__(
-        self, codebook_size: int, dim: int, tau_max: float, tau_min: float, tau_decay: float,
-        kmeans_init: bool, kmeans_iters: int, dead_code_threshold: float,
-    ):
-        super().__init__(codebook_size, dim)
-        self.kmeans_init = kmeans_init
-        self.kmeans_iters = kmeans_iters
-        self.dead_code_threshold = float(dead_code_threshold)
-        self.codebook = Codebook(codebook_size, dim, initial="normal", track_usage=True)
-        self.temperature = TemperatureSchedule(tau_max, tau_min, tau_decay)
+    def __init__(self, codebook_size: int | None = None, dim: int | None = None, **options):
+        super().__init__(codebook_size, dim, **options)
+        self.codebook = Codebook(self.codebook_size, self.dim, initial="normal", track_usage=True)
+        self.temperature = TemperatureSchedule(self.tau_max, self.tau_min, self.tau_decay)
 
-    @classmethod
-    def check_options(cls, values, where=None) -> None:
-        super().check_options(values, where)
-        check_temperature_order(values, where or f"{cls.__name__} argument")
+    def parameter_groups(self) -> list[ParameterGroup]:
+        """The parameter that sets the posterior's sharpness (`sharpness_parameter`), at
+        `quantizer_lr_multiplier`."""
+        return [ParameterGroup([self.sharpness_parameter], self.quantizer_lr_multiplier)]
 
     # --- to implement -------------------------------------------------------------------------
-    def annealing_parameters(self) -> list[nn.Parameter]:
-        """The parameters that set the posterior's sharpness (the variance or kappa)."""
+    @property
+    def sharpness_parameter(self) -> nn.Parameter:
+        """The learned scalar that sets the posterior's sharpness (the variance's s, or kappa's)."""
         raise NotImplementedError
 
     def latents_of(self, rows: torch.Tensor) -> torch.Tensor:
@@ -161,6 +170,7 @@ class StochasticQuantizer(Quantizer):
         return f"{super().extra_repr()}, {self.temperature.extra_repr()}"
 
 
+@document_options
 class SQVAEQuantizer(StochasticQuantizer):
     """Gaussian stochastic quantizer of SQ-VAE, variance parameterisations I-IV.
 
@@ -176,53 +186,34 @@ class SQVAEQuantizer(StochasticQuantizer):
 
     options = {
         **StochasticQuantizer.options,
-        "variance": Option(str, choices=VARIANCE_PARAMETERISATIONS, doc=(
+        "variance": Option(str, choices=VARIANCE_PARAMETERISATIONS)("I", (
             'Parameterisation of sigma^2: "I" one learned scalar; "II" one value per image, "III" one per token '
             'position, "IV" one per latent element, each from a log-variance head on the encoder\'s output plus '
             "the learned scalar."
         )),
-        "variance_init": POSITIVE.documented(
+        "variance_init": POSITIVE(1.0, (
             "exp(s) at initialisation (the reference uses 10 on MNIST, 20 on CIFAR-10 and CelebA; larger for larger D)."
-        ),
-        "latent_scale": POSITIVE.documented(
+        )),
+        "latent_scale": POSITIVE(4.0, (
             "A fixed factor on the latents before quantization (the decoder receives codes at that scale). "
             "sigma^2 >= 1 in variant I, so the posterior can only be sharp once the latents spread over several "
             "units; the factor gets them there from the first step instead of after a long run (it is the same as "
             "scaling the encoder's last layer)."
-        ),
+        )),
     }
 
-    def __init__(
-        self,
-        codebook_size: int,
-        dim: int,
-        variance: str = "I",
-        variance_init: float = 1.0,
-        latent_scale: float = 4.0,
-        tau_max: float = 1.0,
-        tau_min: float = 0.01,
-        tau_decay: float = math.exp(-1e-5),
-        kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-        dead_code_threshold: float = 1.0,
-    ):
-        options = dict(
-            variance=variance, variance_init=variance_init, latent_scale=latent_scale, tau_max=tau_max, tau_min=tau_min, tau_decay=tau_decay,
-            kmeans_init=kmeans_init, kmeans_iters=kmeans_iters, dead_code_threshold=dead_code_threshold,
-        )
-        self.check_options(options)
-        super().__init__(codebook_size, dim, tau_max, tau_min, tau_decay, kmeans_init, kmeans_iters, dead_code_threshold)
-        self.variance = variance
-        self.latent_scale = float(latent_scale)
-        self.log_variance_scale = nn.Parameter(torch.tensor(math.log(variance_init)))
-        if variance != "I":
-            self.log_variance_head = nn.Linear(dim, dim)
+    def __init__(self, codebook_size: int | None = None, dim: int | None = None, **options):
+        super().__init__(codebook_size, dim, **options)
+        self.log_variance_scale = nn.Parameter(torch.tensor(math.log(self.variance_init)))
+        if self.variance != "I":
+            self.log_variance_head = nn.Linear(self.dim, self.dim)
             nn.init.zeros_(self.log_variance_head.weight)
             nn.init.zeros_(self.log_variance_head.bias)
 
-    def annealing_parameters(self) -> list[nn.Parameter]:
+    @property
+    def sharpness_parameter(self) -> nn.Parameter:
         # The scalar s only: a faster-learning D x D head made variant IV's sigma^2 diverge.
-        return [self.log_variance_scale]
+        return self.log_variance_scale
 
     def log_variance(self, rows: torch.Tensor, batch_size: int) -> torch.Tensor:
         """l for fp32 rows `[N, D]`: shape `[1, 1]` (I), `[N, 1]` (II, III) or `[N, D]` (IV)."""

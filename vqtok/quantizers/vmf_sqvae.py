@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..options import Option
+from ..options import Option, document_options
 from .sqvae import StochasticQuantizer
 
 
+@document_options
 class VMFSQVAEQuantizer(StochasticQuantizer):
     """von Mises-Fisher stochastic quantizer of SQ-VAE: latents and codes are l2-normalised over
     the channels, kappa = exp(s) + 1 with s a learned scalar, logits_nk = kappa * z_n . b^_k, and
@@ -23,38 +24,24 @@ class VMFSQVAEQuantizer(StochasticQuantizer):
 
     options = {
         **StochasticQuantizer.options,
-        "kappa_init": Option(float, low=1, low_open=True, doc=(
+        "dead_code_threshold": StochasticQuantizer.options["dead_code_threshold"].changed(2.0),
+        "kappa_init": Option(float, low=1, low_open=True)(20.0, (
             "The posterior concentration kappa at initialisation (> 1; the reference uses 1.05 with 64-dimensional "
             "codes and lets kappa rise over a long run)."
         )),
     }
 
-    def __init__(
-        self,
-        codebook_size: int,
-        dim: int,
-        kappa_init: float = 20.0,
-        tau_max: float = 1.0,
-        tau_min: float = 0.01,
-        tau_decay: float = math.exp(-1e-5),
-        kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-        dead_code_threshold: float = 2.0,
-    ):
-        options = dict(
-            kappa_init=kappa_init, tau_max=tau_max, tau_min=tau_min, tau_decay=tau_decay,
-            kmeans_init=kmeans_init, kmeans_iters=kmeans_iters, dead_code_threshold=dead_code_threshold,
-        )
-        self.check_options(options)
-        super().__init__(codebook_size, dim, tau_max, tau_min, tau_decay, kmeans_init, kmeans_iters, dead_code_threshold)
-        self.log_kappa_offset = nn.Parameter(torch.tensor(math.log(kappa_init - 1.0)))
+    def __init__(self, codebook_size: int | None = None, dim: int | None = None, **options):
+        super().__init__(codebook_size, dim, **options)
+        self.log_kappa_offset = nn.Parameter(torch.tensor(math.log(self.kappa_init - 1.0)))
 
     def code_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """The unit-length codes b^_k `[n, D]` (fp32) of `ids` (all K when None)."""
         return F.normalize(super().code_vectors(ids), dim=1)
 
-    def annealing_parameters(self) -> list[nn.Parameter]:
-        return [self.log_kappa_offset]
+    @property
+    def sharpness_parameter(self) -> nn.Parameter:
+        return self.log_kappa_offset
 
     @property
     def kappa(self) -> torch.Tensor:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..options import FLAG, NON_NEGATIVE
+from ..options import FLAG, document_options
 from .base import Quantizer, QuantizerOutput
 from .codebook import LEARNT_CODEBOOK_OPTIONS, Codebook
-from .functional import CHUNK_OPTIONS, ROTATION_OPTIONS, code_histogram, straight_through, usage_stats
+from .functional import CHUNK_OPTIONS, COMMITMENT_COST, ROTATION_OPTIONS, code_histogram, straight_through, usage_stats
 
 
+@document_options
 class VectorQuantizer(Quantizer):
     """Nearest-neighbour vector quantizer with a straight-through estimator.
 
@@ -30,48 +31,21 @@ class VectorQuantizer(Quantizer):
     """
 
     options = {
-        "commitment_cost": NON_NEGATIVE.documented("beta, the weight of the commitment loss `mean((z_e - sg z_q)^2)`."),
+        "commitment_cost": COMMITMENT_COST,
         **LEARNT_CODEBOOK_OPTIONS,
-        "use_cosine": FLAG.documented(
+        "use_cosine": FLAG(False, (
             "l2-normalise latents and codes, so the nearest code is the one of largest cosine similarity."
-        ),
+        )),
         **ROTATION_OPTIONS,
         **CHUNK_OPTIONS,
     }
-    legacy_state_names = {
-        "embedding": "codebook.weight", "initialized": "codebook.initialized", "code_usage": "codebook.usage",
-        "ema_cluster_size": "codebook.ema_cluster_size", "ema_embed_sum": "codebook.ema_embed_sum",
-    }
 
-    def __init__(
-        self,
-        codebook_size: int,
-        dim: int,
-        commitment_cost: float = 0.25,
-        use_ema: bool = True,
-        ema_decay: float = 0.99,
-        ema_epsilon: float = 1e-5,
-        kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-        dead_code_threshold: float = 1.0,
-        use_cosine: bool = False,
-        rotation_trick: bool = False,
-        chunk_rows: int | None = None,
-    ):
-        super().__init__(codebook_size, dim)
-        self._set_options(
-            commitment_cost=commitment_cost, use_ema=use_ema, ema_decay=ema_decay, ema_epsilon=ema_epsilon,
-            kmeans_init=kmeans_init, kmeans_iters=kmeans_iters, dead_code_threshold=dead_code_threshold,
-            use_cosine=use_cosine, rotation_trick=rotation_trick, chunk_rows=chunk_rows,
-        )
+    def __init__(self, codebook_size: int | None = None, dim: int | None = None, **options):
+        super().__init__(codebook_size, dim, **options)
         self.codebook = Codebook(
-            codebook_size, dim, trainable=not use_ema, ema=use_ema, ema_decay=self.ema_decay,
-            ema_epsilon=self.ema_epsilon, track_usage=True, unit_norm=use_cosine, chunk_rows=chunk_rows,
+            self.codebook_size, self.dim, trainable=not self.use_ema, ema=self.use_ema, ema_decay=self.ema_decay,
+            ema_epsilon=self.ema_epsilon, track_usage=True, unit_norm=self.use_cosine, chunk_rows=self.chunk_rows,
         )
-
-    def retired_legacy_state(self) -> set[str]:
-        """vqtok 0.1 kept EMA statistics also for a codebook learnt by gradient (unused there)."""
-        return set() if self.use_ema else {"codebook.ema_cluster_size", "codebook.ema_embed_sum"}
 
     def project(self, rows: torch.Tensor) -> torch.Tensor:
         """Unit-length latents in cosine mode, unchanged otherwise."""

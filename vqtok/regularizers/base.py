@@ -9,11 +9,12 @@ at each evaluation of training (`evaluation_images`), which the trainer saves an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ..options import Pluggable
+from ..options import Configurable
 from ..quantizers import Quantizer, QuantizerOutput
 
 
@@ -27,7 +28,7 @@ class RegularizerInputs:
         quantizer_output: the quantizer's training output (z_q, ids, its losses and statistics).
         reconstruction: the decoded images `[B, C, H, W]`.
         quantizer: the tokenizer's quantizer, to ask for (a sample of) its code vectors
-            (`code_sample`, `code_vectors`: differentiable where it learns them by gradient) and its K.
+            (`code_vectors`, `sampled_code_vectors`: differentiable where it learns them by gradient) and its K.
     """
 
     pixel_values: torch.Tensor
@@ -45,14 +46,17 @@ class RegularizerOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class Regularizer(Pluggable, nn.Module):
+class Regularizer(Configurable, nn.Module):
     """Base class of regularisers.
 
     A subclass sets `name` (its key in `VQTokenizerConfig.regularizers`), declares its options in
-    `options` (checked when a config switches it on and when it is built, and listed in its
-    docstring), takes them as keyword arguments, and implements `forward(inputs) -> RegularizerOutput`. Its loss names must not
-    clash with the tokenizer's other terms (`<name>_loss` is a good choice).
+    `options` (checked when a config switches it on and when it is built; `document_options` lists
+    them in its docstring), takes them as keyword arguments, and implements
+    `forward(inputs) -> RegularizerOutput`. Its loss names must not clash with the tokenizer's other
+    terms (`<name>_loss` is a good choice).
     """
+
+    name: ClassVar[str] = ""
 
     def forward(self, inputs: RegularizerInputs) -> RegularizerOutput:
         raise NotImplementedError

@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from ..parallel.collectives import all_reduce_mean_, all_reduce_sum_
-from ..options import FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, NUMBER, POSITIVE, POSITIVE_INT, Option
+from ..options import FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, NUMBER, POSITIVE, POSITIVE_INT, Option, document_options
+from ..quantizers import sampled_code_vectors
 from ..quantizers.functional import code_histogram, entropy_from_counts, seeded_subset_ids
 from .persistence import persistence_bars, persistence_signature, save_persistence_diagram
 from .base import Regularizer, RegularizerInputs, RegularizerOutput
@@ -60,58 +61,42 @@ def distinct_rows(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return rows[first]
 
 
+@document_options
 class TopologyRegularizer(Regularizer):
     """HC-VQ's topology term; see the module docstring for the maths."""
 
     name = "topology"
     options = {
-        "enabled": FLAG.documented("False keeps the module (and its state) but adds nothing to the loss."),
-        "weight": NON_NEGATIVE.documented("Overall weight of the term."),
-        "epsilon_weight": NON_NEGATIVE.documented("lambda, the weight of the eps0 part against the beta1 part."),
-        "betti_target": Option(NUMBER, low=0, optional=True, doc="beta1*; None takes the cloud's own beta1 after the warm-up."),
-        "epsilon_target": Option(NUMBER, low=0, optional=True, doc=(
+        "enabled": FLAG(True, "False keeps the module (and its state) but adds nothing to the loss."),
+        "weight": NON_NEGATIVE(10.0, "Overall weight of the term."),
+        "epsilon_weight": NON_NEGATIVE(1e4, "lambda, the weight of the eps0 part against the beta1 part."),
+        "betti_target": Option(NUMBER, low=0, optional=True)(None, (
+            "beta1*; None takes the cloud's own beta1 after the warm-up."
+        )),
+        "epsilon_target": Option(NUMBER, low=0, optional=True)(None, (
             "eps0*; None takes the cloud's own eps0 after the warm-up, times `target_scale`."
         )),
-        "target_scale": POSITIVE.documented("Factor on the derived eps0 target (> 1 asks for a more spread codebook)."),
-        "width": POSITIVE.documented("sigma of the narrow Gaussians of the soft beta1."),
-        "entropy_period": POSITIVE_INT.documented("T, forwards between refreshes of eta."),
-        "point_cloud": Option(str, choices=POINT_CLOUDS, doc=(
+        "target_scale": POSITIVE(1.2, "Factor on the derived eps0 target (> 1 asks for a more spread codebook)."),
+        "width": POSITIVE(1e-3, "sigma of the narrow Gaussians of the soft beta1."),
+        "entropy_period": POSITIVE_INT(50, "T, forwards between refreshes of eta."),
+        "point_cloud": Option(str, choices=POINT_CLOUDS)("codebook", (
             '"codebook" (the quantizer\'s codes) or "quantized" (the batch\'s distinct quantized vectors).'
         )),
-        "compute_every": POSITIVE_INT.documented("Forwards between persistence computations (the term is 0 in between)."),
-        "warmup_steps": NON_NEGATIVE_INT.documented("Forwards before the first persistence computation."),
-        "max_points": Option(int, low=3, optional=True, doc=(
+        "compute_every": POSITIVE_INT(4, "Forwards between persistence computations (the term is 0 in between)."),
+        "warmup_steps": NON_NEGATIVE_INT(50, "Forwards before the first persistence computation."),
+        "max_points": Option(int, low=3, optional=True)(512, (
             "Cap on the cloud's size (a seeded subsample above it; None: no cap)."
         )),
     }
 
-    def __init__(
-        self,
-        enabled: bool = True,
-        weight: float = 10.0,
-        epsilon_weight: float = 1e4,
-        betti_target: float | None = None,
-        epsilon_target: float | None = None,
-        target_scale: float = 1.2,
-        width: float = 1e-3,
-        entropy_period: int = 50,
-        point_cloud: str = "codebook",
-        compute_every: int = 4,
-        warmup_steps: int = 50,
-        max_points: int | None = 512,
-    ):
+    def __init__(self, **options):
         super().__init__()
-        self.check_options({k: v for k, v in locals().items() if k in self.options})
-        self.enabled = enabled
-        self.weight = weight
-        self.epsilon_weight = epsilon_weight
-        self.target_scale = target_scale
-        self.width = width
-        self.entropy_period = entropy_period
-        self.point_cloud = point_cloud
-        self.compute_every = compute_every
-        self.warmup_steps = warmup_steps
-        self.max_points = max_points
+        settings = self.options_with_defaults(options)
+        # The targets are state (buffers, below), derived after the warm-up where not given.
+        betti_target, epsilon_target = settings.pop("betti_target"), settings.pop("epsilon_target")
+        for name, value in settings.items():
+            setattr(self, name, value)
+        entropy_period = self.entropy_period
         self._warned_no_gradient = False
 
         self.register_buffer("step", torch.tensor(0, dtype=torch.long))
@@ -158,7 +143,7 @@ class TopologyRegularizer(Regularizer):
         """The cloud whose persistence the term constrains (fp32, at most `max_points` rows, a seeded
         choice)."""
         if self.point_cloud == "codebook":
-            return inputs.quantizer.code_sample(self.max_points, seed=int(self.step))
+            return sampled_code_vectors(inputs.quantizer, self.max_points, seed=int(self.step))
         quantized = inputs.quantizer_output.quantized
         rows = distinct_rows(quantized.movedim(1, -1).reshape(-1, quantized.shape[1]), inputs.quantizer_output.indices)
         return rows.float()[seeded_subset_ids(rows.shape[0], self.max_points, int(self.step)).to(rows.device)]
@@ -230,6 +215,6 @@ class TopologyRegularizer(Regularizer):
         """The persistence diagram of the codebook (at most `max_points` codes), as
         `<output_dir>/topology_step<step>.png`."""
         with torch.no_grad():
-            bars = persistence_bars(model.quantizer.code_sample(self.max_points, seed=0))
+            bars = persistence_bars(sampled_code_vectors(model.quantizer, self.max_points, seed=0))
         path = os.path.join(output_dir, f"topology_step{step}.png")
         return {"eval/persistence_diagram": save_persistence_diagram(bars, path, f"codebook at step {step}")}

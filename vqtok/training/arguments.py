@@ -12,23 +12,22 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from dataclasses import fields
+from typing import Any
 
 from ..data import BAD_IMAGE_CHOICES
 from ..options import (
-    LR_SCHEDULER,
     FLAG,
+    LR_SCHEDULER,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
     POSITIVE,
     POSITIVE_INT,
+    TEXT,
     Option,
-    append_options_doc,
-    check_options,
+    Settings,
+    options_dataclass,
 )
-
-TEXT = Option(str)
 
 
 def check_output_folder(path: str | os.PathLike, option: str = "training.output_dir") -> None:
@@ -94,193 +93,149 @@ def arguments_from_dict(cls, values: Mapping, section: str):
 
 # The splits of a run's data, shared by the image and the token data.
 SPLIT_OPTIONS = {
-    "train_split": TEXT.documented("The training split's name."),
-    "eval_split": Option(str, optional=True, doc="The held-out split's name (null: no evaluation)."),
+    "train_split": TEXT("train", "The training split's name."),
+    "eval_split": Option(str, optional=True)("test", "The held-out split's name (null: no evaluation)."),
 }
 
 
-@dataclass
-class DataArguments:
+@options_dataclass
+class DataArguments(Settings):
     """Where the images come from and how they are prepared."""
 
-    options: ClassVar[dict[str, Option]] = {
-        "source": TEXT.documented(
+    option_owner = "data option"
+    options = {
+        "source": TEXT("sample", (
             '`"sample"` (bundled, offline), a local image folder, a Hub dataset name, or webdataset tar shards: a '
             "path with a brace range (`shards/train-{000000..000099}.tar`), a glob (`shards/train-*.tar`) or one "
             "`.tar` file (the shards are the training split: see `eval_source`)."
-        ),
+        )),
         **SPLIT_OPTIONS,
-        "image_column": TEXT.documented(
+        "image_column": TEXT("image", (
             "The column holding images in a Hub dataset; for tar shards, the samples' image key (`jpg`, `png`, ...; "
             "the default `image` takes the first image key the shards hold)."
-        ),
-        "streaming": FLAG.documented(
-            "Read the training images as a stream (`datasets.IterableDataset`) instead of loading them: for data that "
-            "does not fit on one machine. Each process reads its own part (whole shards when the shard count divides "
-            "by the process count), local files in a new seeded order each epoch, through a seeded block shuffle of "
-            "`shuffle_buffer` images; checkpoints hold the stream's position, and a resume on the same process count "
-            "is exact. Unreadable images are met during training: `on_bad_image` stops there naming the image, or "
-            "skips and counts it."
-        ),
-        "shuffle_buffer": POSITIVE_INT.documented(
-            "Images per shuffled block of a streamed run (1: the source's order; larger mixes more, costs memory "
-            "for that many encoded images, and one block read again per resume)."
-        ),
-        "eval_source": Option(str, optional=True, doc=(
-            "Where the held-out images come from when they are not a split of `source` (tar shards are one split "
-            "each): any source `source` takes, read at `eval_split`. None: `source`."
         )),
-        "eval_images": POSITIVE_INT.documented(
-            "A streamed run evaluates on the first this many images of the held-out split (read once, kept in memory)."
-        ),
-        "augment": FLAG.documented("Random crop and horizontal flip on the training images."),
-        "on_bad_image": Option(str, choices=BAD_IMAGE_CHOICES, doc=(
+        "augment": FLAG(True, "Random crop and horizontal flip on the training images."),
+        "on_bad_image": Option(str, choices=BAD_IMAGE_CHOICES)("fail", (
             "What to do with images that cannot be read (a truncated or corrupt file): `fail` reads every image "
             "of the local folder or dataset before training and raises one error listing them all (files by "
             "path, dataset rows by index); `skip` drops them with a warning naming each, and the count is "
             "recorded in the trained tokenizer's `training_metadata` (`dataset.skipped_images`). The bundled "
             "sample set is not checked."
         )),
+        "streaming": FLAG(False, (
+            "Read the training images as a stream (`datasets.IterableDataset`) instead of loading them: for data that "
+            "does not fit on one machine. Each process reads its own part (whole shards when the shard count divides "
+            "by the process count), local files in a new seeded order each epoch, through a seeded block shuffle of "
+            "`shuffle_buffer` images; checkpoints hold the stream's position, and a resume on the same process count "
+            "is exact. Unreadable images are met during training: `on_bad_image` stops there naming the image, or "
+            "skips and counts it."
+        )),
+        "shuffle_buffer": POSITIVE_INT(1000, (
+            "Images per shuffled block of a streamed run (1: the source's order; larger mixes more, costs memory "
+            "for that many encoded images, and one block read again per resume)."
+        )),
+        "eval_source": Option(str, optional=True)(None, (
+            "Where the held-out images come from when they are not a split of `source` (tar shards are one split "
+            "each): any source `source` takes, read at `eval_split`. None: `source`."
+        )),
+        "eval_images": POSITIVE_INT(512, (
+            "A streamed run evaluates on the first this many images of the held-out split (read once, kept in memory)."
+        )),
     }
 
-    source: str = "sample"
-    train_split: str = "train"
-    eval_split: str | None = "test"
-    image_column: str = "image"
-    augment: bool = True
-    on_bad_image: str = "fail"
-    streaming: bool = False
-    shuffle_buffer: int = 1000
-    eval_source: str | None = None
-    eval_images: int = 512
 
-    def __post_init__(self):
-        check_options(self.options, {name: getattr(self, name) for name in self.options}, "data option")
-
-
-@dataclass
-class TokenDataArguments:
+@options_dataclass
+class TokenDataArguments(Settings):
     """Where the tokens of a prior's training run come from."""
 
-    options: ClassVar[dict[str, Option]] = {
-        "tokens": TEXT.documented(
+    option_owner = "data option"
+    options = {
+        "tokens": TEXT("outputs/quickstart/tokens", (
             "A token dataset folder written by `training/tokenize_dataset.py` (or `vqtok.save_tokenized`): "
             "`save_to_disk` splits plus `vqtok_tokens.json`."
-        ),
+        )),
         **SPLIT_OPTIONS,
     }
 
-    tokens: str = "outputs/quickstart/tokens"
-    train_split: str = "train"
-    eval_split: str | None = "test"
 
-    def __post_init__(self):
-        check_options(self.options, {name: getattr(self, name) for name in self.options}, "data option")
-
-
-TRAINING_OPTIONS = {
-    "output_dir": TEXT.documented(
-        "Where checkpoints, logs, evaluation grids (and, in the script, the trained tokenizer) are written."
-    ),
-    "max_steps": POSITIVE_INT.documented("Optimizer steps to run."),
-    "batch_size": POSITIVE_INT.documented(
-        "Images per process per micro-batch (the global batch of one optimizer step is "
-        "`batch_size x processes x gradient_accumulation_steps`)."
-    ),
-    "learning_rate": POSITIVE.documented(
-        "Peak learning rate of the optimizer (AdamW unless the tokenizer type's `build_optimizer` says otherwise)."
-    ),
-    "weight_decay": NON_NEGATIVE.documented("The optimizer's weight decay."),
-    "lr_scheduler": LR_SCHEDULER.documented(
-        "A `transformers.get_scheduler` name (`cosine`, `linear`, `constant_with_warmup`, ...). It is stepped "
-        "once per optimizer step, whatever the number of processes."
-    ),
-    "warmup_steps": NON_NEGATIVE_INT.documented("Linear warm-up steps."),
-    "gradient_accumulation_steps": POSITIVE_INT.documented("Micro-batches per optimizer step."),
-    "max_grad_norm": NON_NEGATIVE.documented("Gradient clipping (0 disables)."),
-    "max_consecutive_skipped_steps": POSITIVE_INT.documented(
-        "A step whose loss or gradients are not finite on some process is skipped on every process (no optimizer "
-        "or scheduler step; the quantizers' and regularisers' state is left as it was) with a warning, and "
-        "counted; this many skipped steps in a row stop the run with an error."
-    ),
-    "deterministic": FLAG.documented(
-        "Deterministic maths for the whole process (set when the run starts): `torch.use_deterministic_algorithms`, "
-        "cuDNN's deterministic kernels, no TF32 (fp32 matmuls at full precision) and cuBLAS's fixed workspace. A run "
-        "stopped and resumed on a GPU then ends with the weights of an uninterrupted one, as it always does on a CPU; "
-        "without it GPU kernels may sum in another order from run to run. Costs speed on a GPU."
-    ),
-    "mixed_precision": Option(str, choices=("no", "fp16", "bf16"), doc=(
-        "`no`, `fp16` or `bf16` (quantizer maths stays fp32 regardless; fp16 takes one optimizer, so a run with "
-        "training objectives that train networks of their own needs bf16)."
-    )),
-    "eval_every": NON_NEGATIVE_INT.documented(
-        "Evaluate (MSE, PSNR, perplexity, codes used) on the main process and write a reconstruction grid every "
-        "this many steps (0: only at the end)."
-    ),
-    "eval_batch_size": POSITIVE_INT.documented("Images per evaluation batch."),
-    "log_every": POSITIVE_INT.documented(
-        "Steps between log records (every loss term and statistic the model reports, by name, averaged over the "
-        "step's micro-batches and over processes, plus learning rate and images/s)."
-    ),
-    "report_to": TEXT.documented(
-        "Accelerate trackers, comma-separated (`tensorboard`, `wandb`, ...), `all`, or `none`. Logs go to "
-        "`output_dir/logs`."
-    ),
-    "checkpoint_every": NON_NEGATIVE_INT.documented(
-        "`accelerator.save_state` into `output_dir/checkpoints/step_N` every this many steps (0: never)."
-    ),
-    "checkpoints_total_limit": Option(int, low=1, optional=True, doc="Keep only the newest this many checkpoints (None: keep all)."),
-    "resume_from_checkpoint": Option(str, optional=True, doc=(
-        "`latest` (the newest checkpoint in `output_dir/checkpoints`; a fresh start when there is none, so a "
-        "preempted job can be rerun unchanged) or a checkpoint folder."
-    )),
-    "seed": Option(int, doc="Seed for model initialisation, data order and augmentation."),
-    "num_workers": NON_NEGATIVE_INT.documented(
-        "DataLoader worker processes; in a streamed run (`data.streaming`), the threads that decode and augment "
-        "images ahead of the step. Results do not depend on it."
-    ),
-}
-
-
-@dataclass
-class TrainingArguments:
+@options_dataclass
+class TrainingArguments(Settings):
     """Options of the training loop."""
 
-    options: ClassVar[dict[str, Option]] = TRAINING_OPTIONS
-
-    output_dir: str = "outputs/tokenizer"
-    max_steps: int = 1000
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    lr_scheduler: str = "cosine"
-    warmup_steps: int = 50
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 1.0
-    max_consecutive_skipped_steps: int = 10
-    deterministic: bool = False
-    mixed_precision: str = "no"
-    eval_every: int = 0
-    eval_batch_size: int = 128
-    log_every: int = 10
-    report_to: str = "tensorboard"
-    checkpoint_every: int = 0
-    checkpoints_total_limit: int | None = 3
-    resume_from_checkpoint: str | None = None
-    seed: int = 0
-    num_workers: int = 0
+    option_owner = "training option"
+    options = {
+        "output_dir": TEXT("outputs/tokenizer", (
+            "Where checkpoints, logs, evaluation grids (and, in the script, the trained tokenizer) are written."
+        )),
+        "max_steps": POSITIVE_INT(1000, "Optimizer steps to run."),
+        "batch_size": POSITIVE_INT(64, (
+            "Images per process per micro-batch (the global batch of one optimizer step is "
+            "`batch_size x processes x gradient_accumulation_steps`)."
+        )),
+        "learning_rate": POSITIVE(1e-3, (
+            "Peak learning rate of the optimizer (AdamW; a quantizer's `parameter_groups` learn at their multiple "
+            "of it)."
+        )),
+        "weight_decay": NON_NEGATIVE(0.0, "The optimizer's weight decay."),
+        "lr_scheduler": LR_SCHEDULER("cosine", (
+            "A `transformers.get_scheduler` name (`cosine`, `linear`, `constant_with_warmup`, ...). It is stepped "
+            "once per optimizer step, whatever the number of processes."
+        )),
+        "warmup_steps": NON_NEGATIVE_INT(50, "Linear warm-up steps."),
+        "gradient_accumulation_steps": POSITIVE_INT(1, "Micro-batches per optimizer step."),
+        "max_grad_norm": NON_NEGATIVE(1.0, "Gradient clipping (0 disables)."),
+        "max_consecutive_skipped_steps": POSITIVE_INT(10, (
+            "A step whose loss or gradients are not finite on some process is skipped on every process (no optimizer "
+            "or scheduler step; the quantizers' and regularisers' state is left as it was) with a warning, and "
+            "counted; this many skipped steps in a row stop the run with an error."
+        )),
+        "deterministic": FLAG(False, (
+            "Deterministic maths for the whole process (set when the run starts): `torch.use_deterministic_algorithms`, "
+            "cuDNN's deterministic kernels, no TF32 (fp32 matmuls at full precision) and cuBLAS's fixed workspace. A "
+            "run stopped and resumed on a GPU then ends with the weights of an uninterrupted one, as it always does on "
+            "a CPU; without it GPU kernels may sum in another order from run to run. Costs speed on a GPU."
+        )),
+        "mixed_precision": Option(str, choices=("no", "fp16", "bf16"))("no", (
+            "`no`, `fp16` or `bf16` (quantizer maths stays fp32 regardless; fp16 takes one optimizer, so a run with "
+            "training objectives that train networks of their own needs bf16)."
+        )),
+        "eval_every": NON_NEGATIVE_INT(0, (
+            "Evaluate (MSE, PSNR, perplexity, codes used) on the main process and write a reconstruction grid every "
+            "this many steps (0: only at the end)."
+        )),
+        "eval_batch_size": POSITIVE_INT(128, "Images per evaluation batch."),
+        "log_every": POSITIVE_INT(10, (
+            "Steps between log records (every loss term and statistic the model reports, by name, averaged over the "
+            "step's micro-batches and over processes, plus learning rate and images/s)."
+        )),
+        "report_to": TEXT("tensorboard", (
+            "Accelerate trackers, comma-separated (`tensorboard`, `wandb`, ...), `all`, or `none`. Logs go to "
+            "`output_dir/logs`."
+        )),
+        "checkpoint_every": NON_NEGATIVE_INT(0, (
+            "`accelerator.save_state` into `output_dir/checkpoints/step_N` every this many steps (0: never)."
+        )),
+        "checkpoints_total_limit": Option(int, low=1, optional=True)(3, (
+            "Keep only the newest this many checkpoints (None: keep all)."
+        )),
+        "resume_from_checkpoint": Option(str, optional=True)(None, (
+            "`latest` (the newest checkpoint in `output_dir/checkpoints`; a fresh start when there is none, so a "
+            "preempted job can be rerun unchanged) or a checkpoint folder."
+        )),
+        "seed": Option(int)(0, "Seed for model initialisation, data order and augmentation."),
+        "num_workers": NON_NEGATIVE_INT(0, (
+            "DataLoader worker processes; in a streamed run (`data.streaming`), the threads that decode and augment "
+            "images ahead of the step. Results do not depend on it."
+        )),
+    }
 
     def __post_init__(self):
         if isinstance(self.output_dir, os.PathLike):
             self.output_dir = os.fspath(self.output_dir)
-        check_options(self.options, {name: getattr(self, name) for name in self.options}, "training option")
+        super().__post_init__()
 
     @property
     def trackers(self) -> list[str]:
         """`report_to` as a list of tracker names (empty for `none`)."""
         names = [name.strip() for name in self.report_to.split(",") if name.strip()]
         return [] if names in ([], ["none"]) else names
-
-
-for _arguments in (DataArguments, TokenDataArguments, TrainingArguments):
-    append_options_doc(_arguments, _arguments.options)

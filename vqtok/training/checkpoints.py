@@ -10,10 +10,11 @@ warning about each newer folder it passes over (a `.partial` left by a killed jo
 truncated `step_N`); an explicitly named folder that is not complete raises `CheckpointError`
 naming the folder and the file at fault.
 
-Folders written before the marker existed (a `step_N` without `checkpoint_complete.json`) are
-accepted with a warning when their safetensors files open and they hold the model weights: the
-older writer also renamed `step_N.partial` only after every process had finished, and this writer
-never leaves a `step_N` without a marker, so such a folder is complete unless it was damaged later.
+A `step_N` without a marker was written by vqtok 0.1 before markers existed: it is accepted with a
+warning when it holds what such a checkpoint holds (`vqtok.hub.earlier_versions.unmarked_checkpoint_problem`)
+and its files open. That writer also renamed `step_N.partial` only after every process had finished,
+and this one never leaves a `step_N` without a marker, so such a folder is complete unless it was
+damaged later.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from accelerate import Accelerator
 from safetensors import safe_open
 from torch import nn
 
+from ..hub import earlier_versions
 from .arguments import TrainingArguments
 
 CHECKPOINT_PREFIX = "step_"
@@ -37,8 +39,6 @@ COMPLETE_MARKER = "checkpoint_complete.json"
 MARKER_FORMAT = 1
 PARTIAL_SUFFIX = ".partial"
 _DISCARDED_SUFFIX = ".discarded"
-# Weights that a checkpoint written before the marker existed must hold.
-_MODEL_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 _OPTIMIZER_STATE = "optimizer"  # Accelerate's optimizer.bin, optimizer_1.bin, ...
 _TORCH_ARCHIVES = (".bin", ".pkl", ".pt")
 _FOLDER = re.compile(rf"{CHECKPOINT_PREFIX}(\d+)({re.escape(PARTIAL_SUFFIX)}|{re.escape(_DISCARDED_SUFFIX)})?")
@@ -55,7 +55,7 @@ def checkpoint_dir(output_dir: str, step: int) -> str:
 
 def verify_checkpoint(folder: str) -> dict | None:
     """Check that `folder` is a complete checkpoint and return its marker (None for a folder written
-    before markers existed, whose safetensors files and model weights were checked instead).
+    before markers existed, whose files were checked instead).
 
     Raises `CheckpointError` naming the folder and the file: no marker in a `.partial` folder, an
     unreadable marker, a listed file missing or of another size, a safetensors file that does not open."""
@@ -88,7 +88,7 @@ def verify_checkpoint(folder: str) -> dict | None:
 
 
 def _verify_unmarked(folder: str) -> None:
-    """A folder without a marker: an interrupted write, or a checkpoint written before markers."""
+    """A folder without a marker: an interrupted write, a saved model, or a checkpoint of vqtok 0.1."""
     if folder.rstrip(os.sep).endswith(PARTIAL_SUFFIX):
         raise CheckpointError(
             f"checkpoint {folder} is incomplete: it has no {COMPLETE_MARKER} (its writing was interrupted)"
@@ -99,13 +99,9 @@ def _verify_unmarked(folder: str) -> None:
             f"{folder} is a saved model (save_pretrained: config.json and weights), not a training checkpoint: it "
             f"holds no optimizer or loop state to resume. Resume from output_dir/checkpoints/step_N (or 'latest')"
         )
-    if not any(name in names for name in _MODEL_WEIGHTS):
-        raise CheckpointError(
-            f"checkpoint {folder} is incomplete: it has neither {COMPLETE_MARKER} nor model weights "
-            f"({' or '.join(_MODEL_WEIGHTS)})"
-        )
-    if not any(name.startswith(_OPTIMIZER_STATE) for name in names):
-        raise CheckpointError(f"checkpoint {folder} is incomplete: it has no optimizer state ({_OPTIMIZER_STATE}.bin)")
+    problem = earlier_versions.unmarked_checkpoint_problem(names)
+    if problem:
+        raise CheckpointError(f"checkpoint {folder} is incomplete: {problem}")
     for name in names:
         _check_safetensors(folder, name)
         _check_torch_archive(folder, name)
@@ -191,11 +187,7 @@ def latest_checkpoint(output_dir: str) -> str | None:
 
 
 def _warn_unmarked(folder: str) -> None:
-    warnings.warn(
-        f"checkpoint {folder} has no {COMPLETE_MARKER} (written by vqtok before checkpoints were marked "
-        "complete): only its safetensors files could be checked",
-        stacklevel=3,
-    )
+    warnings.warn(earlier_versions.unmarked_checkpoint_warning(folder, COMPLETE_MARKER), stacklevel=3)
 
 
 def resolve_checkpoint(args: TrainingArguments) -> str | None:

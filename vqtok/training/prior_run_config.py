@@ -16,9 +16,8 @@ Example (`training/configs/prior.yaml`)::
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar
 
-from ..options import Option, check_options
+from ..options import Option, Settings, options_dataclass
 from ..prior import PriorConfig
 from ..prior.configuration import LM_SIZE_OPTIONS
 from ..tokens.layout import TokenLayout
@@ -27,41 +26,24 @@ from .run_config import read_run_config, run_metadata
 
 PRIOR_SECTIONS = ("model", "data", "training")
 
-_MODEL_OPTIONS = {**LM_SIZE_OPTIONS, "tokenizer": Option(str, optional=True), "lm_options": Option(dict)}
+@options_dataclass
+class PriorModelArguments(Settings):
+    """The prior to train (see `PriorConfig.for_tokenizer`)."""
 
-
-@dataclass
-class PriorModelArguments:
-    """The prior to train (see `PriorConfig.for_tokenizer`).
-
-    Args:
-        architecture: `gpt2` or `llama`.
-        hidden_size / num_layers / num_heads: the language model's width, depth and attention heads.
-        dropout: dropout probability (GPT-2: embeddings, residuals and attention; Llama: attention).
-        tokenizer: the tokenizer's repo id or path recorded in the prior's config (default: the one
-            recorded with the tokens); set it to a Hub id before publishing.
-        lm_options: further fields of the language model's config (e.g. `{n_inner: 256}`).
-    """
-
-    options: ClassVar[dict[str, Option]] = _MODEL_OPTIONS
-
-    architecture: str = "gpt2"
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    dropout: float = 0.1
-    tokenizer: str | None = None
-    lm_options: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        check_options(self.options, asdict(self), "model option")
+    option_owner = "model option"
+    options = {
+        **LM_SIZE_OPTIONS,
+        "tokenizer": Option(str, optional=True)(None, (
+            "The tokenizer's repo id or path recorded in the prior's config (default: the one recorded with the "
+            "tokens); set it to a Hub id before publishing."
+        )),
+        "lm_options": Option(dict)({}, "Further fields of the language model's config (e.g. `{n_inner: 256}`)."),
+    }
 
     def build_config(self, layout: TokenLayout) -> PriorConfig:
         """The prior's config for tokens laid out as `layout`."""
-        return PriorConfig.for_tokenizer(
-            layout, architecture=self.architecture, hidden_size=self.hidden_size, num_layers=self.num_layers,
-            num_heads=self.num_heads, dropout=self.dropout, tokenizer_name=self.tokenizer, **self.lm_options,
-        )
+        size = {name: getattr(self, name) for name in LM_SIZE_OPTIONS}
+        return PriorConfig.for_tokenizer(layout, tokenizer_name=self.tokenizer, **size, **self.lm_options)
 
 
 @dataclass
