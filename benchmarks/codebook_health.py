@@ -22,7 +22,7 @@ import torch
 
 from vqtok import VQTokenizer
 from vqtok.data import load_image_dataset, pixel_dataset
-from vqtok.evaluation.metrics import evaluate_tokenizer
+from vqtok.metrics.evaluation import evaluate_tokenizer
 from vqtok.quantizers import Quantizer, QuantizerOutput, code_histogram, usage_stats
 from vqtok.training.run_config import load_run_config
 from vqtok.training.trainer import train_tokenizer

@@ -49,7 +49,7 @@ from accelerate.tracking import GeneralTracker
 
 from vqtok import VQTokenizer
 from vqtok.data import load_image_dataset, pixel_dataset, stack_pixel_values
-from vqtok.evaluation.metrics import evaluate_tokenizer
+from vqtok.metrics.evaluation import evaluate_tokenizer
 from vqtok.auto import TOKENIZER_REGISTRY
 from vqtok.training.run_config import RunConfig, load_run_config
 from vqtok.training.trainer import THROUGHPUT_SKIP_STEPS, make_accelerator, train_tokenizer

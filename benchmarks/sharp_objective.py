@@ -39,7 +39,7 @@ from accelerate.utils import set_seed
 
 from vqtok import VQTokenizer
 from vqtok.data import load_image_dataset, pixel_dataset, stack_pixel_values
-from vqtok.evaluation import evaluate_tokenizer, save_reconstruction_grid
+from vqtok.metrics import evaluate_tokenizer, save_reconstruction_grid
 from vqtok.losses import build_objectives
 from vqtok.metrics import RandomConvFeatures
 from vqtok.training.run_config import load_run_config

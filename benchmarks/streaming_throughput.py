@@ -33,9 +33,9 @@ from datasets import Image
 
 from vqtok import VQTokenizer
 from vqtok.data import PixelTransform, load_sample_dataset, pixel_dataset
-from vqtok.data.streaming import write_shards
+from vqtok.data.image_streams import write_shards
 from vqtok.training import train_tokenizer
-from vqtok.training.image_stream import StreamingImages
+from vqtok.training.streamed_data import StreamingImages
 from vqtok.training.run_config import load_run_config
 from vqtok.training.trainer import THROUGHPUT_SKIP_STEPS
 

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from vqtok.data import PixelTransform, load_image_dataset, load_sample_dataset, pixel_dataset, stack_pixel_values
-from vqtok.evaluation.visualize import save_reconstruction_grid
+from vqtok.metrics.pictures import save_reconstruction_grid
 
 
 def test_sample_dataset_is_offline_real_and_split():

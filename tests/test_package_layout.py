@@ -111,7 +111,7 @@ def test_the_top_level_reads_like_the_data_flow():
     loose = {path.stem for path in PACKAGE.glob("*.py")}
     assert loose == {"__init__", "options", "validation", "processing", "configuration", "modeling", "auto"}
     rooms = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
-    assert rooms == {"data", "backbones", "quantizers", "models", "regularizers", "losses", "hub", "evaluation", "parallel",
+    assert rooms == {"data", "backbones", "quantizers", "models", "regularizers", "losses", "hub", "parallel",
                      "tokens", "prior", "training", "conversion", "metrics"}
 
 

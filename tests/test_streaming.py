@@ -21,9 +21,9 @@ from safetensors.torch import load_file, save_file
 from tiny_data import tiny_images
 
 from vqtok.data import PixelTransform, load_image_dataset
-from vqtok.data.shards import expand_braces, shard_files
-from vqtok.data.streaming import open_image_stream, take_images, write_shards
-from vqtok.training.image_stream import StreamingImages
+from vqtok.data.tar_shards import expand_braces, shard_files
+from vqtok.data.image_streams import open_image_stream, take_images, write_shards
+from vqtok.training.streamed_data import StreamingImages
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]

@@ -17,9 +17,9 @@ from tiny_data import tiny_images, tiny_tokenizer
 
 from vqtok import TokenLayout, codes_from_dataset, load_tokenized, load_tokenized_shards, tokenize_dataset, tokenize_stream
 from vqtok.data import load_image_dataset
-from vqtok.data.streaming import write_shards
-from vqtok.tokens import sharded
-from vqtok.tokens.shard_files import sharded_token_files
+from vqtok.data.image_streams import write_shards
+from vqtok.tokens import stream_tokenization
+from vqtok.tokens.parquet_shards import sharded_token_files
 from vqtok.tokens.tokenization import BatchTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,14 +71,14 @@ def count_encoded(monkeypatch) -> list[int]:
 
 def crash_after(monkeypatch, shards: int) -> None:
     """Make the shard writer raise while finishing shard number `shards` (counted from 0)."""
-    finish = sharded._ShardWriter.finish
+    finish = stream_tokenization._ShardWriter.finish
 
     def finish_or_crash(self, progress):
         if progress["shard"] == shards:
             raise KeyboardInterrupt("killed")
         return finish(self, progress)
 
-    monkeypatch.setattr(sharded._ShardWriter, "finish", finish_or_crash)
+    monkeypatch.setattr(stream_tokenization._ShardWriter, "finish", finish_or_crash)
 
 
 @pytest.mark.parametrize("split, rows_per_shard", [("test", 100), ("train", 800)])
@@ -241,7 +241,7 @@ def test_bad_outputs_sources_and_launches_are_refused_before_any_image_is_encode
     class TwoProcesses:
         num_processes = 2
 
-    monkeypatch.setattr(sharded, "process_state", TwoProcesses)
+    monkeypatch.setattr(stream_tokenization, "process_state", TwoProcesses)
     with pytest.raises(ValueError, match="tokenize_stream runs in one process, got 2"):
         tokenize_stream("sample", tokenizer_dir, tmp_path / "out", "test")
     assert not (tmp_path / "out").exists()

@@ -274,7 +274,7 @@ def square_codebook_model() -> VQTokenizer:
 
 def test_codebook_topology_metric_and_the_model_card_show_the_signature():
     from vqtok import render_model_card
-    from vqtok.evaluation.metrics import codebook_topology
+    from vqtok.metrics.evaluation import codebook_topology
 
     model = square_codebook_model()
     signature = codebook_topology(model)

@@ -16,7 +16,7 @@ from vqtok import VQConfig, VQImageProcessor, VQTokenizer
 from vqtok.data import pixel_dataset
 from vqtok.training import TrainingArguments, train_tokenizer
 from vqtok.training.checkpoints import list_checkpoints, resolve_checkpoint
-from vqtok.training.sample_stream import ProcessBatches, SampleStream
+from vqtok.training.in_memory_data import ProcessBatches, SampleStream
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]

@@ -30,7 +30,7 @@ from huggingface_hub import ModelCard
 
 from vqtok import save_model_card
 from vqtok.data import load_image_dataset
-from vqtok.evaluation import evaluate_tokenizer
+from vqtok.metrics import evaluate_tokenizer
 from vqtok.metrics import LPIPS, RANDOM_WEIGHTS, InceptionFeatures
 from vqtok.tokens.tokenization import load_tokenizer_and_processor
 

@@ -17,7 +17,7 @@ import argparse
 
 from tqdm.auto import tqdm
 
-from vqtok.data.streaming import open_image_stream, write_shards
+from vqtok.data.image_streams import open_image_stream, write_shards
 from vqtok.training.arguments import check_output_folder
 
 

@@ -32,7 +32,7 @@ from vqtok import (
     tokenized_split,
 )
 from vqtok.prior import SCHEMES
-from vqtok.evaluation.visualize import save_image_grid
+from vqtok.metrics.pictures import save_image_grid
 
 DEFAULT_PRIOR = "outputs/quickstart/prior"
 DEFAULT_TOKENIZER = "outputs/quickstart/tokenizer"

@@ -30,14 +30,14 @@ from accelerate.utils import set_seed
 
 from vqtok import VQImageProcessor, VQTokenizer, save_model_card
 from vqtok.data import SAMPLE_SOURCE, PixelTransform, check_images, load_image_dataset, pixel_dataset, stack_pixel_values
-from vqtok.evaluation.visualize import save_reconstruction_grid
+from vqtok.metrics.pictures import save_reconstruction_grid
 from vqtok.losses import build_objectives
 from vqtok.parallel.collectives import gather_json
-from vqtok.data.shards import is_shard_source
-from vqtok.data.streaming import open_image_stream, take_images
+from vqtok.data.tar_shards import is_shard_source
+from vqtok.data.image_streams import open_image_stream, take_images
 from vqtok.tokens.layout import describe_shape
 from vqtok.training.run_config import command_line, load_run_config, overrides_of
-from vqtok.training.image_stream import StreamingImages
+from vqtok.training.streamed_data import StreamingImages
 from vqtok.training.trainer import make_accelerator, train_tokenizer
 
 

@@ -1,6 +1,7 @@
 """Images in: datasets loaded whole (`images.py`: the bundled sample set, local folders, Hub
-datasets, the pixel transforms of training), webdataset tar shards (`shards.py`) and sources read as
-streams (`streaming.py`: data that does not fit on one machine)."""
+datasets, the pixel transforms of training), webdataset tar shards (`tar_shards.py`: naming and
+loading them) and sources read as streams (`image_streams.py`: data that does not fit on one
+machine, and streams written into tar shards)."""
 
 from .images import (
     BAD_IMAGE_CHOICES,

@@ -29,7 +29,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dat
 from PIL import Image as PILImage
 
 from ..processing import VQImageProcessor
-from .shards import load_shards
+from .tar_shards import load_shards
 
 # scikit-image's bundled photographs (loaded without a network) used for the sample set.
 SAMPLE_PHOTOGRAPHS = (
@@ -130,7 +130,7 @@ def load_image_dataset(
         source: `"sample"` for the bundled offline set, a path to a local folder of images
             (loaded with the `imagefolder` builder; sub-folders become labels), webdataset tar
             shards (`shards/train-{000..009}.tar`, a glob or one file: one split, `split` is not
-            used; see `vqtok.data.streaming`), or a Hub dataset name such as `"uoft-cs/cifar10"`.
+            used; see `vqtok.data.image_streams`), or a Hub dataset name such as `"uoft-cs/cifar10"`.
         split: split name (`"train"`, `"test"`, or a slice such as `"train[:1000]"`).
         image_column: column holding the images in a Hub dataset (renamed to `"image"`); for tar
             shards the samples' image key (default: the first image key they hold).
@@ -143,7 +143,7 @@ def load_image_dataset(
         if split not in splits:
             raise ValueError(f"the sample dataset has splits {sorted(splits)}, got split={split!r}")
         return splits[split]
-    if source.endswith(".tar"):  # webdataset shards: one split, images under a key (see vqtok.data.streaming)
+    if source.endswith(".tar"):  # webdataset shards: one split, images under a key (see vqtok.data.image_streams)
         return load_shards(source, image_column, **load_kwargs)
     if os.path.isdir(source):
         dataset = load_dataset("imagefolder", data_dir=source, split=split, **load_kwargs)

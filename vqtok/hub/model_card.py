@@ -122,7 +122,7 @@ def _topology_rows(model) -> list[tuple[str, str]] | None:
     """(name, value) rows of the codebook's persistent-homology signature, for a model (not a config)."""
     if not hasattr(model, "quantizer"):
         return None
-    from ..evaluation.metrics import codebook_topology  # the metrics import the data pipeline, which the Hub code does not need
+    from ..metrics.evaluation import codebook_topology  # the metrics import the data pipeline, which the Hub code does not need
 
     return [(name, f"{value:.4g}") for name, value in codebook_topology(model).items()]
 

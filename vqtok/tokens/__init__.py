@@ -3,8 +3,8 @@ the tokenization of whole image datasets (`tokenize_dataset`, saved and loaded w
 of streamed ones into resumable Parquet shards (`tokenize_stream`, read with `load_tokenized_shards`)."""
 
 from .layout import LAYOUT_FILE, TokenLayout, check_codes
-from .shard_files import load_tokenized_shards, sharded_token_files
-from .sharded import TokenShards, tokenize_stream
+from .parquet_shards import load_tokenized_shards, sharded_token_files
+from .stream_tokenization import TokenShards, tokenize_stream
 from .tokenization import codes_from_dataset, load_tokenized, save_tokenized, tokenize_dataset, tokenized_split
 
 __all__ = [

@@ -33,7 +33,7 @@ from ..parallel.launch import accelerator_options, check_launch
 from ..processing import VQImageProcessor
 from ..validation import check_positive_int
 from .layout import TokenLayout
-from .shard_files import load_tokenized_shards
+from .parquet_shards import load_tokenized_shards
 
 # Temporary column carrying, per row, why its image could not be tokenized (null when it could).
 _ERROR_COLUMN = "__vqtok_image_error__"

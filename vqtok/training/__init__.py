@@ -1,6 +1,6 @@
 """Training: the tokenizer's Accelerate loop (`trainer`) and what every loop shares (`loop`: a list of
 updates, each a loss, a module, an optimizer, a schedule and a cadence), its options (`arguments`),
-the seeded, resumable stream of training rows (`sample_stream`), checkpoints (`checkpoints`) and YAML
+the seeded, resumable training rows (held in memory: `in_memory_data`; read from a stream: `streamed_data`), checkpoints (`checkpoints`) and YAML
 run configs (`run_config`); the prior's loop (`prior_trainer`) and run configs (`prior_run_config`)
 built from the same pieces. Model code never imports from here."""
 

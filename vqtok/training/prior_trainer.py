@@ -31,7 +31,7 @@ from .loop import (
     save_run_checkpoint,
     start_training,
 )
-from .sample_stream import SampleStream, training_batches
+from .in_memory_data import SampleStream, training_batches
 
 
 def prior_optimizer(prior, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -36,8 +36,8 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from ..data import stack_pixel_values
-from ..evaluation.metrics import evaluate_tokenizer
-from ..evaluation.visualize import save_reconstruction_grid
+from ..metrics.evaluation import evaluate_tokenizer
+from ..metrics.pictures import save_reconstruction_grid
 from ..losses import ObjectiveInputs, TrainingObjective
 from ..modeling import merge_named_terms
 from ..parallel.collectives import broadcast_
@@ -55,8 +55,8 @@ from .loop import (
     save_run_checkpoint,
     start_training,
 )
-from .image_stream import StreamingImages
-from .sample_stream import SampleStream, training_batches
+from .streamed_data import StreamingImages
+from .in_memory_data import SampleStream, training_batches
 
 __all__ = ["THROUGHPUT_SKIP_STEPS", "TrainerState", "make_accelerator", "train_tokenizer"]
 

@@ -1,7 +1,7 @@
 """`tokenize_stream`: one split of a streamed image source -> sharded Parquet token files, resumable.
 
 For image sets too large to hold as one `datasets.Dataset` (what `tokenize_dataset` maps over): the
-source is read as a stream (`vqtok.data.streaming.open_image_stream`: the bundled set, webdataset tar
+source is read as a stream (`vqtok.data.image_streams.open_image_stream`: the bundled set, webdataset tar
 shards, a folder of images, a Hub dataset; or any `datasets.IterableDataset`), tokenized batch by
 batch with the code `tokenize_dataset` uses (`BatchTokenizer`: the tokenizer's saved processor, the
 `TokenLayout` with its offset and BOS/EOS) and written as::
@@ -22,7 +22,7 @@ the rows they hold are skipped, their images neither decoded nor encoded, finish
 even opened) and goes on with the next shard; a finished split is not read again. The stream must give
 its rows in the same order on every pass (a shuffle buffer's state is not restored exactly).
 
-Read the result with `load_tokenized_shards(output)` (`vqtok.tokens.shard_files`) or
+Read the result with `load_tokenized_shards(output)` (`vqtok.tokens.parquet_shards`) or
 `vqtok.load_tokenized(output)`, or with plain `datasets.load_dataset("parquet", data_files={split: files})`
 (`sharded_token_files` lists them).
 """
@@ -44,12 +44,12 @@ from datasets.table import embed_table_storage
 from tqdm.auto import tqdm
 
 from ..data import SAMPLE_SOURCE, check_on_bad_image
-from ..data.shards import is_shard_source
-from ..data.streaming import open_image_stream
+from ..data.tar_shards import is_shard_source
+from ..data.image_streams import open_image_stream
 from ..processing import VQImageProcessor
 from ..validation import check_positive_int
 from .layout import LAYOUT_FILE, TokenLayout
-from .shard_files import PROGRESS_KEY, listed_shards, read_progress, shard_path
+from .parquet_shards import PROGRESS_KEY, listed_shards, read_progress, shard_path
 from .tokenization import (
     _ERROR_COLUMN,
     BatchTokenizer,
@@ -109,7 +109,7 @@ def tokenize_stream(
     (see the module docstring), resuming an interrupted run.
 
     Args:
-        source: a source `vqtok.data.streaming.open_image_stream` reads (`"sample"`, tar shards, an image
+        source: a source `vqtok.data.image_streams.open_image_stream` reads (`"sample"`, tar shards, an image
             folder, a Hub dataset name), or a `datasets.IterableDataset` (then `split` only names the
             output folder).
         tokenizer: a vqtok tokenizer, or its repo id / path.

@@ -2,7 +2,7 @@
 
 A shard source is a path ending in `.tar`: one file, a glob (`shards/train-*.tar`) or a brace range
 (`shards/train-{000000..000099}.tar`). Each sample is a group of tar members sharing a key; its image
-is the member under an image suffix (`IMAGE_KEYS`). `vqtok.data.streaming` reads shards as a stream.
+is the member under an image suffix (`IMAGE_KEYS`). `vqtok.data.image_streams` reads shards as a stream.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The files of a token dataset written by `vqtok.tokens.sharded.tokenize_stream`, and its reader.
+"""The files of a token dataset written by `vqtok.tokens.stream_tokenization.tokenize_stream`, and its reader.
 
     output/vqtok_tokens.json                the layout (`TokenLayout.save`)
     output/<split>/<split>-00000.parquet    shard 0 of the split, then 00001, ...

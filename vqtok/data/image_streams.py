@@ -8,12 +8,13 @@ sample's key and shard). A source is
 - `"sample"`: the bundled set (split `train` or `test`), cut into a few shards;
 - webdataset tar shards: a path with a brace range (`shards/train-{000..099}.tar`), a glob
   (`shards/*.tar`) or one `.tar` file; `image_column` names the sample's image key (`jpg`, `png`,
-  ...; the default `"image"` takes the first of `vqtok.data.shards.IMAGE_KEYS` that the shards hold);
+  ...; the default `"image"` takes the first of `vqtok.data.tar_shards.IMAGE_KEYS` that the shards hold);
 - a local folder of images (the `imagefolder` builder; one shard per file);
 - a Hub dataset name (streamed over the network).
 
 Local sources are listed as files (`source_files`), so that a reader can put them in a seeded order
-per epoch and give each process whole shards.
+per epoch and give each process whole shards. `take_images` keeps the first images of a stream in
+memory (a streamed run's held-out set); `write_shards` writes a stream's images into tar shards.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from datasets import Image as ImageFeature
 
 from .images import SAMPLE_SOURCE, load_sample_dataset, read_image
 from ..validation import check_positive_int
-from .shards import is_shard_source, shard_files, shard_image_key
+from .tar_shards import IMAGE_KEYS, is_shard_source, shard_files, shard_image_key
 
 # Image file suffixes an image folder is listed by (what the `imagefolder` builder reads).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_SUFFIXES = tuple(f".{key}" for key in IMAGE_KEYS)
 # Shards the bundled sample set is cut into when streamed.
 SAMPLE_SHARDS = 4
 

@@ -36,10 +36,10 @@ from datasets import IterableDataset
 from datasets.distributed import split_dataset_by_node
 
 from ..data import PixelTransform, check_on_bad_image, read_image
-from ..data.streaming import open_image_stream, source_files
+from ..data.image_streams import open_image_stream, source_files
 from ..parallel.collectives import gather_json
 from ..validation import check_positive_int
-from .sample_stream import mix_seed
+from .in_memory_data import mix_seed
 
 # Images decoded ahead of the training step, per worker thread.
 PREFETCH_PER_WORKER = 4
@@ -74,7 +74,7 @@ class StreamingImages:
     process calls them together).
 
     Args:
-        source / split / image_column: what `vqtok.data.streaming.open_image_stream` reads.
+        source / split / image_column: what `vqtok.data.image_streams.open_image_stream` reads.
         transform: turns each image into `pixel_values` (its random crop and flip seeded per image).
         seed: the run's seed.
         shuffle_buffer: images per shuffled block (1: the source's order).
