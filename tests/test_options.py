@@ -71,3 +71,19 @@ def test_one_declaration_serves_the_quantizer_and_the_config():
 def test_run_options_are_typed(make, error, message):
     with pytest.raises(error, match=message):
         make()
+
+
+def test_the_lists_that_belong_to_transformers_are_read_from_it():
+    """Not kept by hand: the schedulers the loop can run (those that need a metric or more arguments
+    fail a trial step), the config keys transformers reads itself, and its download arguments."""
+    from vqtok.configuration import keys_transformers_does_not_read
+    from vqtok.hub.loading import HUB_DOWNLOAD_KWARGS
+    from vqtok.options import LR_SCHEDULERS
+
+    assert {"linear", "cosine", "constant_with_warmup"} <= set(LR_SCHEDULERS)
+    assert not {"reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay"} & set(LR_SCHEDULERS)
+    keys = {"name_or_path": "x", "torch_dtype": "float32", "attn_implementation": "eager", "num_labels": 2, "bogus": 1}
+    assert keys_transformers_does_not_read(keys) == ["bogus"]
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['bogus'\] for VQConfig"):
+        VQConfig(bogus=1)
+    assert {"revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder"} <= set(HUB_DOWNLOAD_KWARGS)

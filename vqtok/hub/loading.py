@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import json
 import os
+import inspect
 import re
 from pathlib import Path
 
 import torch
 from huggingface_hub import HfApi, is_offline_mode
-from transformers.utils.hub import cached_file
+from transformers.utils.hub import cached_file, cached_files
 
-# from_pretrained arguments that say where a checkpoint's files come from.
-HUB_DOWNLOAD_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "proxies", "subfolder")
+# from_pretrained arguments that say where a checkpoint's files come from: those transformers'
+# `cached_files` takes (public keywords with a default), read from its signature.
+HUB_DOWNLOAD_KWARGS = tuple(
+    name for name, parameter in inspect.signature(cached_files).parameters.items()
+    if parameter.default is not inspect.Parameter.empty and not name.startswith("_")
+)
 # Weight files vqtok reads (plain and sharded safetensors).
 SAFETENSORS_WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
 # Pickle-based checkpoints: only named in the error message, never opened.

@@ -11,6 +11,7 @@ transformers' own methods.
 
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 from pathlib import Path
@@ -31,8 +32,9 @@ from . import earlier_versions
 from .card_fields import CARD_INPUT_NAMES, CardInputs
 from .model_card import render_model_card
 
-# save_pretrained(push_to_hub=True, ...) keywords that belong to push_to_hub.
-_PUSH_TO_HUB_KWARGS = (*CARD_INPUT_NAMES, "commit_message", "commit_description", "private", "revision", "create_pr")
+# Keywords both save_pretrained and push_to_hub take: save_pretrained keeps them and passes them on.
+_SHARED_WITH_SAVE = ("token", "max_shard_size")
+
 
 
 class SafeHubMixin:
@@ -106,11 +108,11 @@ class SafeHubMixin:
         """`transformers`' `save_pretrained`; with `push_to_hub=True` the upload goes through
         `push_to_hub` (keywords `repo_id`, `commit_message`, `private`, `metrics`, ...), so the Hub repo
         gets the vqtok model card."""
-        hub_kwargs = {k: kwargs.pop(k) for k in _PUSH_TO_HUB_KWARGS if k in kwargs} if push_to_hub else {}
+        hub_kwargs = {k: kwargs.pop(k) for k in _push_to_hub_keywords() if k in kwargs} if push_to_hub else {}
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if push_to_hub and kwargs.get("is_main_process", True):
             repo_id = hub_kwargs.pop("repo_id", None) or Path(save_directory).resolve().name
-            for name in ("token", "max_shard_size"):
+            for name in _SHARED_WITH_SAVE:
                 if name in kwargs:
                     hub_kwargs[name] = kwargs[name]
             self.push_to_hub(repo_id, **hub_kwargs)
@@ -159,3 +161,11 @@ class SafeHubMixin:
                 revision=revision,
                 commit_description=commit_description,
             )
+
+
+def _push_to_hub_keywords() -> tuple[str, ...]:
+    """The keywords of `save_pretrained(push_to_hub=True, ...)` that belong to `push_to_hub`: its own
+    (read from its signature) and the model card's."""
+    own = inspect.signature(SafeHubMixin.push_to_hub).parameters
+    return (*CARD_INPUT_NAMES, *(name for name, p in own.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+                                 and name not in _SHARED_WITH_SAVE))
