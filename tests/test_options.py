@@ -78,7 +78,7 @@ def test_the_lists_that_belong_to_transformers_are_read_from_it():
     fail a trial step), the config keys transformers reads itself, and its download arguments."""
     from vqtok.configuration import keys_transformers_does_not_read
     from vqtok.hub.loading import HUB_DOWNLOAD_KWARGS
-    from vqtok.options import LR_SCHEDULERS
+    from vqtok.losses.base import LR_SCHEDULERS
 
     assert {"linear", "cosine", "constant_with_warmup"} <= set(LR_SCHEDULERS)
     assert not {"reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay"} & set(LR_SCHEDULERS)

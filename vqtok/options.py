@@ -321,29 +321,3 @@ POSITIVE = Option(NUMBER, low=0, low_open=True)
 UNIT_INTERVAL = Option(NUMBER, low=0, high=1)
 FLAG = Option(bool)
 TEXT = Option(str)
-
-
-def schedulers_run_from_steps() -> tuple[str, ...]:
-    """The `transformers.get_scheduler` names that run from a warm-up and a step count alone, what the
-    training loop gives them: each is built and stepped once on a throwaway optimizer, and those that
-    need a metric or more arguments fail and are left out."""
-    import warnings
-
-    import torch
-    from transformers import SchedulerType, get_scheduler
-
-    parameter, names = torch.nn.Parameter(torch.zeros(1)), []
-    for kind in SchedulerType:
-        optimizer = torch.optim.SGD([parameter], lr=1.0)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # stepping a scheduler before its optimizer
-                get_scheduler(kind.value, optimizer, num_warmup_steps=1, num_training_steps=2).step()
-        except (TypeError, ValueError):
-            continue
-        names.append(kind.value)
-    return tuple(names)
-
-
-LR_SCHEDULERS = schedulers_run_from_steps()
-LR_SCHEDULER = Option(str, choices=LR_SCHEDULERS)

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..options import (
-    FLAG, LR_SCHEDULER, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, Option, document_options,
+    FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, Option, document_options,
 )
 from ..parallel.collectives import all_reduce_mean_
-from .base import ObjectiveInputs, ObjectiveUpdate, TrainingObjective
+from .base import LR_SCHEDULER, ObjectiveInputs, ObjectiveUpdate, TrainingObjective
 
 GAN_LOSSES = ("hinge", "non-saturating")
 DISCRIMINATOR_NORMS = ("batch", "group", "none")

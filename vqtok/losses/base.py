@@ -25,14 +25,38 @@ several processes), which it must call so that gradients are averaged over proce
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from transformers import SchedulerType, get_scheduler
 
-from ..options import Configurable
+from ..options import Configurable, Option
+
+
+def schedulers_run_from_steps() -> tuple[str, ...]:
+    """The `transformers.get_scheduler` names that run from a warm-up and a step count alone, what the
+    training loop gives them: each is built and stepped once on a throwaway optimizer, and those that
+    need a metric or more arguments fail and are left out."""
+    parameter, names = torch.nn.Parameter(torch.zeros(1)), []
+    for kind in SchedulerType:
+        optimizer = torch.optim.SGD([parameter], lr=1.0)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # stepping a scheduler before its optimizer
+                get_scheduler(kind.value, optimizer, num_warmup_steps=1, num_training_steps=2).step()
+        except (TypeError, ValueError):
+            continue
+        names.append(kind.value)
+    return tuple(names)
+
+
+LR_SCHEDULERS = schedulers_run_from_steps()
+# The LR schedule of an update, the tokenizer's (`training.lr_scheduler`) or an objective's.
+LR_SCHEDULER = Option(str, choices=LR_SCHEDULERS)
 
 
 @dataclass

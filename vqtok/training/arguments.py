@@ -16,9 +16,9 @@ from dataclasses import fields
 from typing import Any
 
 from ..data import BAD_IMAGE_CHOICES
+from ..losses.base import LR_SCHEDULER
 from ..options import (
     FLAG,
-    LR_SCHEDULER,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
     POSITIVE,
