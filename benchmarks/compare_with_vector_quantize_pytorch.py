@@ -87,6 +87,7 @@ import resource
 import subprocess
 import sys
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -178,7 +179,9 @@ class VQPFSQ(VQPytorchQuantizer):
     vqp_class = "FSQ"
 
     @classmethod
-    def code_space(cls, options, codebook_size, dim, where) -> CodeSpace:
+    def code_space(
+        cls, options: Mapping[str, Any], codebook_size: int | None, dim: int | None, where: str
+    ) -> CodeSpace:
         levels = (options["vqp_options"] or {}).get("levels", [])
         space = super().code_space(options, codebook_size, dim, where)
         if not levels:
@@ -197,7 +200,9 @@ class VQPLFQ(VQPytorchQuantizer):
     forward_options = ("inv_temperature",)
 
     @classmethod
-    def code_space(cls, options, codebook_size, dim, where) -> CodeSpace:
+    def code_space(
+        cls, options: Mapping[str, Any], codebook_size: int | None, dim: int | None, where: str
+    ) -> CodeSpace:
         space = super().code_space(options, None, dim, where)
         return replace(space, codebook_size=fixed_size("`codebook_size`", codebook_size, 2**space.dim,
                                                        f"the {2**space.dim} codes of {space.dim} bits", where))
@@ -218,7 +223,9 @@ class VQPResidualVQ(VQPytorchQuantizer):
     vqp_class = "ResidualVQ"
 
     @classmethod
-    def code_space(cls, options, codebook_size, dim, where) -> CodeSpace:
+    def code_space(
+        cls, options: Mapping[str, Any], codebook_size: int | None, dim: int | None, where: str
+    ) -> CodeSpace:
         depth = (options["vqp_options"] or {}).get("num_quantizers", 1)
         return replace(super().code_space(options, codebook_size, dim, where), codes_per_position=depth)
 

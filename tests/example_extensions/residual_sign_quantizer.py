@@ -4,7 +4,9 @@ and the row-wise steps."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +30,9 @@ class ResidualSignQuantizer(Quantizer):
     }
 
     @classmethod
-    def code_space(cls, options, codebook_size, dim, where) -> CodeSpace:
+    def code_space(
+        cls, options: Mapping[str, Any], codebook_size: int | None, dim: int | None, where: str
+    ) -> CodeSpace:
         dim = 4 if dim is None else dim
         codebook_size = fixed_size("`codebook_size`", codebook_size, 2**dim, f"the {2**dim} codes of {dim} signs", where)
         return replace(CodeSpace(codebook_size, dim), codes_per_position=options["depth"])

@@ -5,6 +5,9 @@ codebook loss."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from ..options import Option, document_options
@@ -36,7 +39,9 @@ class FSQuantizer(Quantizer):
     }
 
     @classmethod
-    def code_space(cls, options, codebook_size, dim, where) -> CodeSpace:
+    def code_space(
+        cls, options: Mapping[str, Any], codebook_size: int | None, dim: int | None, where: str
+    ) -> CodeSpace:
         levels = options["levels"]
         count, product = len(levels), math.prod(levels)
         return CodeSpace(

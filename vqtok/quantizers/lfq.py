@@ -5,6 +5,9 @@ probabilities: see `code_entropies`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -128,7 +131,9 @@ class LFQuantizer(Quantizer):
     }
 
     @classmethod
-    def code_space(cls, options, codebook_size, dim, where) -> CodeSpace:
+    def code_space(
+        cls, options: Mapping[str, Any], codebook_size: int | None, dim: int | None, where: str
+    ) -> CodeSpace:
         dim = DEFAULT_BITS if dim is None else dim
         if dim > MAX_BITS:
             raise ValueError(

@@ -102,7 +102,9 @@ class MultiScaleResidualQuantizer(Quantizer):
                                  chunk_rows=self.chunk_rows)
 
     @classmethod
-    def code_space(cls, options, codebook_size, dim, where) -> CodeSpace:
+    def code_space(
+        cls, options: Mapping[str, Any], codebook_size: int | None, dim: int | None, where: str
+    ) -> CodeSpace:
         scales = options["scales"] or default_scales(DEFAULT_GRID_SIDE)
         return replace(super().code_space(options, codebook_size, dim, where), codes_per_position=len(scales))
 

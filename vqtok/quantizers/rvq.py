@@ -4,7 +4,9 @@ R ids, level 0 first."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +61,9 @@ class ResidualVectorQuantizer(Quantizer):
         )
 
     @classmethod
-    def code_space(cls, options, codebook_size, dim, where) -> CodeSpace:
+    def code_space(
+        cls, options: Mapping[str, Any], codebook_size: int | None, dim: int | None, where: str
+    ) -> CodeSpace:
         return replace(super().code_space(options, codebook_size, dim, where), codes_per_position=options["num_quantizers"])
 
     def level_codebook(self, level: int) -> Codebook:
