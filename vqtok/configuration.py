@@ -54,10 +54,25 @@ class OptionsConfig(PreTrainedConfig):
     so the fields are added just before that."""
 
     options: ClassVar[dict[str, Option]] = {}
+    option_owner: ClassVar[str] = "config"
+    """How errors name the config ("prior config", ...)."""
 
     def __init_subclass__(cls, **kwargs):
         add_option_fields(cls, cls.__dict__.get("options", {}))
         super().__init_subclass__(**kwargs)
+
+    def __post_init__(self, **kwargs):
+        self.reject_unknown_keys(kwargs)
+        super().__post_init__(**kwargs)
+
+    def reject_unknown_keys(self, kwargs: Mapping[str, Any]) -> None:
+        """ValueError naming the keywords beyond the fields (`kwargs`) that neither this config nor
+        transformers reads."""
+        unknown = keys_transformers_does_not_read({k: v for k, v in kwargs.items() if k != "model_type"})
+        if unknown:
+            known = {field.name for field in dataclasses.fields(self)} - _TRANSFORMERS_FIELDS
+            raise ValueError(f"unknown {self.option_owner} key(s) {unknown} for {type(self).__name__}; "
+                             f"known keys: {sorted(known)}")
 
     @classmethod
     def declared_options(cls) -> dict[str, Option]:
@@ -131,24 +146,20 @@ class VQTokenizerConfig(OptionsConfig):
         super().__init_subclass__(**kwargs)
 
     def __post_init__(self, **kwargs):
-        self._reject_unknown_keys(kwargs)
-        self.backbone_config = build_backbone_config(self.backbone_config)
         super().__post_init__(**kwargs)
+        self.backbone_config = build_backbone_config(self.backbone_config)
         self.check()
 
-    def _reject_unknown_keys(self, kwargs: Mapping[str, Any]) -> None:
-        unknown = keys_transformers_does_not_read({k: v for k, v in kwargs.items() if k != "model_type"})
+    def reject_unknown_keys(self, kwargs: Mapping[str, Any]) -> None:
+        """Also says where backbone fields given at the top level belong."""
         backbone_fields = _backbone_options(self.backbone_config)
-        moved = [key for key in unknown if key in backbone_fields]
+        moved = [key for key in kwargs if key in backbone_fields]
         if moved:
             raise ValueError(
                 f"config key(s) {moved} belong to the backbone: pass them in `backbone_config`, "
                 f"e.g. backbone_config={{{', '.join(f'{k!r}: {kwargs[k]!r}' for k in moved)}}}"
             )
-        if unknown:
-            raise ValueError(
-                f"unknown config key(s) {unknown} for {type(self).__name__}; known keys: {sorted(self.declared_options())}"
-            )
+        super().reject_unknown_keys(kwargs)
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> VQTokenizerConfig:

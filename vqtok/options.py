@@ -180,7 +180,7 @@ class Configurable:
     @classmethod
     def check_options(cls, values: Mapping[str, Any], where: str | None = None) -> None:
         """Raise `TypeError`/`ValueError` naming the first option in `values` that `options` rejects,
-        then the first of `option_rules` that complete `values` break."""
+        then, when `values` hold every option, the first of `option_rules` they break."""
         where = cls._where(where)
         check_options(cls.options, values, where)
         if set(values) >= set(cls.options):
@@ -223,8 +223,7 @@ class Settings(Configurable):
 def add_option_fields(cls: type, specs: Mapping[str, Option]) -> None:
     """Give the class `cls`, before it is made a dataclass, one field per option of `specs`, with its
     annotation and its default (a factory for a list or dict default)."""
-    annotations = cls.__dict__.get("__annotations__", {})
-    annotations = dict(annotations)
+    annotations = dict(cls.__dict__.get("__annotations__", {}))
     for name, option in specs.items():
         annotations[name] = option.annotation
         if isinstance(option.default, (list, dict)):

@@ -18,7 +18,7 @@ try:
 except ImportError:  # transformers < 5.20: a composite config builds its sub-configs in its own __post_init__
     SubConfigSpec = None
 
-from ..configuration import OptionsConfig, keys_transformers_does_not_read
+from ..configuration import OptionsConfig
 from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, check_options, document_options, option_defaults
 from ..validation import token_shape
 
@@ -60,6 +60,7 @@ class PriorConfig(OptionsConfig):
     """
 
     model_type = "vqtok-prior"
+    option_owner = "prior config"
     options = {
         "tokenizer": Option(str, optional=True)(None, (
             "Repo id or path of the tokenizer whose tokens the prior models (used to decode samples)."
@@ -89,9 +90,6 @@ class PriorConfig(OptionsConfig):
     lm_config: dict | PreTrainedConfig | None = None
 
     def __post_init__(self, **kwargs):
-        unknown = keys_transformers_does_not_read({k: v for k, v in kwargs.items() if k != "model_type"})
-        if unknown:
-            raise ValueError(f"unknown prior config key(s) {unknown}; known keys: {sorted({*self.options, 'lm_config'})}")
         if SubConfigSpec is None:
             self.lm_config = _lm_config(self.lm_config)
         super().__post_init__(**kwargs)
