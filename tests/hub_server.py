@@ -606,6 +606,12 @@ def patch_hf_environment(monkeypatch, endpoint: str, hf_home: Path) -> None:
     # Module-level HfApi() behind huggingface_hub.create_repo, upload_file, model_info, ...:
     # it read constants.ENDPOINT when huggingface_hub was imported.
     monkeypatch.setattr(hf_api.api, "endpoint", endpoint)
+    # `datasets` builds its Hub URLs from values it read at import, too.
+    datasets_config = sys.modules.get("datasets.config")
+    if datasets_config is not None:
+        monkeypatch.setattr(datasets_config, "HF_ENDPOINT", endpoint)
+        monkeypatch.setattr(datasets_config, "HUB_DATASETS_URL", endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}")
+        monkeypatch.setattr(datasets_config, "HF_HUB_OFFLINE", False)
     reset_cached_clients()
 
 

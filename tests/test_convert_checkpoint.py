@@ -387,11 +387,9 @@ def test_diffusers_architectures_vqtok_cannot_reproduce_are_refused(tmp_path):
 
 # --- the command ------------------------------------------------------------------------------------
 def load_command():
-    path = Path(__file__).resolve().parents[1] / "training" / "convert_checkpoint.py"
-    spec = importlib.util.spec_from_file_location("convert_checkpoint_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import vqtok.commands.convert
+
+    return vqtok.commands.convert
 
 
 def test_the_command_converts_and_reports(tmp_path, capsys):

@@ -4,7 +4,6 @@ markers, and unreadable images in the training data."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import multiprocessing
 import os
@@ -41,11 +40,9 @@ CHILD_TIMEOUT_S = 120
 
 
 def load_script():
-    path = TESTS.parent / "training" / "train_tokenizer.py"
-    spec = importlib.util.spec_from_file_location("train_tokenizer_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import vqtok.commands.train
+
+    return vqtok.commands.train
 
 
 def skip_warnings(caught) -> list[str]:
@@ -393,6 +390,7 @@ def test_bad_rows_of_a_dataset_are_named_by_row():
 def test_training_script_with_bad_images(image_folder, tmp_path, capsys):
     script = load_script()
     command = [
+        "--config", str(TESTS.parent / "training" / "configs" / "quickstart.yaml"),
         f"data.source={image_folder}", "data.eval_split=null", "training.max_steps=2", "training.batch_size=2",
         "training.warmup_steps=0", "training.report_to=none", "model.image_size=16", "model.backbone_config.base_channels=8",
         "model.latent_dim=8", "model.codebook_size=16",

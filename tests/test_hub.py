@@ -67,7 +67,7 @@ def test_push_to_hub_then_vqtokenizer_and_automodel_load_the_same_model(local_hu
     model = tiny_model()
     commit = model.push_to_hub(REPO, metrics=METRICS, training_data="The bundled sample set.")
 
-    assert set(HfApi().list_repo_files(REPO)) == {".gitattributes", "config.json", "model.safetensors", "README.md"}
+    assert set(HfApi().list_repo_files(REPO)) == {".gitattributes", "config.json", "model.safetensors", "README.md", "vqtok_loader.py"}
     assert HfApi().model_info(REPO).sha == commit.oid
     loaded = VQTokenizer.from_pretrained(REPO)
     assert_same_model(model, loaded)

@@ -24,18 +24,16 @@ LAUNCH_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MAS
                     "ACCELERATE_USE_CPU", *launch.WORLD_SIZE_VARIABLES)
 TIMEOUT_S = 180
 
-# Runs training/train_tokenizer.py's `main` on one rank, and records what that rank did: its view of
+# Runs `vqtok train`'s `main` on one rank, and records what that rank did: its view of
 # the job, the `save_pretrained` calls it made and its final weights and buffers (the codebook).
 RANK_RECORDER = textwrap.dedent('''
-    import importlib.util, json, os, sys
+    import json, os, sys
     import transformers
     from safetensors.torch import save_file
+    import vqtok.commands.train as script
 
-    script_path, record_dir = sys.argv[1], sys.argv[2]
-    sys.argv = [script_path, *sys.argv[3:]]
-    spec = importlib.util.spec_from_file_location("train_tokenizer_script", script_path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    record_dir = sys.argv[2]
+    sys.argv = [sys.argv[1], *sys.argv[3:]]
 
     saves, seen = [], {}
     save_pretrained = transformers.PreTrainedModel.save_pretrained

@@ -84,7 +84,7 @@ def test_encode_is_deterministic_and_matches_forward_ids(trained_model):
 
 def test_save_load_gives_identical_ids_and_buffers(trained_model, tmp_path):
     trained_model.save_pretrained(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors", "vqtok_loader.py"]
     loaded = VQTokenizer.from_pretrained(tmp_path)
     assert type(loaded) is VQModel and not loaded.training
     x = images(seed=7)

@@ -95,7 +95,7 @@ def test_save_then_load_gives_identical_logits(architecture, tmp_path):
         for parameter in prior.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.1)  # away from the initialisation
     prior.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors", "vqtok_loader.py"]
     saved = load_file(tmp_path / "model.safetensors")
     assert any(name.startswith("lm.") for name in saved)
     inputs = prior.layout.to_sequences(random_codes(3))

@@ -120,13 +120,16 @@ def test_bad_sampling_input_raises_clear_errors():
         code_counts(torch.tensor([3, 17]), K)
 
 
-def load_script(name: str):
-    import importlib.util
+# The scripts of training/ and the `vqtok` commands they run.
+COMMAND_OF_SCRIPT = {"train_tokenizer": "train", "evaluate_tokenizer": "evaluate", "tokenize_dataset": "tokenize",
+                     "train_prior": "prior", "sample": "sample", "convert_checkpoint": "convert", "make_shards": "shards"}
 
-    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / "training" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+
+def load_script(name: str):
+    """The module of the command that `training/<name>.py` runs (its `main(argv)` raises on bad input)."""
+    import importlib
+
+    return importlib.import_module(f"vqtok.commands.{COMMAND_OF_SCRIPT[name]}")
 
 
 def test_image_to_tokens_to_prior_to_samples_from_the_command_line(tmp_path, capsys):

@@ -2,7 +2,6 @@
 end to end (overrides, checkpoints, TensorBoard logs, saved tokenizer with training metadata)."""
 
 import glob
-import importlib.util
 import json
 from pathlib import Path
 
@@ -132,10 +131,9 @@ def test_training_arguments_are_checked():
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("train_tokenizer_script", REPO / "training" / "train_tokenizer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import vqtok.commands.train
+
+    return vqtok.commands.train
 
 
 def test_command_line_end_to_end(tmp_path, capsys):

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from transformers import PreTrainedConfig
 
 from .backbones import BACKBONES, DEFAULT_BACKBONE, BackboneConfig, build_backbone_config
-from .hub import earlier_versions
+from .hub import earlier_versions, remote_code
 from .hub.references import QuantizerReference
 from .options import FLAG, NON_NEGATIVE, POSITIVE_INT, Option, add_option_fields, check_options, document_options
 from .quantizers import CodeSpace, Quantizer
@@ -67,12 +68,31 @@ class OptionsConfig(PreTrainedConfig):
 
     def reject_unknown_keys(self, kwargs: Mapping[str, Any]) -> None:
         """ValueError naming the keywords beyond the fields (`kwargs`) that neither this config nor
-        transformers reads."""
-        unknown = keys_transformers_does_not_read({k: v for k, v in kwargs.items() if k != "model_type"})
+        transformers reads (`model_type` is the class's, `auto_map` the one vqtok writes)."""
+        unknown = keys_transformers_does_not_read({k: v for k, v in kwargs.items() if k not in ("model_type", "auto_map")})
         if unknown:
             known = {field.name for field in dataclasses.fields(self)} - _TRANSFORMERS_FIELDS
             raise ValueError(f"unknown {self.option_owner} key(s) {unknown} for {type(self).__name__}; "
                              f"known keys: {sorted(known)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Also the `auto_map` that loads the config and its model without vqtok imported
+        (`vqtok.hub.remote_code`)."""
+        output = super().to_dict()
+        output.pop("auto_map", None)
+        return {**output, **({"auto_map": mapping} if (mapping := remote_code.auto_map(self)) else {})}
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
+        """transformers' `save_pretrained`, with the module that `auto_map` names beside `config.json`."""
+        result = super().save_pretrained(save_directory, **kwargs)
+        remote_code.write_loader(self, save_directory)
+        return result
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str = "AutoConfig") -> None:
+        """Nothing: vqtok writes its own loader (`vqtok.hub.remote_code`). transformers calls this after
+        loading a config through remote code, and would then copy the class's source file, vqtok's own
+        module, into every folder the config is saved to."""
 
     @classmethod
     def declared_options(cls) -> dict[str, Option]:
@@ -124,7 +144,7 @@ class VQTokenizerConfig(OptionsConfig):
             '`{"topology": {}}` (its defaults) or with options, e.g. `{"topology": {"weight": 0.5}}`.'
         )),
         "training_metadata": Option(dict, optional=True)(None, (
-            "Written by `training/train_tokenizer.py` at the final `save_pretrained`; None for an untrained "
+            "Written by `vqtok train` at the final `save_pretrained`; None for an untrained "
             "config. What a user needs to feed the tokenizer and judge it: `image_size`, `in_channels`, "
             "`pixel_range`, `pixel_normalization`, `resize`, `dataset`, the run's settings, `final_metrics` on "
             "the held-out split and `vqtok_version`. Informational only: nothing reads it to build the model."

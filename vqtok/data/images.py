@@ -22,10 +22,11 @@ import os
 import random
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, get_dataset_split_names, load_dataset
 from PIL import Image as PILImage
 
 from ..processing import VQImageProcessor
@@ -56,6 +57,8 @@ SAMPLE_SOURCE = "sample"
 BAD_IMAGE_CHOICES = ("fail", "skip")
 # Rows of a dataset read at once when every image is checked.
 _CHECK_BATCH = 256
+# The seed of the hold-out split of a source without a held-out split: the same images every time.
+HOLDOUT_SEED = 0
 
 
 def _photograph(name: str) -> np.ndarray:
@@ -122,6 +125,7 @@ def load_image_dataset(
     source: str = SAMPLE_SOURCE,
     split: str = "train",
     image_column: str = "image",
+    option: str = "source",
     **load_kwargs,
 ) -> Dataset:
     """One split of an image dataset, with the images in an `"image"` column.
@@ -134,6 +138,7 @@ def load_image_dataset(
         split: split name (`"train"`, `"test"`, or a slice such as `"train[:1000]"`).
         image_column: column holding the images in a Hub dataset (renamed to `"image"`); for tar
             shards the samples' image key (default: the first image key they hold).
+        option: how errors name `source` (a command names its option, e.g. `data.source`).
         load_kwargs: passed to `datasets.load_dataset` (e.g. `revision`, `cache_dir`).
     """
     if source == SAMPLE_SOURCE:
@@ -145,12 +150,11 @@ def load_image_dataset(
         return splits[split]
     if source.endswith(".tar"):  # webdataset shards: one split, images under a key (see vqtok.data.image_streams)
         return load_shards(source, image_column, **load_kwargs)
+    _check_local_source(source, option)
     if os.path.isdir(source):
-        dataset = load_dataset("imagefolder", data_dir=source, split=split, **load_kwargs)
-    elif os.path.exists(source):
-        raise ValueError(f"dataset source {source!r} is a file; pass a folder of images, 'sample' or a Hub name")
+        dataset = _load_split(source, split, option, "imagefolder", data_dir=source, **load_kwargs)
     else:
-        dataset = load_dataset(source, split=split, **load_kwargs)
+        dataset = _load_split(source, split, option, source, **load_kwargs)
     if image_column not in dataset.column_names:
         raise ValueError(
             f"dataset {source!r} has no column {image_column!r}; columns: {dataset.column_names} "
@@ -159,6 +163,90 @@ def load_image_dataset(
     if image_column != "image":
         dataset = dataset.rename_column(image_column, "image")
     return dataset
+
+
+def _check_local_source(source: str, option: str) -> None:
+    """Errors naming `option` for a source that is a file, or a local path (not a Hub dataset's
+    `name` or `namespace/name`) that does not exist."""
+    if os.path.isfile(source):
+        raise ValueError(f"{option} {source!r} is a file; pass a folder of images, 'sample' or a Hub dataset name")
+    looks_like_a_path = os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1
+    if looks_like_a_path and not os.path.isdir(source):
+        raise FileNotFoundError(
+            f"{option} {source!r} does not exist: give a folder of images, tar shards ('folder/train-*.tar'), 'sample' "
+            "(the bundled set) or a Hub dataset name ('namespace/name')"
+        )
+
+
+def _load_split(source: str, split: str, option: str, path: str, **load_kwargs) -> Dataset:
+    """`datasets.load_dataset(path, split=split)`, its errors naming `option` and `source`."""
+    try:
+        return load_dataset(path, split=split, **load_kwargs)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{option} {source!r} cannot be loaded: {error}") from error
+    except ValueError as error:
+        if "split" not in str(error).lower():
+            raise
+        raise ValueError(f"{option} {source!r} has no split {split!r}: {error}") from error
+
+
+def image_splits(source: str, option: str = "source") -> list[str]:
+    """The split names of an image source: the bundled set's (`train`, `test`), a folder's (its
+    sub-folders named like splits, else `train`), a Hub dataset's; tar shards are one split, `train`."""
+    if source == SAMPLE_SOURCE:
+        return list(load_sample_dataset())
+    if source.endswith(".tar"):
+        return ["train"]
+    _check_local_source(source, option)
+    if os.path.isdir(source):
+        return list(load_dataset("imagefolder", data_dir=source))
+    try:
+        return list(get_dataset_split_names(source))
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{option} {source!r} cannot be loaded: {error}") from error
+
+
+@dataclass
+class ImageSplits:
+    """The training and held-out images of a source (see `load_image_splits`).
+
+    Attributes:
+        train: the training images.
+        held_out: the held-out images (None: no evaluation).
+        split_off: how many of the training split's images were held out (0 when the source has the
+            held-out split itself).
+    """
+
+    train: Dataset
+    held_out: Dataset | None
+    split_off: int = 0
+
+
+def load_image_splits(
+    source: str = SAMPLE_SOURCE,
+    train_split: str = "train",
+    eval_split: str | None = "test",
+    image_column: str = "image",
+    holdout_fraction: float = 0.1,
+    option: str = "source",
+) -> ImageSplits:
+    """The training images of `source` and its held-out images: its `eval_split` where it has one;
+    where it has not (an image folder has only `train`), `holdout_fraction` of `train_split` split
+    off, the same images every time (a shuffle seeded with `HOLDOUT_SEED`: a later `vqtok evaluate`
+    holds out the same ones). `eval_split=None`: no held-out images."""
+    if eval_split is None:
+        return ImageSplits(load_image_dataset(source, train_split, image_column, option), None)
+    if eval_split in image_splits(source, option):
+        return ImageSplits(load_image_dataset(source, train_split, image_column, option),
+                           load_image_dataset(source, eval_split, image_column, option))
+    if not 0 < holdout_fraction < 1:
+        raise ValueError(f"holdout_fraction must lie in (0, 1), got {holdout_fraction}")
+    images = load_image_dataset(source, train_split, image_column, option)
+    if len(images) < 2:
+        raise ValueError(f"{option} {source!r} has no split {eval_split!r} and only {len(images)} image(s) in "
+                         f"{train_split!r}: too few to hold some out for evaluation")
+    parts = images.train_test_split(test_size=holdout_fraction, seed=HOLDOUT_SEED)
+    return ImageSplits(parts["train"], parts["test"], len(parts["test"]))
 
 
 def read_image(value) -> PILImage.Image:

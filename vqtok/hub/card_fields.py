@@ -107,14 +107,16 @@ CARD_INPUT_NAMES = tuple(field.name for field in fields(CardInputs))
 
 
 def card_fields(
-    kind: CardKind, config, inputs: CardInputs, *, default_title: str, extra_tags: Sequence[str] = ()
+    kind: CardKind, config, inputs: CardInputs, *, default_title: str, extra_tags: Sequence[str] = (),
+    location: str | None = None,
 ) -> tuple[ModelCardData, dict]:
     """Build `(card_data, variables)` from the caller's (checked) `inputs`.
 
     `card_data` holds library, license, tags (`kind.tags`, `extra_tags`, then `inputs.tags`),
     datasets and one `model-index` result per metric (on `eval_dataset`, default the first of
     `datasets`, else "custom"). `variables` are the template variables every card has: `title` (the
-    repo id, else `default_title`), `repo_id`, `training_data` (Markdown, with the Hub datasets
+    repo id, else `default_title`), `repo_id` (where the usage snippet loads the model from: the repo
+    id, else the folder the card is saved in, `location`, else a placeholder), `training_data` (Markdown, with the Hub datasets
     named), `metrics` (table rows), `training_metadata` (a Markdown list of
     `config.training_metadata`, or None) and `license`.
     """
@@ -138,7 +140,7 @@ def card_fields(
     metadata = getattr(config, "training_metadata", None)
     variables = dict(
         title=title,
-        repo_id=inputs.repo_id or kind.placeholder_repo_id,
+        repo_id=inputs.repo_id or location or kind.placeholder_repo_id,
         training_data=described,
         metrics=[(table_cell(name), table_cell(f"{value:.4g}" if isinstance(value, float) else str(value)))
                  for name, value in metric_rows],

@@ -49,13 +49,16 @@ def card_reference(config: PreTrainedConfig) -> QuantizerReference:
     return dataclasses.replace(reference, papers=reference.papers + tuple(extra)) if extra else reference
 
 
-def render_model_card(model, *, template_path: str | os.PathLike | None = None, **card_inputs) -> ModelCard:
+def render_model_card(model, *, template_path: str | os.PathLike | None = None, location: str | None = None,
+                      **card_inputs) -> ModelCard:
     """Render the model card of a vqtok tokenizer.
 
     Args:
         model: a vqtok tokenizer (`VQTokenizerPreTrainedModel`) or just its config (`VQTokenizerConfig`;
             the card then has no parameter count).
         template_path: a Jinja2 Markdown template to use instead of `model_cards/tokenizer_card.md`.
+        location: where the usage snippet loads the model from when no `repo_id` is given (the folder
+            the card is saved in).
         card_inputs: `repo_id`, `metrics`, `training_data`, `datasets`, `license`, `tags`,
             `eval_dataset`, `eval_split`: see `vqtok.hub.card_fields.CardInputs`. Extra `tags` come
             after `image-tokenization`, `vqtok` and the quantizer's tag.
@@ -76,7 +79,7 @@ def render_model_card(model, *, template_path: str | os.PathLike | None = None, 
         card_inputs = {**card_inputs, "license": source.license}
     card_data, common = card_fields(
         TOKENIZER_CARD, config, CardInputs.from_keywords(card_inputs), default_title=f"{source.project} tokenizer, in vqtok" if source else f"vqtok {reference.name} tokenizer",
-        extra_tags=[reference.tag, *(getattr(model, "model_tags", None) or [])],
+        extra_tags=[reference.tag, *(getattr(model, "model_tags", None) or [])], location=location,
     )
     num_parameters = model.num_parameters() if hasattr(model, "num_parameters") else None
     return ModelCard.from_template(
@@ -106,7 +109,7 @@ def save_model_card(model, save_directory: str | os.PathLike, **card_kwargs) -> 
     Returns the path written.
     """
     path = Path(save_directory) / "README.md"
-    render_model_card(model, **card_kwargs).save(path)
+    render_model_card(model, location=str(save_directory), **card_kwargs).save(path)
     return path
 
 

@@ -32,7 +32,7 @@ INCEPTION_WEIGHTS = PretrainedWeights(
     filename="weights-inception-2015-12-05-6726825d.pth",
     url="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
     option="`InceptionFeatures.pretrained(PATH)` (vqtok.metrics) or `--inception_weights PATH` "
-    "(training/evaluate_tokenizer.py)",
+    "(`vqtok evaluate`, which skips rFID with `--no_rfid`)",
 )
 
 INPUT_SIZE = 299

@@ -26,7 +26,7 @@ VGG16_WEIGHTS = PretrainedWeights(
     filename="vgg16-397923af.pth",
     url="https://download.pytorch.org/models/vgg16-397923af.pth",
     option="`vgg_weights: PATH` (objectives.perceptual), `LPIPS.pretrained(vgg_weights=PATH)` (vqtok.metrics) or `--vgg_weights PATH` "
-    "(training/evaluate_tokenizer.py)",
+    "(`vqtok evaluate`, which skips LPIPS with `--no_lpips`)",
 )
 
 # torchvision's VGG16 ("configuration D"): output channels of each 3x3 conv, "M" a 2x2 max-pool. The

@@ -30,13 +30,13 @@ _LM_FIELDS = ("vocab_size", "n_embd", "n_layer", "n_head", "n_positions", "resid
               "attention_dropout", "tie_word_embeddings")
 
 
-def render_prior_card(prior, **card_inputs) -> ModelCard:
+def render_prior_card(prior, location: str | None = None, **card_inputs) -> ModelCard:
     """The model card of a `TokenPrior`; `card_inputs` are the card keywords of
     `vqtok.hub.card_fields.CardInputs`, `metrics` held-out bits per token, e.g.
     `{"prior bits/token": 4.1, "histogram bits/token": 8.6}`."""
     config = prior.config
     card_data, common = card_fields(PRIOR_CARD, config, CardInputs.from_keywords(card_inputs),
-                                    default_title="vqtok token prior", extra_tags=[config.architecture])
+                                    default_title="vqtok token prior", extra_tags=[config.architecture], location=location)
     tokenizer = config.tokenizer or "unknown"
     # Only a Hub repo id ("owner/name") gets a link; a local path means nothing on the Hub.
     is_local = os.path.isabs(tokenizer) or tokenizer.startswith(".") or tokenizer.count("/") != 1 or os.path.exists(tokenizer)
@@ -61,5 +61,5 @@ def render_prior_card(prior, **card_inputs) -> ModelCard:
 def save_prior_card(prior, save_directory: str | os.PathLike, **card_kwargs) -> Path:
     """Render the prior's card (keywords as in `render_prior_card`) into `save_directory/README.md`."""
     path = Path(save_directory) / "README.md"
-    render_prior_card(prior, **card_kwargs).save(path)
+    render_prior_card(prior, location=str(save_directory), **card_kwargs).save(path)
     return path

@@ -78,7 +78,7 @@ class PriorConfig(OptionsConfig):
             "sequence (depth last), which then holds h*w*R codes."
         )),
         "training_metadata": Option(dict, optional=True)(None, (
-            "Written by `training/train_prior.py`: the token data, the run's settings and the held-out bits per "
+            "Written by `vqtok prior`: the token data, the run's settings and the held-out bits per "
             "token. Informational only."
         )),
     }

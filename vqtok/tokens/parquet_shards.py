@@ -66,7 +66,7 @@ def sharded_token_files(path: str | os.PathLike) -> dict[str, list[str]]:
             last = read_progress(listed[-1][1])
             if [index for index, _ in listed] != list(range(len(listed))) or not last["last"]:
                 raise ValueError(f"split {split!r} of {path} is incomplete ({len(listed)} shard(s), the stream not read to its "
-                                 "end): rerun tokenize_stream (training/tokenize_dataset.py --streaming) with the same "
+                                 "end): rerun tokenize_stream (`vqtok tokenize --streaming`) with the same "
                                  "options to finish it")
             files[split] = [file for _, file in listed]
     return files

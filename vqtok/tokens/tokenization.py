@@ -306,7 +306,7 @@ def save_tokenized(dataset: Dataset | DatasetDict, path: str | os.PathLike, layo
 
 
 def load_tokenized(path: str | os.PathLike) -> tuple[Dataset | DatasetDict, TokenLayout]:
-    """A token dataset saved by `save_tokenized` (or `training/tokenize_dataset.py`) and its layout;
+    """A token dataset saved by `save_tokenized` (or `vqtok tokenize`) and its layout;
     one written as Parquet shards by `tokenize_stream` (`--streaming`) is read with
     `load_tokenized_shards`."""
     layout = TokenLayout.load(path)  # first: a folder without it is no token dataset

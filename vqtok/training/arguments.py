@@ -138,6 +138,11 @@ class DataArguments(Settings):
             "Where the held-out images come from when they are not a split of `source` (tar shards are one split "
             "each): any source `source` takes, read at `eval_split`. None: `source`."
         )),
+        "holdout_fraction": Option(float, low=0, high=1, low_open=True, high_open=True)(0.1, (
+            "When the source has no `eval_split` (an image folder has only `train`), this fraction of its training "
+            "split is held out for evaluation instead: the same images in every run (a seeded split, which "
+            "`vqtok evaluate` repeats), and the run says how many."
+        )),
         "eval_images": POSITIVE_INT(512, (
             "A streamed run evaluates on the first this many images of the held-out split (read once, kept in memory)."
         )),
@@ -151,7 +156,7 @@ class TokenDataArguments(Settings):
     option_owner = "data option"
     options = {
         "tokens": TEXT("outputs/quickstart/tokens", (
-            "A token dataset folder written by `training/tokenize_dataset.py` (or `vqtok.save_tokenized`): "
+            "A token dataset folder written by `vqtok tokenize` (or `vqtok.save_tokenized`): "
             "`save_to_disk` splits plus `vqtok_tokens.json`."
         )),
         **SPLIT_OPTIONS,

@@ -1,4 +1,4 @@
-"""Run configurations of `training/train_prior.py`: the same YAML sections and `section.key=value`
+"""Run configurations of `vqtok prior`: the same YAML sections and `section.key=value`
 overrides as the tokenizer's (`run_config`), with the prior's options in `model` and the token
 dataset in `data`.
 

@@ -15,7 +15,6 @@ Example (`training/configs/vq.yaml`)::
 
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -46,11 +45,12 @@ class RunConfig:
         return {"model": model, "data": asdict(self.data), "training": asdict(self.training), "objectives": self.objectives}
 
     def training_metadata(self, num_train_images: int | None, num_processes: int, final_metrics: dict,
-                          skipped_images: dict[str, int] | None = None) -> dict:
+                          skipped_images: dict[str, int] | None = None, held_out_from_train: int = 0) -> dict:
         """What the saved tokenizer records about its training (`VQTokenizerConfig.training_metadata`):
         how to prepare images for it, what it was trained on and how, and how well it did.
         `skipped_images`: split name -> unreadable images dropped (`data.on_bad_image=skip`);
-        `num_train_images` is None for a streamed run."""
+        `num_train_images` is None for a streamed run; `held_out_from_train`: the images of the
+        training split held out for evaluation (a source without `eval_split`)."""
         from .. import __version__
 
         model, data, training = self.model, self.data, self.training
@@ -71,6 +71,8 @@ class RunConfig:
                 "augmentation": "random crop and horizontal flip" if data.augment else "none",
                 "on_bad_image": data.on_bad_image,
                 "skipped_images": dict(skipped_images or {}),
+                **({"held_out_from_train": {"images": held_out_from_train, "fraction": data.holdout_fraction}}
+                   if held_out_from_train else {}),
             },
             **run_metadata(training, num_processes),
             "objectives": self.objectives,
@@ -215,27 +217,3 @@ def check_sections(raw: dict, sections: tuple[str, ...]) -> None:
 def load_run_config(path: str | None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run config (or start from defaults when `path` is None) and apply overrides."""
     return build_run_config(read_run_config(path, overrides))
-
-
-def command_line(description: str, model_name: str, sections: tuple[str, ...] = SECTIONS) -> argparse.ArgumentParser:
-    """The arguments every training script takes: `--config` (a YAML run config of `sections`),
-    `--resume_from_checkpoint`, `--push_to_hub` (publishing the trained `model_name`) and
-    `section.key=value` overrides."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help=f"YAML run config (sections: {', '.join(sections)})")
-    parser.add_argument(
-        "--resume_from_checkpoint",
-        help="'latest' (newest checkpoint in output_dir/checkpoints, or a fresh start if none) or a checkpoint "
-        "folder; same as training.resume_from_checkpoint=...",
-    )
-    parser.add_argument("--push_to_hub", metavar="REPO_ID", help=f"after training, publish the {model_name} to this Hub repo")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. training.max_steps=200")
-    return parser
-
-
-def overrides_of(args: argparse.Namespace) -> list[str]:
-    """The overrides of a parsed `command_line`, `--resume_from_checkpoint` included."""
-    overrides = list(args.overrides)
-    if args.resume_from_checkpoint:
-        overrides.append(f"training.resume_from_checkpoint={args.resume_from_checkpoint}")
-    return overrides

@@ -1,6 +1,6 @@
 """The tokenizer training loop, on Hugging Face Accelerate (one CPU, one GPU, many of either).
 
-`train_tokenizer` runs the loop; `training/train_tokenizer.py` wraps it in a command line with
+`train_tokenizer` runs the loop; `vqtok train` wraps it in a command line with
 YAML configs. The same code runs under `python` and under `accelerate launch`.
 
 Determinism and resuming. The training images form one endless, seeded stream (`SampleStream`):
