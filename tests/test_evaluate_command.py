@@ -1,6 +1,6 @@
 """`training/evaluate_tokenizer.py`: the field's metrics on a tokenizer folder, recorded in its
-config, model card and TensorBoard; random judging weights print only; missing weights fail before
-any work with the file's name."""
+config, model card and TensorBoard; random judging weights print only; the defaults it used are
+said; missing weights fail before any work with the file's name."""
 
 import json
 
@@ -48,7 +48,9 @@ def test_random_judging_weights_are_printed_only(tmp_path, image_folder, capsys)
         "--vgg_weights", "random", "--inception_weights", "random",
     ])
     assert results["lpips"] > 0 and results["rfid"] >= 0
-    assert "plumbing check" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "plumbing check" in printed
+    assert printed.splitlines()[0] == "defaults in use: --split test"  # what it assumed, in one line
     assert (tmp_path / "tokenizer" / "config.json").read_text() == before and not (tmp_path / "logs").exists()
 
 

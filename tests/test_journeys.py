@@ -19,7 +19,7 @@ from huggingface_hub import HfApi, hf_hub_download
 from PIL import Image
 
 from vqtok import VQTokenizer, load_tokenized
-from vqtok.commands import run
+from vqtok.commands import main, run
 from vqtok.data import load_sample_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,7 +114,7 @@ def test_a_converted_tokenizer_is_evaluated_and_published(local_hub, tmp_path, c
     assert published.config.training_metadata["evaluation"]["num_images"] == 16
 
 
-def test_a_user_error_is_one_line_with_status_2_and_debug_shows_the_traceback(tmp_path):
+def test_a_user_error_is_one_line_with_status_2_and_debug_shows_the_traceback(tmp_path, capsys):
     command = [sys.executable, "-m", "vqtok", "train", "--config", QUICKSTART, f"data.source={tmp_path / 'nowhere'}"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -122,12 +122,14 @@ def test_a_user_error_is_one_line_with_status_2_and_debug_shows_the_traceback(tm
     assert done.stderr.strip().splitlines() == [
         f"vqtok train: error: data.source {str(tmp_path / 'nowhere')!r} does not exist: give a folder of images, tar "
         "shards ('folder/train-*.tar'), 'sample' (the bundled set) or a Hub dataset name ('namespace/name')"]
-    debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert debug.returncode == 1 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
+    with pytest.raises(FileNotFoundError):  # --debug: the error itself, with its traceback
+        run("train", [*command[4:], "--debug"])
+    with pytest.raises(SystemExit) as usage:  # no run config: the usage, not a default run
+        run("train", [])
+    assert usage.value.code == 2 and "the following arguments are required: --config" in capsys.readouterr().err
 
 
-def test_every_script_in_training_runs_a_command_and_the_console_lists_them_all():
+def test_every_script_in_training_runs_a_command_and_the_console_lists_them_all(capsys):
     import re
 
     from vqtok.commands import COMMANDS
@@ -137,5 +139,7 @@ def test_every_script_in_training_runs_a_command_and_the_console_lists_them_all(
     helped = subprocess.run([sys.executable, str(REPO / "training" / "sample.py"), "--help"], capture_output=True,
                             text=True, timeout=120)
     assert helped.returncode == 0 and helped.stdout.startswith("usage: vqtok sample")
-    listed = subprocess.run([sys.executable, "-m", "vqtok", "--help"], capture_output=True, text=True, timeout=120)
-    assert listed.returncode == 0 and all(command in listed.stdout for command in COMMANDS)
+    with pytest.raises(SystemExit) as listed:
+        main(["--help"])
+    usage = capsys.readouterr().out
+    assert listed.value.code == 0 and all(command in usage for command in COMMANDS)

@@ -38,10 +38,33 @@ USER_ERRORS = (ValueError, TypeError, OSError)
 errors): shown as one line. Anything else is a bug in vqtok or below, shown with its traceback."""
 
 
-def command_parser(command: str, doc: str) -> argparse.ArgumentParser:
-    """The argument parser of `command`, described by its module's `doc`, with `--debug`."""
-    parser = argparse.ArgumentParser(prog=f"vqtok {command}", description=doc,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser that says, in one line, which of its `announced` options the command line
+    left at their defaults (where to read and write: `defaults in use: --tokenizer ..., --source ...`)."""
+
+    def __init__(self, *args, announced: tuple[str, ...] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.announced = announced
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        given = {word.split("=")[0] for word in (sys.argv[1:] if args is None else args)}
+        defaults = [f"{action.option_strings[0]} {_shown(getattr(parsed, action.dest))}" for action in self._actions
+                    if action.dest in self.announced and not given & set(action.option_strings)]
+        if defaults:
+            print(f"defaults in use: {', '.join(defaults)}")
+        return parsed
+
+
+def _shown(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def command_parser(command: str, doc: str, announced: tuple[str, ...] = ()) -> CommandParser:
+    """The argument parser of `command`, described by its module's `doc`, with `--debug`; the options
+    named in `announced` are said in one line when left at their defaults."""
+    parser = CommandParser(prog=f"vqtok {command}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           announced=announced)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     return parser
 

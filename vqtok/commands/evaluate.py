@@ -38,7 +38,7 @@ DEFAULT_TOKENIZER = "outputs/quickstart/tokenizer"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = command_parser("evaluate", __doc__)
+    parser = command_parser("evaluate", __doc__, announced=("tokenizer", "source", "split"))
     parser.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer folder or Hub repo id")
     parser.add_argument("--source", default="sample", help="'sample' (bundled), an image folder, or a Hub dataset name")
     parser.add_argument("--split", default="test",

@@ -40,7 +40,7 @@ DEFAULT_TOKENS = "outputs/quickstart/tokens"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = command_parser("sample", __doc__)
+    parser = command_parser("sample", __doc__, announced=("schemes", "prior", "tokens", "output_dir"))
     parser.add_argument("--schemes", nargs="+", choices=SCHEMES, default=list(SCHEMES), help="sampling schemes")
     parser.add_argument("--prior", default=DEFAULT_PRIOR, help="prior folder or Hub repo id (scheme 'prior')")
     parser.add_argument("--tokenizer", default=None,

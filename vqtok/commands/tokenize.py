@@ -48,7 +48,7 @@ DEFAULT_ROWS_PER_SHARD = 100_000
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = command_parser("tokenize", __doc__)
+    parser = command_parser("tokenize", __doc__, announced=("tokenizer", "source", "splits", "output"))
     parser.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer folder or Hub repo id")
     parser.add_argument("--source", default="sample",
                         help="'sample' (bundled), an image folder, a Hub dataset name, or (--streaming) .tar shards")
