@@ -24,7 +24,7 @@ import torch
 from accelerate.utils import set_seed
 from tiny_data import run_interrupted_after, tiny_images
 
-from vqtok import VQTokenizer
+from vqtok import VQConfig, VQTokenizer
 from vqtok.quantizers import sampled_code_vectors
 from vqtok.data import pixel_dataset
 from vqtok import TokenLayout
@@ -281,11 +281,17 @@ def test_a_type_config_that_restates_a_quantizer_option_is_refused():
             entropy_weight: float = 0.1
 
 
-def test_every_type_has_a_training_config_and_every_config_loads():
+def test_every_type_has_a_training_config_and_every_config_loads(tmp_path):
     folder = Path(__file__).resolve().parents[1] / "training" / "configs"
     # prior*.yaml configure the token prior (training/train_prior.py; tests/test_prior.py loads them).
     tokenizer_configs = [path for path in sorted(folder.glob("*.yaml")) if not path.name.startswith("prior")]
-    loaded = {path.name: load_run_config(str(path)) for path in tokenizer_configs}
+    # A fine-tuning recipe names a tokenizer to start from: a small one stands in for it here.
+    VQTokenizer.from_config(VQConfig(image_size=16, latent_dim=4, codebook_size=8,
+                                     backbone_config={"base_channels": 8})).save_pretrained(tmp_path / "start")
+    loaded = {path.name: load_run_config(str(path), [f"model.init_from={tmp_path / 'start'}"]
+                                         if "init_from" in path.read_text() else [])
+              for path in tokenizer_configs}
+    assert loaded["finetune_decoder.yaml"].init_from == str(tmp_path / "start")
     covered = {run.model.model_type for run in loaded.values()}
     missing = set(SHIPPED_TYPES) - covered
     assert not missing, f"types without a YAML in training/configs: {sorted(missing)}"

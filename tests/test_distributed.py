@@ -1,7 +1,8 @@
 """Two CPU processes (gloo on 127.0.0.1): the VQ and SQ-VAE codebooks and every quantizer buffer stay
 identical on both ranks through k-means initialisation, EMA updates and dead-code restarts; one EMA step on
 two half-batches equals one step on the whole batch in one process; the Accelerate training
-loop (DDP, main-process evaluation, checkpoints) ends with the same model on both ranks; and so does
+loop (DDP, main-process evaluation, checkpoints) ends with the same model on both ranks, with a weight
+EMA too, stopped and resumed or not; and so does
 training with the HC-VQ topology term, whose eta, entropy buffers, targets and signature agree too; a
 batch that is not finite on one rank only is skipped by both, in the quantizer and in the loop; and a
 training objective's own network (the test-only critic) ends identical on both ranks too."""
@@ -175,6 +176,37 @@ def _run_rank(rank: int, port: int, out: Path) -> None:
     state = {f"tokenizer.{name}": tensor.contiguous() for name, tensor in model.state_dict().items()}
     state.update({f"adversarial.{name}": tensor.contiguous() for name, tensor in objectives["adversarial"].state_dict().items()})
     save_file(state, out / f"sharp_rank{rank}.safetensors")
+
+    # 8. Weight EMA, straight and stopped after the step-2 checkpoint then resumed: the averages (and
+    #    so the model, which ends holding them) are identical on both ranks and across the resume.
+    import vqtok.training.trainer as trainer
+    from tiny_data import Interrupted
+
+    def ema_run(name, **overrides):
+        set_seed(rank)
+        model = VQTokenizer.from_config(tiny_config())
+        args = tiny_args(out / name, max_steps=4, batch_size=4, gradient_accumulation_steps=1, ema_decay=0.5,
+                         checkpoint_every=2, **overrides)
+        train_tokenizer(model, pixel_dataset(images, 16, 3, augment=True), None, args, make_accelerator(args))
+        return model
+
+    straight = ema_run("ema_straight")
+    save = trainer.save_run_checkpoint
+
+    def save_then_stop(accelerator, updates, args, at_step):
+        save(accelerator, updates, args, at_step)
+        raise Interrupted
+
+    trainer.save_run_checkpoint = save_then_stop
+    try:
+        ema_run("ema_resumed")
+    except Interrupted:
+        pass
+    finally:
+        trainer.save_run_checkpoint = save
+    resumed = ema_run("ema_resumed", resume_from_checkpoint="latest")
+    for name, model in (("ema_straight", straight), ("ema_resumed", resumed)):
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / f"{name}_rank{rank}.safetensors")
     dist.barrier()
     dist.destroy_process_group()
 
@@ -263,3 +295,13 @@ def test_the_adversarial_objective_trains_identically_on_both_ranks(two_ranks):
     _assert_identical(*compared)
     assert any(name.startswith("adversarial.discriminator.") for name in compared[0])
     assert rank0["adversarial.ema_real_logit"].item() != 0.0
+
+
+def test_weight_ema_is_identical_on_both_ranks_and_resumes_exactly(two_ranks):
+    straight, resumed = _both(two_ranks, "ema_straight"), _both(two_ranks, "ema_resumed")
+    _assert_identical(*straight)
+    _assert_identical(*resumed)
+    _assert_identical(straight[0], resumed[0])
+    raw = [load_file(two_ranks / name / "tokenizer_raw" / "model.safetensors") for name in ("ema_straight", "ema_resumed")]
+    _assert_identical(*raw)
+    assert not torch.equal(raw[0]["decoder.conv_out.weight"], straight[0]["decoder.conv_out.weight"])

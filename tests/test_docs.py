@@ -44,13 +44,13 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 RUN_LANGUAGES = ("bash", "python", "yaml", "text")
 TIMEOUT_S = 600
 
-# The small overrides appended to the pages' long runs (300 to 1000 training steps, LPIPS and rFID on
-# networks whose weights cannot be downloaded here, 16 sampled images), keyed by command. Four steps: the
+# The small overrides appended to the pages' long runs (300 to 1000 training steps, 256-pixel images, LPIPS
+# and rFID on networks whose weights cannot be downloaded here, 16 sampled images), keyed by command. Four steps: the
 # first three are not timed, and the fourth gives the throughput the quickstart prints.
 SMALL_TRAINING = ["training.max_steps=4", "training.warmup_steps=1", "training.batch_size=16",
                   "training.report_to=none"]
 SMALL_RUNS = {
-    "train": SMALL_TRAINING,
+    "train": [*SMALL_TRAINING, "model.image_size=32"],
     "prior": [*SMALL_TRAINING, "model.hidden_size=16", "model.num_layers=1", "model.num_heads=2"],
     "evaluate": ["--vgg_weights", "random", "--inception_weights", "random", "--max_images", "8"],
     "sample": ["--num_samples", "4"],

@@ -144,8 +144,8 @@ class LikelihoodVQModel(VQModel):
         sse = (reconstruction.float() - pixel_values.float()).pow(2).flatten(1).sum(dim=1)
         return {"nll_loss": 0.5 * pixel_values[0].numel() * torch.log(sse.mean().clamp_min(1e-12))}
 
-    def build_optimizer(self, learning_rate, weight_decay=0.0):
-        self.optimizer_requests.append((learning_rate, weight_decay))
+    def build_optimizer(self, learning_rate, weight_decay=0.0, betas=(0.9, 0.999)):
+        self.optimizer_requests.append((learning_rate, weight_decay, betas))
         return torch.optim.SGD(
             [{"params": self.encoder.parameters()}, {"params": self.decoder.parameters(), "lr": learning_rate / 2}],
             lr=learning_rate,
@@ -163,13 +163,13 @@ def test_the_trainer_uses_the_types_optimizer_and_logs_every_term_by_name(regula
     model = LikelihoodVQModel(VQConfig(**TINY, regularizers={"codebook_norm": {"weight": 0.1}}))
     encoder_before = model.encoder.conv_in.weight.detach().clone()
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, batch_size=4, learning_rate=0.05,
-                             weight_decay=0.01, warmup_steps=0, log_every=1, report_to="none")
+                             weight_decay=0.01, betas=[0.8, 0.9], warmup_steps=0, log_every=1, report_to="none")
     accelerator = make_accelerator(args)
     records = []
     accelerator.log = lambda values, step=None, **kwargs: records.append(values)
     train_tokenizer(model, pixel_dataset(tiny_images(8, width=8, height=8), 8), None, args, accelerator)
 
-    assert LikelihoodVQModel.optimizer_requests[-1] == (0.05, 0.01)
+    assert LikelihoodVQModel.optimizer_requests[-1] == (0.05, 0.01, (0.8, 0.9))
     assert not torch.equal(model.encoder.conv_in.weight, encoder_before)
     assert len(records) == 2
     for name in ("loss", "nll_loss", "commitment_loss", "codebook_norm_loss", "perplexity", "usage",

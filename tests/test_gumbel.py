@@ -169,11 +169,13 @@ def test_optimizer_gives_the_quantizer_its_own_learning_rate():
     config = GumbelVQConfig(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2), latent_dim=4, codebook_size=16,
                             quantizer_lr_multiplier=3.0)
     model = VQTokenizer.from_config(config)
-    others, quantizer = model.build_optimizer(learning_rate=1e-3, weight_decay=0.1).param_groups
+    decayed, not_decayed, quantizer = model.build_optimizer(learning_rate=1e-3, weight_decay=0.1).param_groups
     assert {id(p) for p in quantizer["params"]} == {id(p) for p in model.quantizer.parameters()}
     assert quantizer["lr"] == pytest.approx(3e-3) and quantizer["weight_decay"] == 0.0
-    assert others["lr"] == pytest.approx(1e-3) and others["weight_decay"] == 0.1
-    assert len(others["params"]) + len(quantizer["params"]) == len(list(model.parameters()))
+    assert decayed["lr"] == not_decayed["lr"] == pytest.approx(1e-3)
+    assert (decayed["weight_decay"], not_decayed["weight_decay"]) == (0.1, 0.0)  # biases and norms: no decay
+    assert all(p.ndim >= 2 for p in decayed["params"]) and all(p.ndim == 1 for p in not_decayed["params"])
+    assert sum(len(group["params"]) for group in (decayed, not_decayed, quantizer)) == len(list(model.parameters()))
 
 
 def test_logits_stay_fp32_under_bf16_autocast():

@@ -254,11 +254,11 @@ def test_optimizer_gives_the_hyperplanes_their_own_learning_rate():
     config = HyperVQConfig(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2, norm_groups=4), latent_dim=4, codebook_size=8, quantizer_lr_multiplier=5.0)
     model = VQTokenizer.from_config(config)
     optimizer = model.build_optimizer(learning_rate=1e-3, weight_decay=0.1)
-    backbone, hyperplanes = optimizer.param_groups
+    decayed, not_decayed, hyperplanes = optimizer.param_groups
     assert {id(p) for p in hyperplanes["params"]} == {id(model.quantizer.normals), id(model.quantizer.offsets)}
     assert hyperplanes["lr"] == pytest.approx(5e-3) and hyperplanes["weight_decay"] == 0.0
-    assert backbone["lr"] == pytest.approx(1e-3) and backbone["weight_decay"] == 0.1
-    assert len(backbone["params"]) + 2 == len([p for p in model.parameters() if p.requires_grad])
+    assert decayed["lr"] == pytest.approx(1e-3) and (decayed["weight_decay"], not_decayed["weight_decay"]) == (0.1, 0.0)
+    assert len(decayed["params"]) + len(not_decayed["params"]) + 2 == len([p for p in model.parameters() if p.requires_grad])
     with pytest.raises(ValueError, match="quantizer_lr_multiplier"):
         HyperVQConfig(quantizer_lr_multiplier=0.0)
 

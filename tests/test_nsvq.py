@@ -173,12 +173,12 @@ def test_class_defaults_and_paper_preset():
 def test_optimizer_gives_the_codebook_its_own_learning_rate():
     model = VQTokenizer.from_config(NSVQConfig(**TINY, quantizer_lr_multiplier=4.0))
     optimizer = model.build_optimizer(learning_rate=1e-3, weight_decay=0.1)
-    others, codebook = optimizer.param_groups
+    decayed, not_decayed, codebook = optimizer.param_groups
     assert codebook["params"] == [model.quantizer.codebook.weight]
     assert codebook["lr"] == pytest.approx(4e-3) and codebook["weight_decay"] == 0.0
-    assert others["lr"] == pytest.approx(1e-3) and others["weight_decay"] == 0.1
+    assert decayed["lr"] == pytest.approx(1e-3) and (decayed["weight_decay"], not_decayed["weight_decay"]) == (0.1, 0.0)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    assert len(others["params"]) + 1 == len(trainable)
+    assert len(decayed["params"]) + len(not_decayed["params"]) + 1 == len(trainable)
 
 
 @pytest.mark.parametrize(

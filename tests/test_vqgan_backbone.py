@@ -84,7 +84,7 @@ def test_unknown_fields_are_named_and_the_config_round_trips(tmp_path):
     with pytest.raises(ValueError, match=r"unknown backbone_config field\(s\) \['ch_mult'\].*vqgan"):
         build_backbone_config({"backbone_type": "vqgan", "ch_mult": [1, 2]})
     backbone = dict(backbone_type="vqgan", base_channels=8, channel_multipliers=[1, 2, 2], num_res_blocks=1, norm_groups=4,
-                    z_channels=8, attention_levels=[], mid_attention=False)
+                    z_channels=8, attention_levels=[], mid_attention=False, gradient_checkpointing=True)
     tokenizer = VQTokenizer.from_config(VQConfig(image_size=16, latent_dim=4, codebook_size=8, backbone_config=backbone))
     tokenizer.save_pretrained(tmp_path)
     loaded = VQTokenizer.from_pretrained(tmp_path)

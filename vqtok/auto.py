@@ -85,20 +85,26 @@ class VQTokenizer:
         registered vqtok type raises `ValueError` listing the registered types; the other errors are
         those of `VQTokenizerPreTrainedModel.from_pretrained`.
         """
-        check_local_folder(pretrained_model_name_or_path, "tokenizer")
         source = os.fspath(pretrained_model_name_or_path)
         config = kwargs.pop("config", None)
         if config is None:
-            download = {k: kwargs[k] for k in HUB_DOWNLOAD_KWARGS if k in kwargs}
-            check_config_file(source, download)
-            config_dict, _ = PreTrainedConfig.get_config_dict(source, **download)
-            try:
-                model_class = cls.model_class_for(config_dict.get("model_type"))
-            except ValueError as error:
-                raise ValueError(f"cannot load {source}: {error}") from None
-            config = model_class.config_class.from_dict(config_dict)
-        elif isinstance(config, VQTokenizerConfig):
-            model_class = cls.model_class_for(config.model_type)
-        else:
+            config = cls.config_from_pretrained(source, **{k: kwargs[k] for k in HUB_DOWNLOAD_KWARGS if k in kwargs})
+        elif not isinstance(config, VQTokenizerConfig):
             raise TypeError(f"config must be a VQTokenizerConfig subclass, got {type(config).__name__}")
-        return model_class.from_pretrained(source, config=config, **kwargs)
+        check_local_folder(source, "tokenizer")
+        return cls.model_class_for(config.model_type).from_pretrained(source, config=config, **kwargs)
+
+    @classmethod
+    def config_from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **download) -> VQTokenizerConfig:
+        """The config of any vqtok tokenizer saved with `save_pretrained` or pushed to the Hub, without its
+        weights (`download`: `revision`, `cache_dir`, `token`, `local_files_only`, ...). A `config.json`
+        whose `model_type` is not a registered vqtok type raises `ValueError` listing the registered types."""
+        check_local_folder(pretrained_model_name_or_path, "tokenizer")
+        source = os.fspath(pretrained_model_name_or_path)
+        check_config_file(source, download)
+        config_dict, _ = PreTrainedConfig.get_config_dict(source, **download)
+        try:
+            model_class = cls.model_class_for(config_dict.get("model_type"))
+        except ValueError as error:
+            raise ValueError(f"cannot load {source}: {error}") from None
+        return model_class.config_class.from_dict(config_dict)

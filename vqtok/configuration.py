@@ -124,7 +124,7 @@ class VQTokenizerConfig(OptionsConfig):
         "image_size": POSITIVE_INT(32, (
             "Side of the square training images. Used to recover the token grid when `decode` receives "
             "flattened ids; `encode` accepts any size divisible by the backbone's downsampling factor."
-        )),
+        ), training_only=True),
         "latent_dim": SIZE_ARGUMENTS["dim"],
         "codebook_size": SIZE_ARGUMENTS["codebook_size"],
         "backbone_config": Option(dict, optional=True)(None, (
@@ -137,12 +137,12 @@ class VQTokenizerConfig(OptionsConfig):
         )),
         "reconstruction_loss_weight": NON_NEGATIVE(1.0, (
             "Weight of the reconstruction objective (pixel MSE unless the type replaces it)."
-        )),
+        ), training_only=True),
         "regularizers": Option(dict, optional=True)(None, (
             "Regularisers switched on for training, name -> options (see `vqtok.regularizers`); each adds its "
             "named loss terms to the training loss, whatever the tokenizer type. HC-VQ's topology term: "
             '`{"topology": {}}` (its defaults) or with options, e.g. `{"topology": {"weight": 0.5}}`.'
-        )),
+        ), training_only=True),
         "training_metadata": Option(dict, optional=True)(None, (
             "Written by `vqtok train` at the final `save_pretrained`; None for an untrained "
             "config. What a user needs to feed the tokenizer and judge it: `image_size`, `in_channels`, "
@@ -223,6 +223,50 @@ class VQTokenizerConfig(OptionsConfig):
         shared = VQTokenizerConfig.options
         return {name: option for name, option in declared.items()
                 if name not in shared or option.default != shared[name].default}
+
+    def with_training_changes(self, changes: Mapping[str, Any], where: str = "config field") -> VQTokenizerConfig:
+        """A copy of this config with `changes` (field -> value; `backbone_config` a mapping of some of its
+        fields) applied: what a run that fine-tunes a tokenizer of this config trains with. Only what
+        shapes training may change (the options declared `training_only`: loss weights, schedules,
+        restarts, regularisers, the image size, gradient checkpointing); a change to what the trained
+        weights depend on (K, D, the channels, the backbone, a quantizer's code space, ...) raises
+        `ValueError` naming `where`.<field>, the tokenizer's value and the one asked for."""
+        declared = self.declared_options()
+        fields = self.to_dict()
+        for name, value in changes.items():
+            if name not in declared:
+                raise ValueError(f"unknown {where} `{name}` for {type(self).__name__}; known: {sorted(declared)}")
+            if name == "backbone_config":
+                fields[name] = self._backbone_with_training_changes(value, where)
+            elif value != getattr(self, name):
+                self._check_training_only(declared[name], name, getattr(self, name), value, where)
+                fields[name] = value
+        return type(self).from_dict(fields)
+
+    def _backbone_with_training_changes(self, changes: Mapping[str, Any], where: str) -> dict[str, Any]:
+        current = self.backbone_config.to_dict()
+        if not isinstance(changes, Mapping):
+            raise TypeError(f"{where} `backbone_config` must be a mapping of backbone fields, got {changes!r}")
+        options = type(self.backbone_config).options
+        for name, value in changes.items():
+            if name != "backbone_type" and name not in options:
+                raise ValueError(f"unknown {where} `backbone_config.{name}` for the {current['backbone_type']!r} "
+                                 f"backbone; known: {sorted(options)}")
+            if value != current[name]:
+                option = options.get(name) or Option(str)("", "the backbone")
+                self._check_training_only(option, f"backbone_config.{name}", current[name], value, where)
+        return {**current, **changes}
+
+    def _check_training_only(self, option: Option, name: str, current: Any, asked: Any, where: str) -> None:
+        if not option.training_only:
+            may_change = [field for field, declared in self.declared_options().items() if declared.training_only]
+            may_change += [f"backbone_config.{field}" for field, declared in type(self.backbone_config).options.items()
+                           if declared.training_only]
+            raise ValueError(
+                f"{where} `{name}` cannot change when fine-tuning: the tokenizer has {name}={current!r}, which its "
+                f"weights depend on, and the run asks for {asked!r}. A fine-tuning run may change only what shapes "
+                f"training: {', '.join(may_change)}; leave `{name}` out"
+            )
 
     def quantizer_kwargs(self) -> dict[str, Any]:
         """The quantizer's keyword arguments: every option it declares, from this config's fields."""

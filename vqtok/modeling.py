@@ -69,17 +69,25 @@ class MissingDecoder(nn.Module):
         )
 
 
+FREEZABLE_PARTS = ("encoder", "quantizer", "decoder")
+"""The parts of a tokenizer that `freeze` (and `training.freeze`) can keep as they are."""
+
+
 class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
     """Base of every vqtok tokenizer: encoder -> quantizer -> decoder.
 
     `encode` and `decode` are deterministic; `forward` is the training path and returns every named
     loss term and statistic. Saving and loading (safetensors only) and publishing with a model card
-    come from `SafeHubMixin`.
+    come from `SafeHubMixin`. A backbone that recomputes its blocks (`gradient_checkpointing`) is
+    switched on by its config or by `gradient_checkpointing_enable()`.
     """
 
     config_class = VQTokenizerConfig
     base_model_prefix = "vqtok"
     main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+    frozen_parts: tuple[str, ...] = ()
+    """The parts `freeze` keeps as they are."""
 
     def __init__(self, config: VQTokenizerConfig):
         super().__init__(config)
@@ -127,17 +135,46 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         mse = F.mse_loss(reconstruction.float(), pixel_values.float())
         return {"reconstruction_loss": self.config.reconstruction_loss_weight * mse}
 
-    def build_optimizer(self, learning_rate: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-        """The optimizer the trainer steps: AdamW over every parameter that takes a gradient, those of
-        the quantizer's `parameter_groups` in groups of their own (their multiple of the learning
-        rate, no weight decay)."""
-        own = self.quantizer.parameter_groups()
-        chosen = {id(p) for group in own for p in group.params}
+    def build_optimizer(self, learning_rate: float, weight_decay: float = 0.0,
+                        betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+        """The optimizer the trainer steps: AdamW (with `betas`) over every parameter that takes a
+        gradient. Weight decay applies to the weight matrices and convolution kernels outside the
+        quantizer only, never to biases, norms or codebooks; the quantizer's `parameter_groups` learn
+        in groups of their own, at their multiple of the learning rate."""
+        own = [[p for p in group.params if p.requires_grad] for group in self.quantizer.parameter_groups()]
+        chosen = {id(p) for params in own for p in params}
         others = [p for p in self.parameters() if p.requires_grad and id(p) not in chosen]
-        groups = [{"params": others, "weight_decay": weight_decay}]
-        groups += [{"params": list(group.params), "lr": learning_rate * group.lr_multiplier, "weight_decay": 0.0}
-                   for group in own]
-        return torch.optim.AdamW(groups, lr=learning_rate)
+        if weight_decay:
+            quantizer = {id(p) for p in self.quantizer.parameters()}
+            decayed = [p for p in others if p.ndim >= 2 and id(p) not in quantizer]
+            kept = {id(p) for p in decayed}
+            groups = [{"params": decayed, "weight_decay": weight_decay},
+                      {"params": [p for p in others if id(p) not in kept], "weight_decay": 0.0}]
+        else:  # one group, as before decay had groups: checkpoints of earlier runs keep resuming
+            groups = [{"params": others, "weight_decay": 0.0}]
+        groups += [{"params": params, "lr": learning_rate * group.lr_multiplier, "weight_decay": 0.0}
+                   for params, group in zip(own, self.quantizer.parameter_groups())]
+        return torch.optim.AdamW([group for group in groups if group["params"]], lr=learning_rate, betas=betas)
+
+    def freeze(self, parts) -> None:
+        """Keep `parts` of the tokenizer (any of "encoder", "quantizer", "decoder") exactly as they are
+        through training: their parameters take no gradient and they stay in evaluation mode whatever
+        `train()` is called with, so a frozen quantizer updates no statistic, code, restart or
+        schedule. With the encoder and the quantizer frozen, every image keeps its ids."""
+        parts = tuple(parts)
+        unknown = [part for part in parts if part not in FREEZABLE_PARTS]
+        if unknown or len(set(parts)) != len(parts):
+            raise ValueError(f"freeze takes distinct parts among {list(FREEZABLE_PARTS)}, got {list(parts)}")
+        for part in parts:
+            getattr(self, part).requires_grad_(False)
+        self.frozen_parts = tuple(sorted(set(self.frozen_parts) | set(parts), key=FREEZABLE_PARTS.index))
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for part in self.frozen_parts:
+            getattr(self, part).eval()
+        return self
 
     def _init_weights(self, module):
         # PyTorch's default initialisation is kept; quantizers initialise their own codebooks.

@@ -55,6 +55,10 @@ class Option:
         doc: what the option does.
         note: what one class says about the option beyond `doc` (why its default differs from the
             paper's, ...); shown after `doc` in that class's documentation.
+        training_only: the option shapes training only (a loss weight, a schedule, restarts, how a
+            fresh codebook starts), not the trained model (its weights' shapes and what `encode`
+            computes): a fine-tuning run (`model.init_from`) may change it. An option is taken to
+            define the model unless declared so.
     """
 
     kind: type
@@ -68,15 +72,16 @@ class Option:
     default: Any = REQUIRED
     doc: str = ""
     note: str = ""
+    training_only: bool = False
 
-    def __call__(self, default: Any, doc: str = "", note: str = "") -> Option:
-        """This kind of value declared as an option with `default`, `doc` and `note`."""
+    def __call__(self, default: Any, doc: str = "", note: str = "", training_only: bool = False) -> Option:
+        """This kind of value declared as an option with `default`, `doc`, `note` and `training_only`."""
         self.check("default", default, "declared")
-        return dataclasses.replace(self, default=default, doc=doc, note=note)
+        return dataclasses.replace(self, default=default, doc=doc, note=note, training_only=training_only)
 
     def changed(self, default: Any, note: str = "") -> Option:
         """The same option with another default, and `note` saying why."""
-        return self(default, self.doc, note)
+        return self(default, self.doc, note, self.training_only)
 
     def documented(self, doc: str) -> Option:
         """The same option with its meaning `doc` (for a kind of value that has no default)."""
@@ -258,6 +263,8 @@ def args_section(specs: Mapping[str, Option]) -> str:
             shown = f", defaults to {option.default!r}"
         lines.append(f"    {name} (`{kind}`{shown}):")
         text = " ".join(part for part in (option.doc, option.note) if part) or "(undocumented)"
+        if option.training_only:
+            text += " (Training only: a fine-tuning run may change it.)"
         lines += textwrap.wrap(text, width=100, initial_indent=" " * 8, subsequent_indent=" " * 8)
     return "\n".join(lines)
 

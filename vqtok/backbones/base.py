@@ -14,8 +14,18 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from ..options import Settings
+from ..options import FLAG, Settings
+
+GRADIENT_CHECKPOINTING = {
+    "gradient_checkpointing": FLAG(False, (
+        "Activation checkpointing: in training, each block's activations are recomputed in the backward pass "
+        "instead of kept, for less memory at the cost of a second forward of the blocks; the gradients are the "
+        "same. `model.gradient_checkpointing_enable()` switches it on too."
+    ), training_only=True),
+}
+"""The option of a backbone whose encoder and decoder can recompute their blocks (`run_block`)."""
 
 
 @dataclasses.dataclass
@@ -56,3 +66,12 @@ class Decoder(nn.Module):
         """The weight of the layer that makes the output (the adversarial objective balances its
         gradients there: VQGAN's adaptive weight)."""
         raise NotImplementedError
+
+
+def run_block(owner: nn.Module, block: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """`block(hidden)`, its activations recomputed in the backward pass when `owner` (an encoder or a
+    decoder with a `gradient_checkpointing` attribute, which `gradient_checkpointing_enable` sets)
+    trains with gradient checkpointing on."""
+    if owner.gradient_checkpointing and owner.training and torch.is_grad_enabled():
+        return checkpoint(block, hidden, use_reentrant=False)
+    return block(hidden)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..options import POSITIVE_INT, Option, options_dataclass
-from .base import BackboneConfig, Decoder
+from .base import GRADIENT_CHECKPOINTING, BackboneConfig, Decoder, run_block
 
 SUPPORTED_DOWNSAMPLING_FACTORS = (2, 4, 8, 16)
 
@@ -53,6 +53,7 @@ class ConvBackboneConfig(BackboneConfig):
             "f: an H x W image gives an (H/f) x (W/f) token grid; image sides must be multiples of f."
         )),
         "norm_groups": POSITIVE_INT(8, "GroupNorm groups (reduced to a divisor of each layer's width where needed)."),
+        **GRADIENT_CHECKPOINTING,
     }
     option_rules = (check_one_multiplier_per_level,)
 
@@ -137,14 +138,15 @@ class ConvEncoder(nn.Module):
         self.norm_out = group_norm(width, config.norm_groups)
         self.act = nn.SiLU()
         self.conv_out = nn.Conv2d(width, latent_dim, 3, padding=1)
+        self.gradient_checkpointing = config.gradient_checkpointing
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         hidden = self.conv_in(pixel_values)
         for level in self.down:
             for block in level.blocks:
-                hidden = block(hidden)
+                hidden = run_block(self, block, hidden)
             hidden = level.downsample(hidden)
-        return self.conv_out(self.act(self.norm_out(self.mid(hidden))))
+        return self.conv_out(self.act(self.norm_out(run_block(self, self.mid, hidden))))
 
 
 class ConvDecoder(Decoder):
@@ -167,15 +169,16 @@ class ConvDecoder(Decoder):
         self.norm_out = group_norm(width, config.norm_groups)
         self.act = nn.SiLU()
         self.conv_out = nn.Conv2d(width, out_channels, 3, padding=1)
+        self.gradient_checkpointing = config.gradient_checkpointing
 
     @property
     def last_layer(self) -> torch.Tensor:
         return self.conv_out.weight
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        hidden = self.mid(self.conv_in(latents))
+        hidden = run_block(self, self.mid, self.conv_in(latents))
         for level in self.up:
             for block in level.blocks:
-                hidden = block(hidden)
+                hidden = run_block(self, block, hidden)
             hidden = level.upsample(hidden)
         return self.conv_out(self.act(self.norm_out(hidden)))

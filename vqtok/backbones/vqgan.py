@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..options import FLAG, POSITIVE_INT, Option, options_dataclass
-from .base import BackboneConfig, Decoder
+from .base import GRADIENT_CHECKPOINTING, BackboneConfig, Decoder, run_block
 from .conv import ResidualBlock, Upsample, group_norm
 
 MAX_LEVELS = 6  # f = 32, the largest factor a reference ships
@@ -75,6 +75,7 @@ class VQGANBackboneConfig(BackboneConfig):
         "norm_groups": POSITIVE_INT(32, (
             "GroupNorm groups (reduced to a divisor of each layer's width where needed; 32 in every reference)."
         )),
+        **GRADIENT_CHECKPOINTING,
     }
     option_rules = (check_levels,)
 
@@ -194,12 +195,13 @@ class VQGANEncoder(nn.Module):
         self.norm_out = group_norm(width, groups)
         self.conv_out = nn.Conv2d(width, config.z_channels, 3, padding=1)
         self.quant_conv = nn.Conv2d(config.z_channels, latent_dim, 1)
+        self.gradient_checkpointing = config.gradient_checkpointing
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         hidden = self.conv_in(pixel_values)
         for level in self.down:
-            hidden = level(hidden)
-        hidden = F.silu(self.norm_out(self.mid(hidden)))
+            hidden = run_block(self, level, hidden)
+        hidden = F.silu(self.norm_out(run_block(self, self.mid, hidden)))
         return self.quant_conv(self.conv_out(hidden))
 
 
@@ -223,13 +225,14 @@ class VQGANDecoder(Decoder):
         self.up = nn.ModuleList(levels[level] for level in range(config.num_levels))
         self.norm_out = group_norm(width, groups)
         self.conv_out = nn.Conv2d(width, out_channels, 3, padding=1)
+        self.gradient_checkpointing = config.gradient_checkpointing
 
     @property
     def last_layer(self) -> torch.Tensor:
         return self.conv_out.weight
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        hidden = self.mid(self.conv_in(self.post_quant_conv(latents)))
+        hidden = run_block(self, self.mid, self.conv_in(self.post_quant_conv(latents)))
         for level in reversed(self.up):
-            hidden = level(hidden)
+            hidden = run_block(self, level, hidden)
         return self.conv_out(F.silu(self.norm_out(hidden)))

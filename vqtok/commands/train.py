@@ -100,12 +100,14 @@ def main(argv=None) -> dict:
         train_set = prepared(load(data.source, data.train_split, option="data.source"), data.train_split, data.augment)
         eval_set = prepared(load(eval_source, data.eval_split, option="data.eval_source"), data.eval_split, False)
     num_train_images = None if data.streaming else len(train_set)
-    model = VQTokenizer.from_config(config)
+    model = run.build_model()
     accelerator.print(
         f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
         f"K={config.codebook_size}, {describe_shape(config.token_shape)} tokens per image, "
         + (f"streaming {data.source!r}" if data.streaming else f"{num_train_images} training images")
         + f", {accelerator.num_processes} process(es)"
+        + (f", fine-tuning {run.init_from}" + (f" with its {' and '.join(training.freeze)} frozen" if training.freeze else "")
+           if run.init_from else "")
     )
 
     results = train_tokenizer(model, train_set, eval_set, training, accelerator, hparams=run.to_dict(),

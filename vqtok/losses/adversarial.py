@@ -144,6 +144,11 @@ class AdversarialObjective(TrainingObjective):
 
     def setup(self, tokenizer) -> None:
         config = tokenizer.config
+        if self.settings["adaptive_weight"] and "decoder" in getattr(tokenizer, "frozen_parts", ()):
+            raise ValueError(
+                "objectives.adversarial: the adaptive weight balances the gradients at the decoder's last layer, which "
+                "training.freeze keeps as it is: train the decoder, or set adaptive_weight: false"
+            )
         self.discriminator = PatchDiscriminator(config.in_channels, self.settings["base_channels"],
                                                 self.settings["num_layers"], self.settings["norm"])
         if config.image_size < self.discriminator.smallest_image():

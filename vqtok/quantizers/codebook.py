@@ -24,8 +24,8 @@ from .kmeans import KMEANS_OPTIONS, sample_rows, shared_kmeans_codebook
 EMA_OPTIONS = {
     "ema_decay": Option(NUMBER, low=0, high=1, high_open=True)(0.99, (
         "gamma, the decay of the exponential moving averages of each code's assignment count N_k and vector sum M_k."
-    )),
-    "ema_epsilon": POSITIVE(1e-5, "Laplace smoothing of the EMA cluster sizes."),
+    ), training_only=True),
+    "ema_epsilon": POSITIVE(1e-5, "Laplace smoothing of the EMA cluster sizes.", training_only=True),
 }
 
 # The option of a codebook whose unused codes are restarted.
@@ -33,7 +33,7 @@ DEAD_CODE_OPTIONS = {
     "dead_code_threshold": NON_NEGATIVE(1.0, (
         "A code whose use falls below this many assignments per batch moves onto a random latent vector of "
         "the current batch, with its statistics reset to keep it there; 0 disables restarts."
-    )),
+    ), training_only=True),
 }
 
 # The options of a codebook learnt by EMA or by gradient, started by k-means, with dead-code restarts

@@ -17,20 +17,20 @@ CHUNK_OPTIONS = {
     "chunk_rows": Option(int, low=1, optional=True)(None, (
         "Rows per chunk of the distance computations (None: sized for the device: about one million distances on a "
         "CPU, up to 256 MiB and at most an eighth of the whole on a GPU). Memory only: the results do not depend on it."
-    )),
+    ), training_only=True),
 }
 
 
 # The weight of the commitment loss, which most quantizers have (`.documented` where theirs differs).
-COMMITMENT_COST = NON_NEGATIVE(0.25, "beta, the weight of the commitment loss `mean((z_e - sg z_q)^2)`.")
+COMMITMENT_COST = NON_NEGATIVE(0.25, "beta, the weight of the commitment loss `mean((z_e - sg z_q)^2)`.", training_only=True)
 
 # The options of an entropy penalty on the soft code assignment p(.|z) (LFQ, BSQ, IBQ: each says which p).
 ENTROPY_OPTIONS = {
     "entropy_weight": NON_NEGATIVE(0.05, (
         "Weight of the entropy loss `mean_n H(p(.|z_n)) - diversity_gamma * H(mean_n p(.|z_n))` (0 switches it off)."
-    )),
-    "diversity_gamma": NON_NEGATIVE(1.0, "gamma, the weight of the batch entropy (code diversity) inside the entropy loss."),
-    "entropy_temperature": POSITIVE(0.01, "tau, the temperature of the soft code assignment p(.|z) the entropy loss scores."),
+    ), training_only=True),
+    "diversity_gamma": NON_NEGATIVE(1.0, "gamma, the weight of the batch entropy (code diversity) inside the entropy loss.", training_only=True),
+    "entropy_temperature": POSITIVE(0.01, "tau, the temperature of the soft code assignment p(.|z) the entropy loss scores.", training_only=True),
 }
 
 # The option of the nearest-code quantizers that can pass gradients by the rotation trick.
@@ -40,7 +40,7 @@ ROTATION_OPTIONS = {
         "copying it straight through: the decoder receives `sg[lambda R] z`, with R the rotation that takes z's "
         "direction to its code's and lambda = ||q|| / ||z||; its value is the code, its gradient with respect to "
         "z is lambda R^T times the gradient at the code."
-    )),
+    ), training_only=True),
 }
 
 

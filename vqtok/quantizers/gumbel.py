@@ -79,7 +79,7 @@ DIVERSITY_OPTIONS = {
     "diversity_weight": NON_NEGATIVE(0.0, (
         "Weight of the diversity loss `(K - perplexity(batch-mean softmax of the logits)) / K`, which spreads the "
         "use over the codebook (0 leaves it out)."
-    )),
+    ), training_only=True),
 }
 
 
@@ -128,7 +128,7 @@ class GumbelQuantizer(Quantizer):
             "learning rate (no weight decay on them). The posterior sharpens only as fast as the logit layer moves; "
             "at the training learning rate (the reference, 1) it stays so flat in a short run that the decoder "
             "learns from nearly random codes."
-        )),
+        ), training_only=True),
     }
     option_rules = (check_temperature_order,)
 

@@ -96,7 +96,7 @@ class HyperVQQuantizer(Quantizer):
             "Learning rate of the hyperplanes (a, r) relative to the training learning rate (no weight decay on "
             "them). At 1 (the paper) they barely move in a short run while the encoder's latents drift away from "
             "them."
-        )),
+        ), training_only=True),
     }
     option_rules = (check_temperature_order,)
 

@@ -120,7 +120,7 @@ class IBQuantizer(Quantizer):
 
     options = {
         "commitment_cost": COMMITMENT_COST.changed(1.0, "The reference's weight."),
-        "codebook_cost": NON_NEGATIVE(0.25, "Weight of the codebook loss `mean((q - sg z)^2)`."),
+        "codebook_cost": NON_NEGATIVE(0.25, "Weight of the codebook loss `mean((q - sg z)^2)`.", training_only=True),
         **ENTROPY_OPTIONS,
         "entropy_temperature": ENTROPY_OPTIONS["entropy_temperature"].documented(
             "tau of p(k|z) = softmax_k(z.e_k / tau) that the entropy loss scores."

@@ -13,8 +13,8 @@ KMEANS_OPTIONS = {
     "kmeans_init": FLAG(True, (
         "Initialise the codes with k-means on the first training batch (rank 0's centres, broadcast to every "
         "process); a resumed run never repeats it."
-    )),
-    "kmeans_iters": NON_NEGATIVE_INT(10, "Lloyd iterations of that k-means."),
+    ), training_only=True),
+    "kmeans_iters": NON_NEGATIVE_INT(10, "Lloyd iterations of that k-means.", training_only=True),
 }
 
 

@@ -43,25 +43,25 @@ class NSVQuantizer(Quantizer):
         "replace_every": NON_NEGATIVE_INT(10, "Training batches between codebook replacements (0 disables them).",
                                           note="Short by default, because early in training the encoder's output "
                                                "moves fast and strands codes within a few dozen steps (the "
-                                               "reference: 1000)."),
+                                               "reference: 1000).", training_only=True),
         "replace_fraction": UNIT_INTERVAL(
             0.1, "Codes used in fewer than this fraction of the last `replace_every` batches are replaced.",
-            note="With the defaults, the codes unused for 10 batches in a row (the reference: 0.01).",
+            note="With the defaults, the codes unused for 10 batches in a row (the reference: 0.01).", training_only=True
         ),
         "stop_replacing_after": NON_NEGATIVE_INT(0, (
             "No replacement after this many training batches (0: never stop); set it near the end of training so "
             "the last steps tune a fixed set of codes."
-        )),
+        ), training_only=True),
         "replacement_jitter": POSITIVE(0.01, (
             "Standard deviation of the jitter added to a replacement, relative to the spread of the kept codes (per "
             "coordinate); large enough that a copy never ties with its source in fp32."
-        )),
+        ), training_only=True),
         "quantizer_lr_multiplier": POSITIVE(10.0, (
             "The codebook's learning rate relative to the training learning rate (the codebook gets no weight "
             "decay). The codebook's only gradient comes through the length of the quantization error along a "
             "random direction, so it is noisy and its mean pull towards the data is weak: at the training "
             "learning rate (the reference, 1) the codes follow the encoder too slowly for a short run."
-        )),
+        ), training_only=True),
         **KMEANS_OPTIONS,
         **CHUNK_OPTIONS,
     }

@@ -44,7 +44,7 @@ class ResidualVectorQuantizer(Quantizer):
         "quantizer_dropout": UNIT_INTERVAL(0.0, (
             "Probability that a training batch uses only its first n levels, n uniform in 1..R (SoundStream's "
             "quantizer dropout; 0 switches it off)."
-        )),
+        ), training_only=True),
         "commitment_cost": COMMITMENT_COST.documented("beta, the weight of the commitment loss, summed over levels."),
         **LEARNT_CODEBOOK_OPTIONS,
         **ROTATION_OPTIONS,

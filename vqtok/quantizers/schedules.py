@@ -13,12 +13,12 @@ from ..options import NUMBER, POSITIVE, Option, check_options
 # The options of an exponentially decaying temperature, shared by every quantizer that anneals one
 # (with `check_temperature_order` among its option rules).
 TEMPERATURE_OPTIONS = {
-    "tau_max": POSITIVE(2.0, "Temperature at the first training step."),
-    "tau_min": POSITIVE(0.5, "Floor of the temperature; must not exceed `tau_max`."),
+    "tau_max": POSITIVE(2.0, "Temperature at the first training step.", training_only=True),
+    "tau_min": POSITIVE(0.5, "Floor of the temperature; must not exceed `tau_max`.", training_only=True),
     "tau_decay": Option(NUMBER, low=0, high=1, low_open=True)(0.995, (
         "delta: the temperature at training forward j is `max(tau_max * delta**j, tau_min)`; j is saved with "
         "the weights, so a resumed run continues the schedule."
-    )),
+    ), training_only=True),
 }
 
 

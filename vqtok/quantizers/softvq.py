@@ -38,7 +38,7 @@ class SoftVQQuantizer(Quantizer):
     """
 
     options = {
-        "num_samples": POSITIVE_INT(10, "S, posterior samples per latent vector."),
+        "num_samples": POSITIVE_INT(10, "S, posterior samples per latent vector.", training_only=True),
         "commitment_cost": COMMITMENT_COST.documented(
             "beta, the weight of the commitment loss `mean((z_e - sg z_bar)^2)`."
         ),
@@ -49,7 +49,7 @@ class SoftVQQuantizer(Quantizer):
             "How soft a posterior T gives depends on the latents' scale: on the quickstart's latents (squared "
             "distances between neighbouring codes about 0.1) T = 1 spreads each vector over nearly all codes, which "
             "the soft M-step then pulls together; the default, 0.03, keeps a few codes in each posterior."
-        )),
+        ), training_only=True),
         "dead_code_threshold": DEAD_CODE_OPTIONS["dead_code_threshold"].changed(1.0, (
             "Soft VQ reads a code's use from its EMA soft count N_k (the reference: 0, no restarts)."
         )),

@@ -79,7 +79,7 @@ class StochasticQuantizer(Quantizer):
             "training learning rate. Adam moves a parameter by about one learning rate per step, so at 1 (the paper) "
             "the posterior can sharpen only by a factor of about e^(steps x lr): fine for the paper's 100k+ steps, "
             "too slow for short runs."
-        )),
+        ), training_only=True),
     }
     option_rules = (check_temperature_order,)
 

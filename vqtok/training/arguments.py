@@ -1,6 +1,7 @@
-"""The options of a training run: where the images come from (`DataArguments`) and how the loop
-runs (`TrainingArguments`). Every option is checked when the dataclass is built, with the option's
-name in the error.
+"""The options of a training run: where the images come from (`DataArguments`), how every training
+loop runs (`LoopArguments`) and how the tokenizer's trains (`TrainingArguments`: the loop's options,
+and fine-tuning, weight EMA, compilation and the optimizer's). Every option is checked when the
+dataclass is built, with the option's name in the error.
 
 Values read from a run config (YAML or `section.key=value` overrides) are first parsed to their
 declared type by `parse_options`, since YAML's own typing is loose: PyYAML reads `1e-3` as a string
@@ -17,8 +18,10 @@ from typing import Any
 
 from ..data import BAD_IMAGE_CHOICES
 from ..losses.base import LR_SCHEDULER
+from ..modeling import FREEZABLE_PARTS
 from ..options import (
     FLAG,
+    NUMBER,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
     POSITIVE,
@@ -164,8 +167,8 @@ class TokenDataArguments(Settings):
 
 
 @options_dataclass
-class TrainingArguments(Settings):
-    """Options of the training loop."""
+class LoopArguments(Settings):
+    """Options of every training loop (the tokenizer's and the prior's)."""
 
     option_owner = "training option"
     options = {
@@ -181,7 +184,10 @@ class TrainingArguments(Settings):
             "Peak learning rate of the optimizer (AdamW; a quantizer's `parameter_groups` learn at their multiple "
             "of it)."
         )),
-        "weight_decay": NON_NEGATIVE(0.0, "The optimizer's weight decay."),
+        "weight_decay": NON_NEGATIVE(0.0, (
+            "The optimizer's weight decay, on weight matrices and convolution kernels only (not on biases, norms, "
+            "embeddings or codebooks)."
+        )),
         "lr_scheduler": LR_SCHEDULER("cosine", (
             "A `transformers.get_scheduler` name (`cosine`, `linear`, `constant_with_warmup`, ...). It is stepped "
             "once per optimizer step, whatever the number of processes."
@@ -244,3 +250,51 @@ class TrainingArguments(Settings):
         """`report_to` as a list of tracker names (empty for `none`)."""
         names = [name.strip() for name in self.report_to.split(",") if name.strip()]
         return [] if names in ([], ["none"]) else names
+
+
+def check_freeze(options: Mapping[str, Any], where: str) -> None:
+    """The option rule of `freeze`: distinct parts of the tokenizer, at least one left to train."""
+    parts = options["freeze"]
+    if any(part not in FREEZABLE_PARTS for part in parts) or len(set(parts)) != len(parts):
+        raise ValueError(f"{where} `freeze` takes distinct parts among {list(FREEZABLE_PARTS)}, got {parts!r}")
+    if len(parts) == len(FREEZABLE_PARTS):
+        raise ValueError(f"{where} `freeze` keeps every part of the tokenizer ({parts!r}): nothing is left to train")
+
+
+def check_betas(options: Mapping[str, Any], where: str) -> None:
+    """The option rule of `betas`: two of them, beta1 and beta2."""
+    if len(options["betas"]) != 2:
+        raise ValueError(f"{where} `betas` takes two values, beta1 and beta2 (e.g. [0.9, 0.95]), got {options['betas']!r}")
+
+
+@options_dataclass
+class TrainingArguments(LoopArguments):
+    """Options of the tokenizer's training loop: the loop's, and how the tokenizer trains."""
+
+    options = {
+        **LoopArguments.options,
+        "freeze": Option(list)([], (
+            "Parts of the tokenizer kept exactly as they are: any of `encoder`, `quantizer`, `decoder`. They take no "
+            "gradient and stay in evaluation mode (a frozen quantizer updates no statistic, code or schedule). With "
+            "the encoder and the quantizer frozen every image keeps its ids: fine-tuning the decoder of a tokenizer "
+            "(`model.init_from`) leaves the tokens a downstream model learnt valid."
+        )),
+        "ema_decay": Option(NUMBER, low=0, high=1, high_open=True, optional=True)(None, (
+            "Weight EMA: an exponential moving average of the trained parameters, updated after every optimizer "
+            "step that went through with decay min(ema_decay, (1 + n) / (10 + n)) at the n-th update (so early "
+            "weights fade fast). Evaluation and the published tokenizer (`output_dir/tokenizer`) use it; the last "
+            "raw weights are saved beside it (`output_dir/tokenizer_raw`). Kept in checkpoints. None: off."
+        )),
+        "compile": FLAG(False, (
+            "Compile the encoder's and the decoder's training forward with `torch.compile` (the quantizer's maths "
+            "stays eager); evaluation runs them eagerly. The first steps pay for compilation."
+        )),
+        "channels_last": FLAG(False, (
+            "Train with the channels-last memory format (the convolutions' weights and the images), which some "
+            "devices' convolution kernels run faster; the saved weights are in the usual layout."
+        )),
+        "betas": Option(list, items=Option(NUMBER, low=0, high=1, high_open=True))([0.9, 0.999], (
+            "AdamW's (beta1, beta2) for the tokenizer (LlamaGen trains with [0.9, 0.95])."
+        )),
+    }
+    option_rules = LoopArguments.option_rules + (check_freeze, check_betas)

@@ -32,7 +32,7 @@ from safetensors import safe_open
 from torch import nn
 
 from ..hub import earlier_versions
-from .arguments import TrainingArguments
+from .arguments import LoopArguments
 
 CHECKPOINT_PREFIX = "step_"
 COMPLETE_MARKER = "checkpoint_complete.json"
@@ -190,7 +190,7 @@ def _warn_unmarked(folder: str) -> None:
     warnings.warn(earlier_versions.unmarked_checkpoint_warning(folder, COMPLETE_MARKER), stacklevel=3)
 
 
-def resolve_checkpoint(args: TrainingArguments) -> str | None:
+def resolve_checkpoint(args: LoopArguments) -> str | None:
     """The folder `args.resume_from_checkpoint` names (None: start fresh).
 
     `latest` is the newest complete checkpoint in `args.output_dir` (see `latest_checkpoint`); a
@@ -212,7 +212,7 @@ def resolve_checkpoint(args: TrainingArguments) -> str | None:
     return choice
 
 
-def save_checkpoint(accelerator: Accelerator, args: TrainingArguments, step: int,
+def save_checkpoint(accelerator: Accelerator, args: LoopArguments, step: int,
                     models: Mapping[str, nn.Module] | None = None) -> str:
     """`save_state` into `step_N`: written as `step_N.partial`, marked complete and renamed once every
     process is done (so an interrupted save is never taken for a checkpoint); then prune to the
@@ -276,7 +276,7 @@ def _discard(folder: str) -> None:
     shutil.rmtree(discarded)
 
 
-def _prune(args: TrainingArguments) -> None:
+def _prune(args: LoopArguments) -> None:
     """Remove what killed jobs left (`.partial` and `.discarded` folders), then every folder older
     than the newest `checkpoints_total_limit` complete checkpoints."""
     root = os.path.join(args.output_dir, "checkpoints")
@@ -322,7 +322,7 @@ def check_checkpoint_fits(folder: str, models: Mapping[str, nn.Module], loop_sta
     saved_states = sum(1 for name in names if _LOOP_STATE_FILE.fullmatch(name))
     if loop_states is not None and saved_states != loop_states:
         differences.append(f"it holds {saved_states} loop state(s) (custom_checkpoint_N.pkl), this run keeps {loop_states} "
-                           "(a streamed run adds its stream's position; objectives with networks add theirs)")
+                           "(a streamed run adds its stream's position, a weight EMA its averages; objectives with networks add theirs)")
     for index, (name, model) in enumerate(models.items()):
         file = f"model{f'_{index}' if index else ''}.safetensors"
         if file in weights:

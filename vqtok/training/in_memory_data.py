@@ -14,7 +14,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from ..data import PixelTransform, collate_pixel_values
-from .arguments import TrainingArguments
+from .arguments import LoopArguments
 
 
 def mix_seed(*values: int) -> int:
@@ -81,7 +81,7 @@ class ProcessBatches(torch.utils.data.Sampler):
 
 
 def training_batches(
-    stream: SampleStream, start: int, args: TrainingArguments, accelerator: Accelerator, collate_fn=collate_pixel_values
+    stream: SampleStream, start: int, args: LoopArguments, accelerator: Accelerator, collate_fn=collate_pixel_values
 ):
     """Endless iterator of this process's batches (`collate_fn` of the rows; default: `pixel_values`
     `[B, C, S, S]`), starting at draw `start`."""

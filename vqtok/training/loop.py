@@ -27,7 +27,7 @@ from transformers import get_scheduler
 
 from ..hub.loading import check_finite_weights
 from ..parallel.launch import accelerator_options, check_launch
-from .arguments import TrainingArguments, check_output_folder
+from .arguments import LoopArguments, check_output_folder
 from .checkpoints import check_checkpoint_fits, resolve_checkpoint, save_checkpoint
 
 TRACKER_PROJECT = "vqtok"
@@ -127,7 +127,7 @@ class Update:
         return [parameter for group in self.optimizer.param_groups for parameter in group["params"]]
 
 
-def make_accelerator(args: TrainingArguments) -> Accelerator:
+def make_accelerator(args: LoopArguments) -> Accelerator:
     """The `Accelerator` the loops expect: precision, accumulation and trackers from `args`.
 
     DDP is told not to broadcast buffers before every forward (`broadcast_buffers=False`): the
@@ -175,7 +175,7 @@ def use_deterministic_maths() -> None:
         torch.backends.cudnn.allow_tf32 = False
 
 
-def start_training(accelerator: Accelerator, updates: list[Update], args: TrainingArguments, hparams: dict) -> TrainerState:
+def start_training(accelerator: Accelerator, updates: list[Update], args: LoopArguments, hparams: dict) -> TrainerState:
     """Prepare a run: each update's LR scheduler (over the steps the update runs; the schedule of
     `args` where the update names none), one `accelerator.prepare` of every update's model and optimizer (the
     updates then hold the prepared ones), the schedulers, a fresh `TrainerState` and every update's
@@ -233,7 +233,7 @@ def unwrapped_models(accelerator: Accelerator, updates: list[Update]) -> dict[st
     return {update.name: accelerator.unwrap_model(update.model) for update in updates}
 
 
-def save_run_checkpoint(accelerator: Accelerator, updates: list[Update], args: TrainingArguments, step: int) -> str:
+def save_run_checkpoint(accelerator: Accelerator, updates: list[Update], args: LoopArguments, step: int) -> str:
     """`save_checkpoint` of this run's state at `step`, its models described in the marker."""
     return save_checkpoint(accelerator, args, step, models=unwrapped_models(accelerator, updates))
 
@@ -242,7 +242,7 @@ def optimization_step(
     accelerator: Accelerator,
     updates: list[Update],
     batches: Iterator,
-    args: TrainingArguments,
+    args: LoopArguments,
     step: int,
     record: Callable[[dict[str, Any]], None],
 ) -> bool:
@@ -280,7 +280,7 @@ def optimization_step(
     return [name for name, was_skipped in skipped.items() if was_skipped]
 
 
-def _optimizer_step(accelerator: Accelerator, update: Update, args: TrainingArguments, loss_not_finite,
+def _optimizer_step(accelerator: Accelerator, update: Update, args: LoopArguments, loss_not_finite,
                     skipped: dict[str, bool]) -> None:
     """The optimizer step of `update` (a no-op between accumulated micro-batches), unless its loss or
     gradients were not finite (recorded in `skipped`)."""
@@ -309,7 +309,7 @@ def _only_training(update: Update, updates: list[Update]):
             parameter.requires_grad_(True)
 
 
-def _step_is_bad(accelerator: Accelerator, parameters: list, args: TrainingArguments, loss_not_finite) -> bool:
+def _step_is_bad(accelerator: Accelerator, parameters: list, args: LoopArguments, loss_not_finite) -> bool:
     """Clip the gradients (when asked) and say, alike on every process, whether the step's loss on
     some process or (outside fp16, whose scaler judges gradients itself) the gradient norm is not finite."""
     bad = accelerator.reduce(loss_not_finite.reshape(1), reduction="sum")
@@ -321,7 +321,7 @@ def _step_is_bad(accelerator: Accelerator, parameters: list, args: TrainingArgum
     return bool(bad.sum() > 0)
 
 
-def count_skipped_step(state: TrainerState, skipped: list[str], args: TrainingArguments, updates: int = 1) -> None:
+def count_skipped_step(state: TrainerState, skipped: list[str], args: LoopArguments, updates: int = 1) -> None:
     """Count a step in which the updates `skipped` (names; of `updates` in the run) were skipped, in
     `state` with a warning, and raise once `args.max_consecutive_skipped_steps` steps in a row had a
     skipped update; a step in which every update went through resets the run of skips."""

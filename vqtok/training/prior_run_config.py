@@ -21,7 +21,7 @@ from ..options import Option, Settings, options_dataclass
 from ..prior import PriorConfig
 from ..prior.configuration import LM_SIZE_OPTIONS
 from ..tokens.layout import TokenLayout
-from .arguments import TokenDataArguments, TrainingArguments, arguments_from_dict
+from .arguments import TokenDataArguments, LoopArguments, arguments_from_dict
 from .run_config import read_run_config, run_metadata
 
 PRIOR_SECTIONS = ("model", "data", "training")
@@ -52,7 +52,7 @@ class PriorRunConfig:
 
     model: PriorModelArguments = field(default_factory=PriorModelArguments)
     data: TokenDataArguments = field(default_factory=TokenDataArguments)
-    training: TrainingArguments = field(default_factory=TrainingArguments)
+    training: LoopArguments = field(default_factory=LoopArguments)
 
     def to_dict(self) -> dict:
         """The run as plain sections (what the trackers record as hyper-parameters)."""
@@ -85,5 +85,5 @@ def load_prior_run_config(path: str | None, overrides: list[str] | None = None) 
     return PriorRunConfig(
         model=arguments_from_dict(PriorModelArguments, raw.get("model") or {}, "model"),
         data=arguments_from_dict(TokenDataArguments, raw.get("data") or {}, "data"),
-        training=arguments_from_dict(TrainingArguments, raw.get("training") or {}, "training"),
+        training=arguments_from_dict(LoopArguments, raw.get("training") or {}, "training"),
     )

@@ -1,6 +1,6 @@
 """The prior's training loop, on Accelerate, built from the same pieces (`loop`) as the tokenizer's.
 
-The same `TrainingArguments`, `make_accelerator`, optimizer step, seeded data stream (`SampleStream`: draw `g` is
+The same `LoopArguments`, `make_accelerator`, optimizer step, seeded data stream (`SampleStream`: draw `g` is
 sequence `perm_e[g mod n]`, process `r` takes the `r`-th slice of every global micro-batch),
 checkpoints (`accelerator.save_state` with the LR scheduler and a `TrainerState`) and exact resume
 as `train_tokenizer`; only the batches (token sequences) and the evaluation (held-out bits per
@@ -18,7 +18,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ..tokens.layout import check_codes
-from .arguments import TrainingArguments
+from .arguments import LoopArguments
 from .loop import (
     StepContext,
     Update,
@@ -49,7 +49,7 @@ def train_prior(
     prior,
     train_codes: torch.Tensor,
     eval_codes: torch.Tensor | None,
-    args: TrainingArguments,
+    args: LoopArguments,
     accelerator: Accelerator | None = None,
     hparams: dict | None = None,
 ) -> dict[str, float]:
@@ -119,7 +119,7 @@ def _forward(model, context: StepContext):
     return model(input_ids=context.batch, labels=context.batch)
 
 
-def _evaluate(accelerator: Accelerator, model, eval_codes: torch.Tensor, args: TrainingArguments, step: int) -> dict:
+def _evaluate(accelerator: Accelerator, model, eval_codes: torch.Tensor, args: LoopArguments, step: int) -> dict:
     """Held-out bits per token on the main process (no collectives inside), the others waiting."""
     results: dict[str, float] = {}
     if accelerator.is_main_process:

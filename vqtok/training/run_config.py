@@ -11,6 +11,10 @@ Example (`training/configs/vq.yaml`)::
     training:
       max_steps: 1000
     objectives: {}    # training objectives with networks of their own, name -> options (see vqtok.losses)
+
+A run that fine-tunes a tokenizer names it in `model.init_from` (a folder or a Hub repo id): the
+rest of its `model` section then changes that tokenizer's config, where it may change (see
+`VQTokenizerConfig.with_training_changes`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import yaml
 from ..backbones import DEFAULT_BACKBONE, backbone_class
 from ..configuration import VQTokenizerConfig
 from ..losses import OBJECTIVES
-from ..auto import registered_config_class
+from ..auto import VQTokenizer, registered_config_class
 from .arguments import DataArguments, TrainingArguments, arguments_from_dict, parse_options
 
 SECTIONS = ("model", "data", "training", "objectives")
@@ -38,10 +42,21 @@ class RunConfig:
     training: TrainingArguments = field(default_factory=TrainingArguments)
     objectives: dict[str, dict] = field(default_factory=dict)
     """Training objectives switched on, name -> options (see `vqtok.losses.build_objectives`)."""
+    init_from: str | None = None
+    """The tokenizer the run fine-tunes (a folder or a Hub repo id; `model` is its config, changed
+    where the run asks), or None for a run from scratch."""
+
+    def build_model(self):
+        """The tokenizer this run trains: `init_from`'s weights under `model`, or a fresh one."""
+        if self.init_from is None:
+            return VQTokenizer.from_config(self.model)
+        return VQTokenizer.from_pretrained(self.init_from, config=self.model)
 
     def to_dict(self) -> dict:
         """The run as plain sections (what the trackers record as hyper-parameters)."""
         model = {k: v for k, v in self.model.to_diff_dict().items() if k not in ("training_metadata", "transformers_version")}
+        if self.init_from is not None:
+            model["init_from"] = self.init_from
         return {"model": model, "data": asdict(self.data), "training": asdict(self.training), "objectives": self.objectives}
 
     def training_metadata(self, num_train_images: int | None, num_processes: int, final_metrics: dict,
@@ -75,10 +90,24 @@ class RunConfig:
                    if held_out_from_train else {}),
             },
             **run_metadata(training, num_processes),
+            **self._fine_tuning_metadata(),
+            **({"weight_ema": {"decay": training.ema_decay, "raw_weights": f"{training.output_dir}/tokenizer_raw"}}
+               if training.ema_decay is not None else {}),
             "objectives": self.objectives,
             "final_metrics": {k: float(v) for k, v in final_metrics.items()},
             "vqtok_version": __version__,
         }
+
+
+    def _fine_tuning_metadata(self) -> dict:
+        """What a fine-tuned tokenizer records of where it started: the tokenizer, the parts kept
+        frozen and, for a tokenizer converted from another project, that project (its card keeps
+        naming it and its license)."""
+        if self.init_from is None:
+            return {}
+        started = self.model.training_metadata or {}
+        return {"fine_tuned_from": {"tokenizer": self.init_from, "frozen": list(self.training.freeze)},
+                **({"converted_from": started["converted_from"]} if "converted_from" in started else {})}
 
 
 def run_metadata(training: TrainingArguments, num_processes: int) -> dict:
@@ -144,14 +173,15 @@ def _override_value(text: str):
     return value
 
 
-def parse_model_section(config_class: type[VQTokenizerConfig], values: dict) -> dict:
+def parse_model_section(config_class: type[VQTokenizerConfig], values: dict,
+                        backbone_type: str = DEFAULT_BACKBONE) -> dict:
     """The `model` section's values parsed to their declared types, the backbone's fields with the
-    options of their `backbone_type`."""
+    options of their `backbone_type` (`backbone_type` where they name none)."""
     values = parse_options(config_class.declared_options(), values, "model")
     backbone = values.get("backbone_config")
     if isinstance(backbone, dict):
         backbone = dict(backbone)
-        backbone_type = backbone.pop("backbone_type", DEFAULT_BACKBONE)
+        backbone_type = backbone.pop("backbone_type", backbone_type)
         options = backbone_class(backbone_type).options if isinstance(backbone_type, str) else {}
         values["backbone_config"] = {"backbone_type": backbone_type,
                                      **parse_options(options, backbone, "model.backbone_config")}
@@ -165,17 +195,39 @@ def build_run_config(raw: dict) -> RunConfig:
     if not isinstance(model_values, dict):
         raise ValueError(f"section `model` of the run config must be a mapping of keys to values, got {model_values!r}")
     model_values = dict(model_values)
-    model_type = model_values.pop("model_type", "vqtok-vq")
+    init_from = model_values.pop("init_from", None)
+    model = fine_tuned_config(init_from, model_values) if init_from is not None else fresh_config(model_values)
+    return RunConfig(
+        model=model,
+        data=arguments_from_dict(DataArguments, raw.get("data") or {}, "data"),
+        training=arguments_from_dict(TrainingArguments, raw.get("training") or {}, "training"),
+        objectives=parse_objectives_section(raw.get("objectives") or {}),
+        init_from=init_from,
+    )
+
+
+def fresh_config(values: dict) -> VQTokenizerConfig:
+    """The config of the `model` section of a run from scratch (its `model_type`, `vqtok-vq` by default)."""
+    model_type = values.pop("model_type", "vqtok-vq")
     try:
         config_class = registered_config_class(model_type)
     except (TypeError, ValueError) as error:
         raise ValueError(f"model.model_type: {error}") from None
-    return RunConfig(
-        model=config_class(**parse_model_section(config_class, model_values)),
-        data=arguments_from_dict(DataArguments, raw.get("data") or {}, "data"),
-        training=arguments_from_dict(TrainingArguments, raw.get("training") or {}, "training"),
-        objectives=parse_objectives_section(raw.get("objectives") or {}),
-    )
+    return config_class(**parse_model_section(config_class, values))
+
+
+def fine_tuned_config(init_from, values: dict) -> VQTokenizerConfig:
+    """The config of the tokenizer at `init_from` with the `model` section's `values` applied, where
+    a fine-tuning run may change them."""
+    if not isinstance(init_from, str) or not init_from:
+        raise ValueError(f"model.init_from must name a tokenizer folder or Hub repo id, got {init_from!r}")
+    config = VQTokenizer.config_from_pretrained(init_from)
+    model_type = values.pop("model_type", config.model_type)
+    if model_type != config.model_type:
+        raise ValueError(f"model.model_type is {model_type!r}, but model.init_from={init_from!r} is a "
+                         f"{config.model_type!r} tokenizer: a fine-tuning run keeps its type; leave model_type out")
+    parsed = parse_model_section(type(config), values, config.backbone_config.backbone_type)
+    return config.with_training_changes(parsed, "model")
 
 
 def parse_objectives_section(values) -> dict[str, dict]:
