@@ -95,3 +95,12 @@ def test_the_prior_run_config_does_not_take_the_tokenizers_training_options():
     for override in ("training.ema_decay=0.9", "training.freeze=[decoder]", "training.compile=true"):
         with pytest.raises(ValueError, match=r"unknown key\(s\) \['(ema_decay|freeze|compile)'\] in section `training`"):
             load_prior_run_config(None, [override])
+
+
+def test_the_saved_tokenizer_records_the_average_and_where_the_raw_weights_are():
+    from vqtok.training import load_run_config
+
+    run_config = load_run_config(None, ["training.ema_decay=0.99", "training.output_dir=runs/a"])
+    recorded = run_config.training_metadata(10, 1, {})["weight_ema"]
+    assert recorded == {"decay": 0.99, "raw_weights": str(Path("runs/a") / "tokenizer_raw")}
+    assert "weight_ema" not in load_run_config(None, []).training_metadata(10, 1, {})

@@ -19,6 +19,7 @@ rest of its `model` section then changes that tokenizer's config, where it may c
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -29,6 +30,7 @@ from ..configuration import VQTokenizerConfig
 from ..losses import OBJECTIVES
 from ..auto import VQTokenizer, registered_config_class
 from .arguments import DataArguments, TrainingArguments, arguments_from_dict, parse_options
+from .trainer import RAW_WEIGHTS_FOLDER
 
 SECTIONS = ("model", "data", "training", "objectives")
 
@@ -91,7 +93,8 @@ class RunConfig:
             },
             **run_metadata(training, num_processes),
             **self._fine_tuning_metadata(),
-            **({"weight_ema": {"decay": training.ema_decay, "raw_weights": f"{training.output_dir}/tokenizer_raw"}}
+            **({"weight_ema": {"decay": training.ema_decay,
+                               "raw_weights": os.path.join(training.output_dir, RAW_WEIGHTS_FOLDER)}}
                if training.ema_decay is not None else {}),
             "objectives": self.objectives,
             "final_metrics": {k: float(v) for k, v in final_metrics.items()},
