@@ -87,7 +87,8 @@ def test_an_output_folder_that_cannot_be_written_fails_before_any_work(tmp_path,
 
     from test_sampling import load_script
     from vqtok.training import loop
-    from vqtok.training.arguments import TrainingArguments, check_output_folder
+    from vqtok.training.arguments import TrainingArguments
+    from vqtok.validation import check_output_folder
     from vqtok.training.trainer import train_tokenizer
 
     blocker = tmp_path / "a_file"

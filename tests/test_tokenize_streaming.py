@@ -228,7 +228,10 @@ def test_bad_outputs_sources_and_launches_are_refused_before_any_image_is_encode
     with pytest.raises(ValueError, match=r"the sample dataset has splits \['test', 'train'\], got split='validation'"):
         tokenize_stream("sample", tokenizer_dir, tmp_path / "out", "validation")
     (tmp_path / "folder").mkdir()
-    with pytest.raises(ValueError, match=r"an image folder is read whole, as the split 'train'; got split='test'"):
+    with pytest.raises(FileNotFoundError, match=r"folder' holds no image files"):
+        tokenize_stream(tmp_path / "folder", tokenizer_dir, tmp_path / "out", "train")
+    tiny_images(1)[0]["image"].save(tmp_path / "folder" / "0.png")
+    with pytest.raises(ValueError, match=r"folder' has no split 'test' \(its splits: \['train'\]\)"):
         tokenize_stream(tmp_path / "folder", tokenizer_dir, tmp_path / "out", "test")
     with pytest.raises(FileNotFoundError, match="no such shard"):
         tokenize_stream(str(tmp_path / "train-{000..002}.tar"), tokenizer_dir, tmp_path / "out")

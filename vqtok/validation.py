@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 
 import torch
 
@@ -57,10 +59,16 @@ def check_pixel_values(pixel_values, in_channels: int, factor: int) -> None:
         raise ValueError("pixel_values is an empty batch (B = 0)")
     if not torch.isfinite(pixel_values).all():
         raise ValueError("pixel_values contains NaN or infinite values")
-    low, high = float(pixel_values.min()), float(pixel_values.max())
+    check_pixel_range(pixel_values)
+
+
+def check_pixel_range(pixel_values: torch.Tensor, name: str = "pixel_values") -> None:
+    """Raise `ValueError` naming `name` unless the values of `pixel_values` lie in [-1, 1] (up to
+    rounding): float images in 0..255 or 0..1 measured as if in [-1, 1] give wrong figures silently."""
+    low, high = float(pixel_values.detach().min()), float(pixel_values.detach().max())
     if low < -1 - PIXEL_RANGE_TOLERANCE or high > 1 + PIXEL_RANGE_TOLERANCE:
         raise ValueError(
-            f"pixel_values must lie in [-1, 1], got values in [{low:.3g}, {high:.3g}]; "
+            f"{name} must lie in [-1, 1], got values in [{low:.3g}, {high:.3g}]; "
             "scale [0, 255] images with x / 127.5 - 1 (vqtok.VQImageProcessor does this)"
         )
 
@@ -105,3 +113,17 @@ def check_token_grid(input_ids, token_shape: tuple[int, ...]) -> torch.Tensor:
         f"input_ids must have shape {grid} or {flat} (= [B, {math.prod(token_shape)}] for the config's grid), "
         f"got shape {list(input_ids.shape)}"
     )
+
+
+def check_output_folder(path: str | os.PathLike, option: str = "training.output_dir") -> None:
+    """OSError naming `option` unless `path` is a folder this process can write into (made when
+    missing): run before any work, so that a file or a read-only folder does not fail a finished run."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OSError(f"{option} {path!r} is a file, not a folder: choose a folder to write into")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise OSError(f"{option} {path!r} cannot be written into ({error.strerror or error}): choose another folder") from None

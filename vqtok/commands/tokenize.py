@@ -37,10 +37,12 @@ from datasets import DatasetDict
 from vqtok.commands import command_parser, holdout_fraction
 from vqtok import TokenLayout, save_tokenized, tokenize_dataset, tokenize_stream
 from vqtok.data import image_splits, load_image_dataset, load_image_splits
+from vqtok.data.image_streams import stream_split_files
+from vqtok.data.images import held_out_split
 from vqtok.tokens import TokenShards
 from vqtok.tokens.layout import describe_shape
 from vqtok.tokens.tokenization import load_tokenizer_and_processor, process_state
-from vqtok.training.arguments import check_output_folder
+from vqtok.validation import check_output_folder
 
 DEFAULT_TOKENIZER = "outputs/quickstart/tokenizer"
 DEFAULT_OUTPUT = "outputs/quickstart/tokens"
@@ -113,27 +115,36 @@ def split_images(args: argparse.Namespace, tokenizer) -> dict:
     """The images of each of `--splits`; a source without a held-out split asked for (an image folder
     has only `train`) gives the part of `train` that `vqtok train` held out as it, and the rest as
     `train` (said in one line)."""
-    available = image_splits(args.source, "--source")
-    missing = [split for split in args.splits if split not in available]
-    if len(missing) != 1 or missing == ["train"] or "train" not in available:
+    held_out = held_out_split(image_splits(args.source, "--source"), args.splits)
+    if held_out is None:
         return {split: load_image_dataset(args.source, split, args.image_column, "--source") for split in args.splits}
-    held_out, fraction = missing[0], holdout_fraction(tokenizer)
+    fraction = holdout_fraction(tokenizer)
     parts = load_image_splits(args.source, "train", held_out, args.image_column, fraction, "--source")
-    print(f"--source {args.source!r} has no split {held_out!r}: it is the {parts.split_off} 'train' images held out "
-          f"for evaluation (fraction {fraction}, as `vqtok train` held them out), and 'train' the other {len(parts.train)}")
+    say_held_out(args.source, held_out, parts.split_off, len(parts.train), fraction)
     return {split: parts.train if split == "train" else parts.held_out if split == held_out
             else load_image_dataset(args.source, split, args.image_column, "--source") for split in args.splits}
 
 
+def say_held_out(source: str, held_out: str, split_off: int, kept: int, fraction: float) -> None:
+    print(f"--source {source!r} has no split {held_out!r}: it is the {split_off} 'train' images held out "
+          f"for evaluation (fraction {fraction}, as `vqtok train` held them out), and 'train' the other {kept}")
+
+
 def tokenize_streams(args: argparse.Namespace, tokenizer, processor, layout: TokenLayout,
                      layout_options: dict) -> dict[str, TokenShards]:
-    """`--streaming`: each split of `--source` into Parquet shards under `--output` (`tokenize_stream`)."""
+    """`--streaming`: each split of `--source` into Parquet shards under `--output` (`tokenize_stream`);
+    a folder's split made by holding out part of `train`, as without `--streaming`."""
+    fraction = holdout_fraction(tokenizer)
+    folder = stream_split_files(args.source, args.splits, fraction, "--source")
+    if folder is not None and folder.held_out:
+        say_held_out(args.source, folder.held_out, folder.split_off, len(folder.files.get("train", [])), fraction)
     shards = {}
     for split in args.splits:
         shards[split] = tokenize_stream(
             args.source, tokenizer, args.output, split, image_column=args.image_column, processor=processor,
             batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, on_bad_image=args.on_bad_image,
-            keep_image_column=args.keep_images, desc=f"tokenizing {split}", **layout_options,
+            keep_image_column=args.keep_images, desc=f"tokenizing {split}",
+            files=folder.files[split] if folder is not None else None, **layout_options,
         )
     print_layout(layout)
     for split, result in shards.items():

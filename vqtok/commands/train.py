@@ -38,7 +38,7 @@ from vqtok.metrics.pictures import save_reconstruction_grid
 from vqtok.losses import build_objectives
 from vqtok.parallel.collectives import gather_json
 from vqtok.data.tar_shards import is_shard_source
-from vqtok.data.image_streams import open_image_stream, take_images
+from vqtok.data.image_streams import open_image_stream, stream_split_files, take_images
 from vqtok.tokens.layout import describe_shape
 from vqtok.commands import overrides_of, run_config_parser
 from vqtok.training.run_config import SECTIONS, load_run_config
@@ -73,16 +73,32 @@ def main(argv=None) -> dict:
     eval_source, split_off = held_out_source(data), 0
     if eval_source is None:
         accelerator.print("no held-out images: evaluation skipped (data.eval_split=null)")
+
+    def say_held_out(split_off: int, kept: int) -> None:
+        accelerator.print(
+            f"data.source {data.source!r} has no split {data.eval_split!r}: holding out {split_off} of its "
+            f"{split_off + kept} {data.train_split!r} images for evaluation "
+            f"(data.holdout_fraction={data.holdout_fraction}, the same images in every run)"
+        )
+
     if data.streaming:
+        read = [data.train_split] + ([data.eval_split] if eval_source == data.source else [])
+        folder = stream_split_files(data.source, read, data.holdout_fraction, "data.source", data.train_split)
         train_set = StreamingImages(
             data.source, data.train_split, PixelTransform(config.image_size, config.in_channels, data.augment, data.augment),
             training.seed, data.shuffle_buffer, data.image_column, data.on_bad_image,
             accelerator.num_processes, accelerator.process_index,
+            files=folder.files[data.train_split] if folder is not None else None,
         )
         eval_set = None
         if eval_source is not None:
-            held_out = take_images(open_image_stream(eval_source, data.eval_split, data.image_column), data.eval_images)
-            eval_set = pixel_dataset(checked(held_out, data.eval_split), config.image_size, config.in_channels)
+            files = folder.files[data.eval_split] if folder is not None and eval_source == data.source else None
+            stream = open_image_stream(eval_source, data.eval_split, data.image_column, **({"files": files} if files else {}))
+            eval_set = pixel_dataset(checked(take_images(stream, data.eval_images), data.eval_split),
+                                     config.image_size, config.in_channels)
+        if folder is not None and folder.held_out:
+            split_off = folder.split_off
+            say_held_out(split_off, len(folder.files[data.train_split]))
     elif eval_source in (data.source, None):
         splits = load_image_splits(data.source, data.train_split, data.eval_split if eval_source else None,
                                    data.image_column, data.holdout_fraction, "data.source")
@@ -90,11 +106,7 @@ def main(argv=None) -> dict:
         eval_set = prepared(splits.held_out, data.eval_split, False) if splits.held_out is not None else None
         split_off = splits.split_off
         if split_off:
-            accelerator.print(
-                f"data.source {data.source!r} has no split {data.eval_split!r}: holding out {split_off} of its "
-                f"{split_off + len(splits.train)} {data.train_split!r} images for evaluation "
-                f"(data.holdout_fraction={data.holdout_fraction}, the same images in every run)"
-            )
+            say_held_out(split_off, len(splits.train))
     else:
         load = functools.partial(load_image_dataset, image_column=data.image_column)
         train_set = prepared(load(data.source, data.train_split, option="data.source"), data.train_split, data.augment)

@@ -14,6 +14,7 @@ from ..hub import save_model_card
 from ..hub.references import SOURCE_PROJECTS
 from ..models.vq import VQConfig, VQModel
 from ..processing import VQImageProcessor
+from ..validation import check_output_folder
 from .files import CheckpointFile
 from .layout import CODEBOOK, tensor_names
 from .sources import READERS, TRAINING_ONLY, SourceCheckpoint
@@ -148,6 +149,8 @@ def convert_checkpoint(
     """
     if source not in READERS:
         raise ValueError(f"unknown source {source!r}; vqtok converts {list(SOURCES)}")
+    if output_dir is not None and os.path.exists(output_dir):
+        check_output_folder(output_dir, "output_dir")  # before any reading: a file or a locked folder fails now
     location = CheckpointFile(checkpoint, subfolder=subfolder, revision=revision)
     read = READERS[source](location, filename, image_size)
     name = f"{location}/{filename}" if filename else str(location)

@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from huggingface_hub import hf_hub_download
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 SAFETENSORS_INDEX_SUFFIX = ".safetensors.index.json"
 HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -106,7 +105,7 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} does not exist")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        return read_safetensors(path)
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

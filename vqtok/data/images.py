@@ -239,14 +239,30 @@ def load_image_splits(
     if eval_split in image_splits(source, option):
         return ImageSplits(load_image_dataset(source, train_split, image_column, option),
                            load_image_dataset(source, eval_split, image_column, option))
-    if not 0 < holdout_fraction < 1:
-        raise ValueError(f"holdout_fraction must lie in (0, 1), got {holdout_fraction}")
     images = load_image_dataset(source, train_split, image_column, option)
-    if len(images) < 2:
-        raise ValueError(f"{option} {source!r} has no split {eval_split!r} and only {len(images)} image(s) in "
-                         f"{train_split!r}: too few to hold some out for evaluation")
-    parts = images.train_test_split(test_size=holdout_fraction, seed=HOLDOUT_SEED)
-    return ImageSplits(parts["train"], parts["test"], len(parts["test"]))
+    kept, held_out = holdout_indices(len(images), holdout_fraction, f"{option} {source!r} has no split {eval_split!r}")
+    return ImageSplits(images.select(kept), images.select(held_out), len(held_out))
+
+
+def holdout_indices(count: int, fraction: float, why: str = "holding out images") -> tuple[list[int], list[int]]:
+    """The indices of `count` images split into those kept for training and the `fraction` held out:
+    the same ones every time (a shuffle seeded with `HOLDOUT_SEED`), whether the images are loaded
+    (`load_image_splits`) or streamed from a folder's files (`vqtok.data.image_streams.stream_split_files`).
+    `why` opens the error when there are too few images."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"holdout_fraction must lie in (0, 1), got {fraction}")
+    if count < 2:
+        raise ValueError(f"{why} and only {count} image(s) to train on: too few to hold some out for evaluation")
+    parts = Dataset.from_dict({"index": list(range(count))}).train_test_split(test_size=fraction, seed=HOLDOUT_SEED)
+    return parts["train"]["index"], parts["test"]["index"]
+
+
+def held_out_split(available: list[str], asked: list[str], train_split: str = "train") -> str | None:
+    """The one split of `asked` that a source lacks and makes instead by holding out part of its
+    `train_split` (an image folder has only `train`), or None when it has every split asked for (or
+    lacks more than one, or lacks `train_split` itself, which are errors where the splits are read)."""
+    missing = [split for split in asked if split not in available]
+    return missing[0] if len(missing) == 1 and missing[0] != train_split and train_split in available else None
 
 
 def read_image(value) -> PILImage.Image:
@@ -397,6 +413,12 @@ def _randint(high: int, generator: torch.Generator | None) -> int:
 
 def collate_pixel_values(rows: list[dict]) -> torch.Tensor:
     """Stack rows produced by `PixelTransform` into one `[B, C, S, S]` batch."""
+    missing = next((row for row in rows if "pixel_values" not in row), None)
+    if missing is not None:
+        raise ValueError(
+            f"the rows hold no 'pixel_values' (a row's columns: {sorted(missing)}): view images through "
+            "vqtok.data.pixel_dataset(dataset, image_size) first, which resizes them and scales them to [-1, 1]"
+        )
     return torch.stack([row["pixel_values"] for row in rows])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import tarfile
 
 from datasets import Dataset, IterableDataset, load_dataset
 
@@ -48,7 +49,33 @@ def shard_files(pattern: str) -> list[str]:
     if missing or not files:
         shown = ", ".join(missing[:3]) + (f", ... ({len(missing)} in all)" if len(missing) > 3 else "")
         raise FileNotFoundError(f"data.source {pattern!r}: " + (f"no such shard(s): {shown}" if missing else "matches no tar file"))
+    for path in files:
+        check_shard(path)
     return files
+
+
+def check_shard(path: str) -> None:
+    """`ValueError` naming the shard at `path` unless it is a whole tar file whose every sample holds
+    an image. Only the members' headers are read (not the images): a shard cut short, or a sample of
+    text only, would otherwise be met mid-run, unnamed, or pass unnoticed with its images missing."""
+    try:
+        with tarfile.open(path) as archive:
+            members = archive.getmembers()
+    except tarfile.TarError as error:
+        raise ValueError(f"shard {path} is not a readable tar file ({error}): rewrite it (vqtok shards) or leave it out") from None
+    if _cut_short(path, members):
+        raise ValueError(f"shard {path} is cut short (it ends before its end-of-archive marker): its last images are "
+                         "lost; rewrite it (vqtok shards) or leave it out")
+    samples: dict[str, set[str]] = {}
+    for member in members:
+        folder, name = os.path.split(member.name)
+        if member.isfile() and "." in name:  # webdataset: the key is the name up to its first dot
+            key, suffix = name.split(".", 1)
+            samples.setdefault(os.path.join(folder, key), set()).add(suffix.lower())
+    imageless = next((key for key, suffixes in samples.items() if not suffixes & set(IMAGE_KEYS)), None)
+    if imageless is not None:
+        raise ValueError(f"sample {imageless!r} of shard {path} holds no image (its members: "
+                         f"{sorted(samples[imageless])}; images are {list(IMAGE_KEYS)})")
 
 
 def load_shards(pattern: str, image_column: str = "image", **load_kwargs) -> Dataset:
@@ -70,3 +97,16 @@ def shard_image_key(stream: IterableDataset | Dataset, image_column: str, source
         if key in keys:
             return key
     raise ValueError(f"the shards {source!r} hold no image key of {list(IMAGE_KEYS)}; their keys: {keys} (set image_column)")
+
+
+def _cut_short(path: str, members: list[tarfile.TarInfo]) -> bool:
+    """Whether the tar file ends before the end-of-archive marker (a zero block) that follows its last
+    member: tarfile stops silently at a header cut short, and a member's data may end past the file."""
+    end = 0
+    if members:
+        last = members[-1]
+        end = last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    with open(path, "rb") as handle:
+        handle.seek(end)
+        marker = handle.read(tarfile.BLOCKSIZE)
+    return len(marker) < tarfile.BLOCKSIZE or any(marker)

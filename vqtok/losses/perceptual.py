@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..metrics.lpips import LPIPS
+from ..metrics.lpips import LPIPS, smallest_image
 from ..options import NON_NEGATIVE, Option, document_options
 from .base import ObjectiveInputs, TrainingObjective
 
@@ -35,9 +35,12 @@ class PerceptualObjective(TrainingObjective):
         self.lpips = LPIPS.pretrained(self.vgg_weights)
 
     def setup(self, tokenizer) -> None:
-        channels = tokenizer.config.in_channels
+        channels, side = tokenizer.config.in_channels, tokenizer.config.image_size
         if channels not in (1, 3):
             raise ValueError(f"the perceptual loss compares 1- or 3-channel images; this tokenizer has {channels} channels")
+        if side < smallest_image():
+            raise ValueError(f"objectives.perceptual: LPIPS's VGG16 takes images of at least {smallest_image()} pixels; "
+                             f"the tokenizer's are {side} (model.image_size): train larger images, or without it")
 
     def tokenizer_losses(self, inputs: ObjectiveInputs) -> dict[str, torch.Tensor]:
         distance = self.lpips(inputs.pixel_values, inputs.output.reconstruction)

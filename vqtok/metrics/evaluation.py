@@ -19,6 +19,7 @@ from ..metrics.pixels import SSIM_WINDOW, per_image_mse, per_image_ssim, psnr_fr
 from ..metrics.spectrum import high_frequency_energy
 from ..quantizers import code_histogram, entropy_from_counts, perplexity_from_counts, sampled_code_vectors
 from ..regularizers.persistence import persistence_bars, persistence_signature
+from ..validation import check_positive_int
 
 
 @torch.no_grad()
@@ -42,6 +43,7 @@ def evaluate_tokenizer(model, dataset: Dataset, batch_size: int = 128, progress:
         `code_entropy` (its entropy, bits), `codes_used` (fraction of the K codes that appear),
         `bits_per_image` (tokens x log2 K), and the optional `lpips` and feature distances.
     """
+    check_positive_int("batch_size", batch_size)
     was_training = model.training
     model.eval()
     device = model.device

@@ -49,6 +49,11 @@ def frechet_distance(mean_1: torch.Tensor, covariance_1: torch.Tensor, mean_2: t
     tr((S_1 S_2)^(1/2)) is the sum of the square roots of the eigenvalues of S_1 S_2, computed as
     those of the symmetric A S_2 A with A = S_1^(1/2) (all real and non-negative up to rounding,
     which is clipped), in float64."""
+    dim = mean_1.shape[-1] if mean_1.ndim == 1 else None
+    shapes = [tuple(t.shape) for t in (mean_1, covariance_1, mean_2, covariance_2)]
+    if dim is None or shapes != [(dim,), (dim, dim), (dim,), (dim, dim)]:
+        raise ValueError(f"the Fréchet distance compares two Gaussians of one dimension D: means [D] and covariances "
+                         f"[D, D], got shapes {shapes}")
     mean_1, mean_2 = mean_1.double(), mean_2.double()
     covariance_1, covariance_2 = covariance_1.double(), covariance_2.double()
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance_1)

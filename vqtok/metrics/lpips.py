@@ -19,6 +19,7 @@ import os
 import torch
 from torch import nn
 
+from ..validation import check_pixel_range
 from .weights import RANDOM_WEIGHTS, PretrainedWeights, load_matching
 
 VGG16_WEIGHTS = PretrainedWeights(
@@ -41,6 +42,20 @@ _SCALE = (0.458, 0.448, 0.450)
 _NORM_EPS = 1e-10
 # Seed of the random networks built for plumbing checks (`RANDOM_WEIGHTS`).
 RANDOM_SEED = 0
+
+
+def smallest_image() -> int:
+    """The least image side LPIPS takes: each 2x pooling before its last tap halves the side, which
+    must still be one pixel there."""
+    last_tap = max(_LPIPS_TAPS)
+    pools = [index for index, width in enumerate(_feature_layers()) if width == "M" and index < last_tap]
+    return 2 ** len(pools)
+
+
+def _feature_layers() -> list:
+    """`features.<i>`'s layer kinds, in torchvision's numbering: "M" for a pooling, a width for a
+    convolution (whose ReLU follows as the next index)."""
+    return [kind for width in _VGG16_LAYERS for kind in (["M"] if width == "M" else [width, "relu"])]
 
 
 class VGG16Features(nn.Module):
@@ -118,8 +133,11 @@ class LPIPS(nn.Module):
         return super().train(False)  # always in evaluation mode (no dropout, no statistics)
 
     def forward(self, images: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        """The distance of each image of `images` (reference images in [-1, 1]) to the same one of
+        `others` (images in the same range; a decoder's output may stray a little outside it)."""
         if images.shape != others.shape:
             raise ValueError(f"LPIPS compares images of one shape, got {tuple(images.shape)} and {tuple(others.shape)}")
+        check_pixel_range(images, "the reference images LPIPS compares")
         both = self._prepared(torch.cat([images, others]))
         distance = 0.0
         for features, head in zip(self.vgg(both), self.heads):
@@ -133,6 +151,10 @@ class LPIPS(nn.Module):
     def _prepared(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"LPIPS takes images [B, 1 or 3, H, W], got shape {tuple(images.shape)}")
+        if min(images.shape[-2:]) < smallest_image():
+            side = smallest_image()
+            raise ValueError(f"LPIPS takes images of at least {side}x{side} pixels (its VGG16 halves the image side "
+                             f"{side.bit_length() - 1} times before its last layer), got {tuple(images.shape[-2:])}")
         if not images.is_floating_point():
             raise ValueError(f"LPIPS takes float images in [-1, 1], got dtype {images.dtype}")
         images = images.expand(-1, 3, -1, -1)

@@ -16,13 +16,21 @@ _SSIM_C2 = 0.03**2
 
 
 def per_image_mse(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-    """Mean squared error per image, measured on the [0, 1] pixel scale (inputs are in [-1, 1])."""
+    """Mean squared error per image, measured on the [0, 1] pixel scale, for two batches `[B, ...]`
+    of one shape (images in [-1, 1])."""
+    if original.shape != reconstruction.shape or original.ndim < 2:
+        raise ValueError(f"per_image_mse compares two batches of images [B, ...] of one shape, got "
+                         f"{tuple(original.shape)} and {tuple(reconstruction.shape)}")
     diff = (reconstruction.float() - original.float()) / 2.0
     return diff.pow(2).flatten(1).mean(dim=1)
 
 
 def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB for MSE on the [0, 1] scale (peak 1); capped at 100 dB for a perfect match."""
+    """PSNR in dB for MSE on the [0, 1] scale (peak 1); capped at 100 dB for a perfect match. An
+    MSE below 0 or NaN (no mean of squares) is refused."""
+    mse = torch.as_tensor(mse)
+    if torch.isnan(mse).any() or (mse < 0).any():
+        raise ValueError(f"psnr_from_mse takes mean squared errors (>= 0), got values down to {mse.min().item()!r}")
     return (10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))).clamp_max(100.0)
 
 

@@ -107,6 +107,10 @@ SIZE_ARGUMENTS = {
 }
 
 
+MAX_CODEBOOK_SIZE = 2**63
+"""The most codes a quantizer can have: its ids, in [0, K), are `torch.long`."""
+
+
 @dataclass(frozen=True)
 class CodeSpace:
     """The shape of a quantizer's tokens: K codes of dimension D, R codes per position."""
@@ -160,7 +164,13 @@ class Quantizer(Configurable, nn.Module):
         `options`: the sizes checked, then `code_space`."""
         where = cls._where(where)
         check_options(SIZE_ARGUMENTS, {"codebook_size": codebook_size, "dim": dim}, where)
-        return cls.code_space(options, codebook_size, dim, where)
+        space = cls.code_space(options, codebook_size, dim, where)
+        if space.codebook_size > MAX_CODEBOOK_SIZE:
+            raise ValueError(
+                f"the {where}s give K = {space.codebook_size:,} codes: token ids are int64, which hold at most "
+                f"{MAX_CODEBOOK_SIZE:,} (2^63) codes; choose a smaller code space"
+            )
+        return space
 
     # --- to implement -------------------------------------------------------------------------
     @classmethod

@@ -12,7 +12,7 @@ import torch
 
 from ..options import Option, document_options
 from .base import CodeSpace, Quantizer, QuantizerOutput, fixed_size
-from .functional import code_histogram, straight_through, usage_stats
+from .functional import MAX_COUNTED_CODES, code_histogram, straight_through, usage_stats
 
 
 @document_options
@@ -44,6 +44,9 @@ class FSQuantizer(Quantizer):
     ) -> CodeSpace:
         levels = options["levels"]
         count, product = len(levels), math.prod(levels)
+        if product > MAX_COUNTED_CODES:
+            raise ValueError(f"{where} `levels` {levels} give K = {product:,} codes; at most {MAX_COUNTED_CODES:,} (2^24) "
+                             "are supported: every training step counts code use in a [K] histogram")
         return CodeSpace(
             fixed_size("`codebook_size`", codebook_size, product, f"the {product} codes of the FSQ levels {levels}", where),
             fixed_size("the latent dimension", dim, count, f"the number of FSQ levels ({count}: {levels})", where),

@@ -182,6 +182,11 @@ def straight_through(latents: torch.Tensor, codes: torch.Tensor, rotation_trick:
     return latents + (codes - latents).detach()
 
 
+# The most codes a quantizer whose codes need no table (FSQ, LFQ, BSQ) supports: every training step
+# counts code use in a `[K]` histogram (and LFQ keeps `[K]` mean code probabilities), 64 MiB at 2^24.
+MAX_COUNTED_CODES = 2**24
+
+
 def code_histogram(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
     """Float count of each code among `indices` (any shape)."""
     return torch.bincount(indices.reshape(-1), minlength=codebook_size).float()

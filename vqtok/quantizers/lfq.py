@@ -13,10 +13,12 @@ import torch.nn.functional as F
 
 from ..options import document_options
 from .base import CodeSpace, Quantizer, QuantizerOutput, fixed_size
-from .functional import COMMITMENT_COST, ENTROPY_OPTIONS, code_histogram, fp32_backward, straight_through, usage_stats
+from .functional import (
+    COMMITMENT_COST, ENTROPY_OPTIONS, MAX_COUNTED_CODES, code_histogram, fp32_backward, straight_through, usage_stats,
+)
 
-# K = 2^D codes; beyond 2^24 even the `[K]` vector of mean code probabilities gets large.
-MAX_BITS = 24
+# K = 2^D codes, at most `MAX_COUNTED_CODES`.
+MAX_BITS = MAX_COUNTED_CODES.bit_length() - 1
 # Probabilities per chunk of the batch entropy: about one million floats, as for the nearest-code search.
 ENTROPY_CHUNK_ELEMENTS = 1 << 20
 
@@ -137,8 +139,8 @@ class LFQuantizer(Quantizer):
         dim = DEFAULT_BITS if dim is None else dim
         if dim > MAX_BITS:
             raise ValueError(
-                f"{where} the latent dimension is the number of bits, so K = 2^{dim}; at most {MAX_BITS} bits are "
-                "supported"
+                f"{where} the latent dimension ({dim}) is the number of bits, so K = 2^{dim}; at most {MAX_BITS} bits "
+                "are supported: every training step counts code use in a [K] histogram"
             )
         return CodeSpace(fixed_size("`codebook_size`", codebook_size, 2**dim, f"the {2**dim} codes of {dim} bits", where), dim)
 

@@ -43,9 +43,8 @@ from datasets import Image as ImageFeature
 from datasets.table import embed_table_storage
 from tqdm.auto import tqdm
 
-from ..data import SAMPLE_SOURCE, check_on_bad_image
-from ..data.tar_shards import is_shard_source
-from ..data.image_streams import open_image_stream
+from ..data import check_on_bad_image
+from ..data.image_streams import file_changes, file_records, open_image_stream, source_files
 from ..processing import VQImageProcessor
 from ..validation import check_positive_int
 from .layout import LAYOUT_FILE, TokenLayout
@@ -104,6 +103,7 @@ def tokenize_stream(
     on_bad_image: str = "fail",
     keep_image_column: bool = False,
     desc: str | None = None,
+    files: list[str] | None = None,
 ) -> TokenShards:
     """Tokenize one split of a streamed source into Parquet shards `output/<split>/<split>-NNNNN.parquet`
     (see the module docstring), resuming an interrupted run.
@@ -123,6 +123,11 @@ def tokenize_stream(
             file); `"skip"` drops such images, counts them and warns, naming them.
         keep_image_column: keep the images (embedded) beside the tokens.
         desc: the progress bar's label (default: `tokenizing <split>`).
+        files: the files of a local source to read (default: all of the split's; a folder's split
+            made by holding out part of `train`: `vqtok.data.image_streams.stream_split_files`).
+            The shards record the files read (names and sizes): a rerun on other files is refused,
+            naming them, since its finished shards would hold images the source no longer has and
+            miss others.
 
     Returns:
         The split's `TokenShards`. Runs in one process only (ValueError under several).
@@ -134,12 +139,14 @@ def tokenize_stream(
                          "each write every shard; run it without a launcher (torchrun / accelerate launch)")
     model, processor, layout = prepare_tokenizer(tokenizer, processor, state.device, id_offset=id_offset,
                                                  bos_token_id=bos_token_id, eos_token_id=eos_token_id)
-    stream, column = _open_stream(source, split, image_column)
+    if files is None and not isinstance(source, IterableDataset):
+        files = source_files(os.fspath(source), split, "source")
+    stream, column = _open_stream(source, split, image_column, files)
     features = token_features(stream.features, column, keep_image_column)
     if keep_image_column:
         features[column] = ImageFeature()  # stored with the bytes embedded, decoded when read
     target = _SplitOutput(_prepare_output(output, split, layout), split, features,
-                          _run_options(source, split, image_column, rows_per_shard, keep_image_column, layout))
+                          _run_options(source, split, image_column, rows_per_shard, keep_image_column, layout, files))
     finished = _finished_shards(target)
     previous = finished[-1] if finished else None
     if previous is not None and previous["last"]:
@@ -161,22 +168,22 @@ def _check_stream_arguments(source, split, batch_size, rows_per_shard, on_bad_im
     check_on_bad_image(on_bad_image)
 
 
-def _open_stream(source, split: str, image_column: str) -> tuple[IterableDataset, str]:
+def _open_stream(source, split: str, image_column: str, files: list[str] | None) -> tuple[IterableDataset, str]:
     """The stream (its image column undecoded) and the name of its image column."""
     if isinstance(source, IterableDataset):
         stream, column = source, image_column
     else:
-        source = os.fspath(source)
-        if source != SAMPLE_SOURCE and not is_shard_source(source) and os.path.isdir(source) and split != "train":
-            raise ValueError(f"an image folder is read whole, as the split 'train'; got split={split!r} for {source!r}")
-        stream, column = open_image_stream(source, split=split, image_column=image_column), "image"
+        stream = open_image_stream(os.fspath(source), split=split, image_column=image_column,
+                                   **({"files": files} if files is not None else {}))
+        column = "image"
     if stream.features is None:
         raise ValueError("the stream's columns are unknown (features is None): give it features (IterableDataset.cast)")
     check_columns(list(stream.features), column, what="the stream")
     return undecoded(stream, column), column
 
 
-def _run_options(source, split, image_column, rows_per_shard, keep_image_column, layout: TokenLayout) -> dict:
+def _run_options(source, split, image_column, rows_per_shard, keep_image_column, layout: TokenLayout,
+                 files: list[str] | None) -> dict:
     """What a rerun must share with the run that wrote the finished shards (as JSON reads it back)."""
     return {
         "source": None if isinstance(source, IterableDataset) else os.fspath(source),
@@ -185,6 +192,7 @@ def _run_options(source, split, image_column, rows_per_shard, keep_image_column,
         "rows_per_shard": rows_per_shard,
         "keep_image_column": keep_image_column,
         "layout": asdict(layout),
+        "files": file_records(files) if files is not None else None,
     }
 
 
@@ -236,8 +244,16 @@ def _finished_shards(target: _SplitOutput) -> list[dict]:
         if index != expected:
             break
         progress = read_progress(path)
-        if progress["run"] != target.run:
-            raise ValueError(f"{path} was written with other options ({_differences(progress['run'], target.run)}): "
+        recorded = progress["run"].get("files")
+        changes = file_changes(recorded, target.run["files"]) if recorded is not None and target.run["files"] else ""
+        if changes:
+            raise ValueError(f"{path} was written from other files than the source holds now ({changes}): its rows "
+                             "would be kept and the rest read from other images; put the files back as they were, or "
+                             "tokenize into another output folder")
+        options = {key: value for key, value in progress["run"].items() if key != "files"}
+        now = {key: value for key, value in target.run.items() if key != "files"}
+        if options != now:
+            raise ValueError(f"{path} was written with other options ({_differences(options, now)}): "
                              "rerun with those to resume, or choose another output folder")
         finished.append(progress)
         if progress["last"]:

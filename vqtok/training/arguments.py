@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
@@ -32,19 +31,6 @@ from ..options import (
     options_dataclass,
 )
 
-
-def check_output_folder(path: str | os.PathLike, option: str = "training.output_dir") -> None:
-    """OSError naming `option` unless `path` is a folder this process can write into (made when
-    missing): run before any work, so that a file or a read-only folder does not fail a finished run."""
-    path = os.fspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise OSError(f"{option} {path!r} is a file, not a folder: choose a folder to write into")
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as error:
-        raise OSError(f"{option} {path!r} cannot be written into ({error.strerror or error}): choose another folder") from None
 
 # A number written as text: what PyYAML leaves a string (`1e-3`, `+5`) or a quoted number.
 _NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")

@@ -27,7 +27,8 @@ from transformers import get_scheduler
 
 from ..hub.loading import check_finite_weights
 from ..parallel.launch import accelerator_options, check_launch
-from .arguments import LoopArguments, check_output_folder
+from ..validation import check_output_folder
+from .arguments import LoopArguments
 from .checkpoints import check_checkpoint_fits, resolve_checkpoint, save_checkpoint
 
 TRACKER_PROJECT = "vqtok"

@@ -36,7 +36,7 @@ from datasets import IterableDataset
 from datasets.distributed import split_dataset_by_node
 
 from ..data import PixelTransform, check_on_bad_image, read_image
-from ..data.image_streams import open_image_stream, source_files
+from ..data.image_streams import file_changes, file_records, open_image_stream, source_files
 from ..parallel.collectives import gather_json
 from ..validation import check_positive_int
 from .in_memory_data import mix_seed
@@ -81,6 +81,12 @@ class StreamingImages:
         on_bad_image: `"fail"` or `"skip"`.
         num_processes / process_index: this process's share of the source.
         open_stream: opens the stream of an epoch given its files (tests; default `open_image_stream`).
+        files: the local source's files to read (default: all of the split's, `source_files`; a
+            folder's training split without the images it holds out for evaluation).
+
+    A checkpoint records the files read (names and sizes), and a resume on other files (a shard added
+    to the glob, one gone, one rewritten) is refused, naming them: it would read images again and
+    leave others out, without a word.
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class StreamingImages:
         num_processes: int = 1,
         process_index: int = 0,
         open_stream: Callable[..., IterableDataset] = open_image_stream,
+        files: list[str] | None = None,
     ):
         check_on_bad_image(on_bad_image)
         check_positive_int("shuffle_buffer", shuffle_buffer)
@@ -103,7 +110,7 @@ class StreamingImages:
         self.on_bad_image = on_bad_image
         self.num_processes, self.process_index = num_processes, process_index
         self.open_stream = open_stream
-        self.files = source_files(source)
+        self.files = files if files is not None else source_files(source, split)
         self.position = StreamPosition()
         self._epoch_stream(0)  # a bad source, split or column fails here, before training
 
@@ -114,11 +121,13 @@ class StreamingImages:
 
     # --- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Every process's position (a collective)."""
-        return {"format": STATE_FORMAT, "positions": gather_json(asdict(self.position))}
+        """Every process's position (a collective), and the files read."""
+        return {"format": STATE_FORMAT, "positions": gather_json(asdict(self.position)),
+                "files": file_records(self.files) if self.files is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
-        """Take this process's position from a checkpoint written by as many processes."""
+        """Take this process's position from a checkpoint written by as many processes, reading the
+        same files (a checkpoint of vqtok 0.3.0 before files were recorded is taken as it is)."""
         positions = state.get("positions") if isinstance(state, dict) else None
         if state.get("format") != STATE_FORMAT or not isinstance(positions, list):
             raise ValueError(f"the checkpoint's stream position has an unknown format: {state!r:.200}")
@@ -126,6 +135,14 @@ class StreamingImages:
             raise ValueError(
                 f"the checkpoint's stream was read by {len(positions)} process(es), this run has {self.num_processes}: "
                 "a streamed run resumes exactly only on the process count that wrote the checkpoint"
+            )
+        recorded = state.get("files")
+        changes = file_changes(recorded, file_records(self.files)) if recorded is not None and self.files else ""
+        if changes:
+            raise ValueError(
+                f"the checkpoint's stream read other files than data.source {self.source!r} names now ({changes}): a "
+                "resumed run would read images again and leave others out; put the files back as they were, or start "
+                "the run afresh in another training.output_dir"
             )
         self.position = StreamPosition(**positions[self.process_index])
 
