@@ -54,6 +54,8 @@ SMALL_RUNS = {
     "prior": [*SMALL_TRAINING, "model.hidden_size=16", "model.num_layers=1", "model.num_heads=2"],
     "evaluate": ["--vgg_weights", "random", "--inception_weights", "random", "--max_images", "8"],
     "sample": ["--num_samples", "4"],
+    "examples/captions_and_images.py": ["--steps", "4", "--hidden_size", "16", "--num_layers", "1", "--num_heads", "2",
+                                        "--eval_images", "8", "--samples_per_caption", "1"],
 }
 FENCED_BLOCK = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```\s*$", re.S | re.M)
 
@@ -136,12 +138,26 @@ def pretrained_checkpoints(world: Path, store: Path) -> None:
     tiny_diffusers().save_pretrained(world / "path/to/ldm-pipeline/vqvae")
 
 
+def small_gpt2(store: Path) -> None:
+    """A two-layer stand-in for GPT-2 under its Hub name: a byte-level BPE tokenizer whose only special
+    token is `<|endoftext|>` (no pad token, as GPT-2's), and a GPT-2 model of its vocabulary."""
+    from tiny_data import tiny_text_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    text = tiny_text_tokenizer(["a photograph of a cat", "a patch of photograph"], vocab_size=300, pad=False)
+    text.save_pretrained(store / "gpt2")
+    eos = text.eos_token_id
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(text), n_embd=16, n_layer=2, n_head=2, bos_token_id=eos,
+                               eos_token_id=eos)).save_pretrained(store / "gpt2")
+    upload("openai-community/gpt2", store / "gpt2")
+
+
 @pytest.fixture
 def world(tmp_path, local_hub, quickstart_tokenizer, monkeypatch):
     """A fresh working folder holding what the pages name, made the current folder."""
     world = tmp_path / "world"
     world.mkdir()
-    for name in ("training", "docs", "mkdocs.yml", "README.md"):
+    for name in ("training", "examples", "docs", "mkdocs.yml", "README.md"):
         (world / name).symlink_to(REPO / name)
     image_folder(world / "path" / "to" / "images", 40)
     shutil.copytree(quickstart_tokenizer, world / "outputs" / "quickstart" / "tokenizer")
@@ -195,6 +211,8 @@ def run_command(words: list[str], world: Path, capsys) -> str | None:
         printed = capsys.readouterr()
         assert status == 0, f"{shlex.join(words)} exited with {status}:\n{printed.err[-6000:]}"
         return printed.out + printed.err
+    if program == "python" and arguments and arguments[0].startswith("examples/"):
+        return child([sys.executable, *arguments, *SMALL_RUNS.get(arguments[0], [])], world)
     if program == "torchrun":
         script = next(index for index, word in enumerate(arguments) if word.endswith(".py"))
         return child([sys.executable, "-m", "torch.distributed.run", *arguments,
@@ -250,5 +268,7 @@ def run_page(page: Path, world: Path, capsys) -> None:
 def test_every_block_of_the_page_runs(page, world, tmp_path, capsys):
     if "vqtok convert" in page.read_text(encoding="utf-8"):
         pretrained_checkpoints(world, tmp_path / "store")
+    if "openai-community/gpt2" in page.read_text(encoding="utf-8"):
+        small_gpt2(tmp_path / "store")
     capsys.readouterr()
     run_page(page, world, capsys)

@@ -112,7 +112,7 @@ def test_the_top_level_reads_like_the_data_flow():
     assert loose == {"__init__", "__main__", "options", "validation", "processing", "configuration", "modeling", "auto"}
     rooms = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
     assert rooms == {"data", "backbones", "quantizers", "models", "regularizers", "losses", "hub", "parallel",
-                     "tokens", "prior", "training", "conversion", "metrics", "commands"}
+                     "tokens", "multimodal", "prior", "training", "conversion", "metrics", "commands"}
 
 
 def test_importing_vqtok_imports_neither_giotto_ph_nor_geoopt():

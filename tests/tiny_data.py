@@ -66,3 +66,19 @@ def run_interrupted_after(step: int, monkeypatch, run, loop=trainer) -> None:
     with pytest.raises(Interrupted):
         run()
     monkeypatch.setattr(loop, "save_run_checkpoint", save)
+
+
+def tiny_text_tokenizer(texts, vocab_size: int = 280, pad: bool = True):
+    """A byte-level BPE text tokenizer learnt from `texts` (no download), its one special token
+    `<|endoftext|>` the end of text (and the padding with `pad`; GPT-2 has none)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    end = "<|endoftext|>"
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(list(texts) * 4, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[end], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=end, eos_token=end, unk_token=end,
+                                   **({"pad_token": end} if pad else {}))

@@ -43,6 +43,7 @@ from .prior import (
     sample_from_histogram,
     sample_uniform,
 )
+from .multimodal import VQMultimodalProcessor
 from .processing import VQImageProcessor
 from .auto import register_tokenizer
 from .tokens import (
@@ -71,6 +72,7 @@ __all__ = [
     "SoftVQModel",
     "VQConfig",
     "VQImageProcessor",
+    "VQMultimodalProcessor",
     "VMFSQVAEConfig",
     "VMFSQVAEModel",
     "VQModel",

@@ -51,8 +51,10 @@ from .layout import LAYOUT_FILE, TokenLayout
 from .parquet_shards import PROGRESS_KEY, listed_shards, read_progress, shard_path
 from .tokenization import (
     _ERROR_COLUMN,
+    DEFAULT_TEXT_TEMPLATE,
     BatchTokenizer,
     check_columns,
+    interleaving,
     prepare_tokenizer,
     process_state,
     saved_with_save_to_disk,
@@ -104,6 +106,8 @@ def tokenize_stream(
     keep_image_column: bool = False,
     desc: str | None = None,
     files: list[str] | None = None,
+    text_column: str | None = None,
+    text_template: str = DEFAULT_TEXT_TEMPLATE,
 ) -> TokenShards:
     """Tokenize one split of a streamed source into Parquet shards `output/<split>/<split>-NNNNN.parquet`
     (see the module docstring), resuming an interrupted run.
@@ -112,7 +116,8 @@ def tokenize_stream(
         source: a source `vqtok.data.image_streams.open_image_stream` reads (`"sample"`, tar shards, an image
             folder, a Hub dataset name), or a `datasets.IterableDataset` (then `split` only names the
             output folder).
-        tokenizer: a vqtok tokenizer, or its repo id / path.
+        tokenizer: a vqtok tokenizer, or its repo id / path; or a `vqtok.VQMultimodalProcessor`, with
+            `text_column` and `text_template` as in `tokenize_dataset`.
         output: the folder of the token dataset (`vqtok_tokens.json` and one folder per split).
         split: the split to read and to write.
         image_column: the column holding the images (of the source: see `open_image_stream`).
@@ -128,6 +133,8 @@ def tokenize_stream(
             The shards record the files read (names and sizes): a rerun on other files is refused,
             naming them, since its finished shards would hold images the source no longer has and
             miss others.
+        text_column, text_template: as in `tokenize_dataset` (a stream's text column: a Hub dataset's
+            or an `IterableDataset`'s).
 
     Returns:
         The split's `TokenShards`. Runs in one process only (ValueError under several).
@@ -142,17 +149,20 @@ def tokenize_stream(
     if files is None and not isinstance(source, IterableDataset):
         files = source_files(os.fspath(source), split, "source")
     stream, column = _open_stream(source, split, image_column, files)
+    text_with_image = interleaving(tokenizer, text_column, text_template, list(stream.features))
     features = token_features(stream.features, column, keep_image_column)
     if keep_image_column:
         features[column] = ImageFeature()  # stored with the bytes embedded, decoded when read
     target = _SplitOutput(_prepare_output(output, split, layout), split, features,
-                          _run_options(source, split, image_column, rows_per_shard, keep_image_column, layout, files))
+                          _run_options(source, split, image_column, rows_per_shard, keep_image_column, layout, files,
+                                       text_column and {"text_column": text_column, "text_template": text_template}))
     finished = _finished_shards(target)
     previous = finished[-1] if finished else None
     if previous is not None and previous["last"]:
         return _summary(split, finished, reused=len(finished))
-    function = BatchTokenizer(model, processor, layout, on_bad_image)
-    written, bad = _write_shards(stream, function, column, target, previous, batch_size, desc or f"tokenizing {split}")
+    function = BatchTokenizer(model, processor, layout, on_bad_image, text_with_image=text_with_image)
+    written, bad = _write_shards(stream, function, column, target, previous, batch_size, desc or f"tokenizing {split}",
+                                 text_column)
     if bad:
         warn_skipped(bad, written[-1]["rows_read"] - (previous["rows_read"] if previous else 0), stacklevel=3)
     return _summary(split, finished + written, reused=len(finished))
@@ -183,9 +193,11 @@ def _open_stream(source, split: str, image_column: str, files: list[str] | None)
 
 
 def _run_options(source, split, image_column, rows_per_shard, keep_image_column, layout: TokenLayout,
-                 files: list[str] | None) -> dict:
-    """What a rerun must share with the run that wrote the finished shards (as JSON reads it back)."""
+                 files: list[str] | None, text: dict | None) -> dict:
+    """What a rerun must share with the run that wrote the finished shards (as JSON reads it back);
+    `text`: the text column and template of sequences of text and image."""
     return {
+        **(text or {}),
         "source": None if isinstance(source, IterableDataset) else os.fspath(source),
         "split": split,
         "image_column": image_column,
@@ -300,7 +312,7 @@ class _ShardWriter:
 
 
 def _write_shards(stream: IterableDataset, function: BatchTokenizer, column: str, target: _SplitOutput,
-                  previous: dict | None, batch_size: int, desc: str) -> tuple[list[dict], list[str]]:
+                  previous: dict | None, batch_size: int, desc: str, text_column: str | None) -> tuple[list[dict], list[str]]:
     """Tokenize the stream, from where `previous` (the last finished shard's record) ends, into the
     next shards; returns their progress records and the descriptions of the images skipped."""
     if previous is not None:
@@ -315,7 +327,7 @@ def _write_shards(stream: IterableDataset, function: BatchTokenizer, column: str
             if number == 0 and previous is not None:
                 _check_resumed_at(previous, batch[0], column)
             writer = writer or target.shard(index)
-            columns, errors = _tokenize_batch(function, batch, column, row, target.features)
+            columns, errors = _tokenize_batch(function, batch, column, row, target.features, text_column)
             writer.add(columns, skipped=len(errors))
             bad += errors
             row += len(batch)
@@ -356,11 +368,12 @@ def _batches(stream: IterableDataset, batch_size: int, rows_per_shard: int, firs
 
 
 def _tokenize_batch(function: BatchTokenizer, rows: list[dict], column: str, first_row: int,
-                    features: Features) -> tuple[dict, list[str]]:
+                    features: Features, text_column: str | None) -> tuple[dict, list[str]]:
     """The columns of the batch's rows whose image was tokenized, and why the others were not."""
     numbers = range(first_row, first_row + len(rows))
     names = [_row_name(number, row, column) for number, row in zip(numbers, rows)]
-    result = function([row[column] for row in rows], list(numbers), names)
+    texts = {"texts": [row[text_column] for row in rows]} if text_column else {}
+    result = function([row[column] for row in rows], list(numbers), names, **texts)
     errors = result[_ERROR_COLUMN]
     good = [position for position, error in enumerate(errors) if error is None]
     columns = {name: [rows[position][name] for position in good] for name in features if name != "input_ids"}

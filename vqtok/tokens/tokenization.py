@@ -37,6 +37,8 @@ from .parquet_shards import load_tokenized_shards
 
 # Temporary column carrying, per row, why its image could not be tokenized (null when it could).
 _ERROR_COLUMN = "__vqtok_image_error__"
+# Where a row's text and image go in its sequence (see `tokenize_dataset`).
+DEFAULT_TEXT_TEMPLATE = "{text}<image>"
 # Rows named one by one in the skip warning before the rest are only counted.
 _LISTED_BAD_ROWS = 20
 
@@ -66,10 +68,41 @@ def load_tokenizer_and_processor(tokenizer, processor: VQImageProcessor | None =
 def prepare_tokenizer(tokenizer, processor: VQImageProcessor | None, device, **layout_options):
     """`(model, processor, layout)`: the tokenizer and its processor (`load_tokenizer_and_processor`),
     the model moved to `device`, and the `TokenLayout` of its codes with `layout_options` (`id_offset`,
-    `bos_token_id`, `eos_token_id`)."""
+    `bos_token_id`, `eos_token_id`). A `VQMultimodalProcessor` gives its own three: the layout of an
+    image among its text tokens."""
+    if is_multimodal(tokenizer):
+        given = {name: value for name, value in layout_options.items() if value not in (None, 0)}
+        if given or processor is not None:
+            raise ValueError(f"{sorted(given) or ['processor']} cannot be given with a VQMultimodalProcessor: the image "
+                             "layout and processor are its own")
+        return tokenizer.vq_model.to(device), tokenizer.image_processor, tokenizer.layout
     model, processor = load_tokenizer_and_processor(tokenizer, processor)
     layout = TokenLayout.for_tokenizer(model, **layout_options)
     return model.to(device), processor, layout
+
+
+def is_multimodal(tokenizer) -> bool:
+    """Whether `tokenizer` is a `vqtok.VQMultimodalProcessor` (told by what it has: `vqtok.tokens`
+    does not import `vqtok.multimodal`, which builds on it)."""
+    return hasattr(tokenizer, "vq_model") and hasattr(tokenizer, "encode_text")
+
+
+class TextWithImage:
+    """Per row, the ids of a text with its image: `template` with `{text}` replaced by the row's text
+    and the processor's image placeholder by the image's tokens (`VQMultimodalProcessor.encode_text`)."""
+
+    def __init__(self, multimodal_processor, template: str):
+        placeholder = multimodal_processor.image_token
+        if template.count(placeholder) != 1 or "{text}" not in template:
+            raise ValueError(f"text_template must hold '{{text}}' and one {placeholder!r} (where the image goes), got "
+                             f"{template!r}")
+        self.processor, self.template = multimodal_processor, template
+
+    def __call__(self, text, image_sequence, name: str) -> np.ndarray:
+        if not isinstance(text, str):
+            raise ValueError(f"{name}: its text is {text!r}, not a string; fill or drop such rows first")
+        ids = self.processor.encode_text(self.template.replace("{text}", text), [image_sequence.tolist()])
+        return np.asarray(ids, dtype=np.int64)
 
 
 def _saved_processor(name_or_path: str | None) -> VQImageProcessor | None:
@@ -87,13 +120,16 @@ class BatchTokenizer:
     `num_proc` workers get a copy."""
 
     def __init__(self, model, processor, layout: TokenLayout, on_bad_image: str, row_offset: int = 0,
-                 threads: int | None = None):
+                 threads: int | None = None, text_with_image: TextWithImage | None = None):
         self.model, self.processor, self.layout = model, processor, layout
         self.on_bad_image, self.row_offset, self.threads = on_bad_image, row_offset, threads
+        self.text_with_image = text_with_image
 
-    def __call__(self, cells: Sequence, indices: Sequence[int], names: Sequence[str] | None = None) -> dict:
+    def __call__(self, cells: Sequence, indices: Sequence[int], names: Sequence[str] | None = None,
+                 texts: Sequence[str] | None = None) -> dict:
         """`cells`: the batch's images; `indices`: their rows (counted from `row_offset`); `names`:
-        how a failure names each image (default: `row <row_offset + index>`)."""
+        how a failure names each image (default: `row <row_offset + index>`); `texts`: each row's
+        text, with `text_with_image` (then each row's ids are its text's with the image in it)."""
         if self.threads and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)  # a `num_proc` worker: share the cores
         names = names if names is not None else [f"row {self.row_offset + index}" for index in indices]
@@ -110,7 +146,14 @@ class BatchTokenizer:
             codes = self.model.encode(torch.stack(list(pixels.values())).to(self.model.device))
             for position, row in zip(pixels, self.layout.to_sequences(codes).cpu().numpy()):
                 sequences[position] = row
+        if self.text_with_image is not None:
+            sequences = [row if row is None else self.text_with_image(texts[position], row, names[position])
+                         for position, row in enumerate(sequences)]
         return {"input_ids": sequences, _ERROR_COLUMN: errors}
+
+    def with_texts(self, cells: Sequence, texts: Sequence[str], indices: Sequence[int]) -> dict:
+        """`__call__` in the order `datasets.map` passes two input columns and the indices."""
+        return self(cells, indices, texts=texts)
 
     def _process(self, images: dict, names: Sequence[str], errors: list) -> dict[int, torch.Tensor]:
         """Pixel values of every readable image: one processor call for the batch, or image by image
@@ -151,13 +194,17 @@ def tokenize_dataset(
     keep_image_column: bool = False,
     desc: str = "tokenizing images",
     save_to: str | os.PathLike | None = None,
+    text_column: str | None = None,
+    text_template: str = DEFAULT_TEXT_TEMPLATE,
 ) -> Dataset:
     """Tokenize every image of `dataset` into an `input_ids` column.
 
     Args:
         dataset: a `datasets.Dataset` whose `image_column` holds images (the `Image` feature, PIL
             images, file paths or arrays).
-        tokenizer: a vqtok tokenizer, or its repo id / path (loaded with `VQTokenizer.from_pretrained`).
+        tokenizer: a vqtok tokenizer, or its repo id / path (loaded with `VQTokenizer.from_pretrained`);
+            or a `vqtok.VQMultimodalProcessor`, to write each row's text and image as one sequence
+            of the text tokenizer's ids (with `text_column`).
         image_column: the column holding the images.
         processor: the image processor; default: the one saved with the tokenizer (see
             `load_tokenizer_and_processor`).
@@ -171,6 +218,10 @@ def tokenize_dataset(
         keep_image_column: keep the images beside the tokens (default: dropped).
         desc: the progress bar's label.
         save_to: also write the result there with `save_tokenized` (main process only).
+        text_column: with a `VQMultimodalProcessor`, the column of each image's text (a caption).
+        text_template: where the text and the image go in a row's sequence: `{text}` is replaced by
+            the row's text and the processor's placeholder (`<image>`) by the image's tokens; e.g.
+            `"{text}<image>"` (text then image, the default) or `"<image>{text}"`.
 
     Returns:
         The dataset with `input_ids` (a list of int64 per row) and every other column, in the
@@ -179,6 +230,7 @@ def tokenize_dataset(
     _check_arguments(dataset, image_column, on_bad_image)
     check_positive_int("batch_size", batch_size)
     check_positive_int("num_proc", num_proc, optional=True)
+    text_with_image = interleaving(tokenizer, text_column, text_template, dataset.column_names)
     state = process_state()
     model, processor, layout = prepare_tokenizer(tokenizer, processor, state.device, id_offset=id_offset,
                                                  bos_token_id=bos_token_id, eos_token_id=eos_token_id)
@@ -190,9 +242,10 @@ def tokenize_dataset(
     start, stop = _shard_bounds(len(dataset), state.num_processes, state.process_index)
     shard = dataset if state.num_processes == 1 else dataset.select(range(start, stop))
     threads = max(1, torch.get_num_threads() // num_proc) if num_proc and num_proc > 1 else None
-    function = BatchTokenizer(model, processor, layout, on_bad_image, row_offset=start, threads=threads)
+    function = BatchTokenizer(model, processor, layout, on_bad_image, row_offset=start, threads=threads,
+                              text_with_image=text_with_image)
     desc = desc if state.num_processes == 1 else f"{desc} (process {state.process_index})"
-    tokenized = _map_shard(shard, function, image_column, keep_image_column, batch_size=batch_size,
+    tokenized = _map_shard(shard, function, image_column, keep_image_column, text_column, batch_size=batch_size,
                            num_proc=num_proc if num_proc and num_proc > 1 else None, desc=desc)
     if state.num_processes > 1:
         tokenized = _gather_in_order(tokenized)
@@ -200,6 +253,21 @@ def tokenize_dataset(
     if save_to is not None:
         save_tokenized(tokenized, save_to, layout)
     return tokenized
+
+
+def interleaving(tokenizer, text_column: str | None, text_template: str, columns: Sequence[str]) -> TextWithImage | None:
+    """What writes each row's text and image as one sequence (None for image tokens alone); ValueError
+    when `text_column` comes without a `VQMultimodalProcessor`, or the reverse, or is not a column."""
+    if not is_multimodal(tokenizer):
+        if text_column is not None:
+            raise ValueError(f"text_column={text_column!r} needs a vqtok.VQMultimodalProcessor as the tokenizer (the "
+                             "text tokenizer to write the text with)")
+        return None
+    if text_column is None:
+        raise ValueError("a VQMultimodalProcessor tokenizes a text with each image: name its column (text_column)")
+    if text_column not in columns:
+        raise ValueError(f"the data have no column {text_column!r} (text_column); columns: {list(columns)}")
+    return TextWithImage(tokenizer, text_template)
 
 
 def _check_arguments(dataset, image_column: str, on_bad_image: str) -> None:
@@ -217,10 +285,11 @@ def check_columns(columns: Sequence[str], image_column: str, what: str = "datase
         raise ValueError(f"{what} already has an `input_ids` column; rename or remove it first")
 
 
-def _map_shard(shard: Dataset, function: BatchTokenizer, image_column: str, keep_image_column: bool, **map_kwargs):
+def _map_shard(shard: Dataset, function: BatchTokenizer, image_column: str, keep_image_column: bool,
+               text_column: str | None, **map_kwargs):
     """`shard.map(function)` over the image column (read undecoded, so each image is decoded inside
-    `function`, where its errors are caught), with the output's features: the kept columns,
-    `input_ids` and the error column."""
+    `function`, where its errors are caught) and the text column if any, with the output's features:
+    the kept columns, `input_ids` and the error column."""
     image_feature = shard.features[image_column]
     shard = undecoded(shard, image_column)
     features = token_features(shard.features, image_column, keep_image_column)
@@ -229,7 +298,9 @@ def _map_shard(shard: Dataset, function: BatchTokenizer, image_column: str, keep
         return Dataset.from_dict({name: [] for name in features}, features=features)
     if len(shard) == 1:
         map_kwargs["num_proc"] = None
-    tokenized = shard.map(function, with_indices=True, input_columns=[image_column], batched=True, features=features,
+    inputs = [image_column] if text_column is None else [image_column, text_column]
+    tokenized = shard.map(function if text_column is None else function.with_texts, with_indices=True,
+                          input_columns=inputs, batched=True, features=features,
                           remove_columns=None if keep_image_column else [image_column], **map_kwargs)
     if keep_image_column and isinstance(image_feature, ImageFeature):
         tokenized = tokenized.cast_column(image_column, image_feature)
