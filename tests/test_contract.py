@@ -35,11 +35,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TYPES = sorted(TOKENIZER_REGISTRY)
 SHIPPED_TYPES = [name for name in TYPES if registered_model_class(name).__module__.startswith("vqtok.")]
 TINY = dict(image_size=8, backbone_config=dict(base_channels=8, downsampling_factor=2, norm_groups=4), latent_dim=4, codebook_size=8)
-# The behaviour tests run every type on each backbone vqtok ships (both at f = 2).
+# The behaviour tests run every type on each backbone vqtok ships (all at f = 2).
 TINY_BACKBONES = {
     "conv": TINY["backbone_config"],
     "vqgan": dict(backbone_type="vqgan", base_channels=8, channel_multipliers=[1, 2], num_res_blocks=1, norm_groups=4,
                   z_channels=8),
+    "vit": dict(backbone_type="vit", patch_size=2, hidden_size=8, num_layers=1, num_heads=2),
+    "titok": dict(backbone_type="titok", patch_size=2, hidden_size=8, num_layers=1, num_heads=2, num_latent_tokens=6),
 }
 on_every_backbone = pytest.mark.parametrize("backbone", sorted(TINY_BACKBONES))
 
@@ -129,11 +131,12 @@ def test_ids_follow_the_id_contract_through_the_token_layout(model_type, backbon
     x = images(seed=6)
     ids = model.encode(x)
     depth = quantizer.codes_per_position
-    assert config.codes_per_position == depth and config.token_shape == (4, 4) + ((depth,) if depth > 1 else ())
-    assert ids.shape == (4, 4, 4) + ((depth,) if depth > 1 else ())
+    grid = (6,) if backbone == "titok" else (4, 4)  # a 1-D sequence of L = 6, or the 4x4 grid of f = 2
+    assert config.codes_per_position == depth and config.token_shape == grid + ((depth,) if depth > 1 else ())
+    assert ids.shape == (4, *grid) + ((depth,) if depth > 1 else ())
     layout = TokenLayout.for_tokenizer(model, bos_token_id=config.codebook_size)
     sequences = layout.to_sequences(ids)
-    assert sequences.shape == (4, 1 + 16 * depth)
+    assert sequences.shape == (4, 1 + math.prod(grid) * depth)
     # row-major positions, a position's codes consecutive (level 0 first)
     assert torch.equal(sequences[:, 1:], ids.reshape(4, -1))
     assert torch.equal(layout.to_codes(sequences), ids)
@@ -163,7 +166,7 @@ BAD_PIXELS = [
 def bad_ids(config) -> list:
     """Ids `decode` must refuse, for a config's K and token shape."""
     shape, k = config.token_shape, config.codebook_size
-    count = 16 * config.codes_per_position
+    count = math.prod(shape)
     return [
         (torch.full((1, *shape), k), ValueError, rf"\[0, {k}\)"),
         (torch.full((1, *shape), -1), ValueError, rf"\[0, {k}\)"),

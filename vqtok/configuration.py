@@ -305,10 +305,15 @@ class VQTokenizerConfig(OptionsConfig):
         return self.backbone_config.downsampling_factor
 
     @property
-    def token_grid(self) -> tuple[int, int]:
-        """(h, w) of the token grid for a square `image_size` image."""
-        side = self.image_size // self.downsampling_factor
-        return side, side
+    def token_grid(self) -> tuple[int, ...]:
+        """The token positions of a square `image_size` image, as the backbone lays them out: the grid
+        `(h, w)`, or `(L,)` for a 1-D backbone."""
+        return self.backbone_config.token_grid(self.image_size)
+
+    @property
+    def is_sequence(self) -> bool:
+        """Whether the tokens are a 1-D sequence `[B, L]` rather than a grid `[B, h, w]`."""
+        return len(self.token_grid) == 1
 
     @property
     def codes_per_position(self) -> int:
@@ -317,7 +322,7 @@ class VQTokenizerConfig(OptionsConfig):
 
     @property
     def token_shape(self) -> tuple[int, ...]:
-        """The shape of one image's ids: `(h, w)`, or `(h, w, R)` for R > 1 codes per position."""
+        """The shape of one image's ids: `(h, w)` (or `(L,)`), then R for R > 1 codes per position."""
         return token_shape(self.token_grid, self.codes_per_position)
 
 

@@ -73,6 +73,12 @@ FREEZABLE_PARTS = ("encoder", "quantizer", "decoder")
 """The parts of a tokenizer that `freeze` (and `training.freeze`) can keep as they are."""
 
 
+def image_size_for(config: VQTokenizerConfig) -> dict:
+    """The keywords a backbone's builders take beyond the widths: `image_size` for a backbone that
+    `needs_image_size`."""
+    return {"image_size": config.image_size} if config.backbone_config.needs_image_size else {}
+
+
 class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
     """Base of every vqtok tokenizer: encoder -> quantizer -> decoder.
 
@@ -99,8 +105,8 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
 
     # --- hooks a type may override ------------------------------------------------------------
     def build_encoder(self, config: VQTokenizerConfig) -> nn.Module:
-        """The backbone's encoder, images `[B, C, H, W]` -> latents `[B, D, H/f, W/f]`."""
-        return config.backbone_config.build_encoder(config.in_channels, config.latent_dim)
+        """The backbone's encoder, images `[B, C, H, W]` -> latents `[B, D, *token_grid]`."""
+        return config.backbone_config.build_encoder(config.in_channels, config.latent_dim, **image_size_for(config))
 
     def build_quantizer(self, config: VQTokenizerConfig) -> Quantizer:
         """`config.quantizer_class` with the codebook size, the latent dimension and every option it
@@ -115,7 +121,7 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         A config with `has_decoder=False` (an encoder-only import) gets `MissingDecoder`."""
         if not config.has_decoder:
             return MissingDecoder()
-        return config.backbone_config.build_decoder(config.latent_dim, config.in_channels)
+        return config.backbone_config.build_decoder(config.latent_dim, config.in_channels, **image_size_for(config))
 
     def images_from_decoder_output(self, output: torch.Tensor) -> torch.Tensor:
         """The images `decode` returns, in [-1, 1], from the decoder's output (clamped by default)."""
@@ -125,7 +131,8 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
         """Raise `TypeError`/`ValueError` naming what is wrong with images for `encode` / `forward`
         (shape, dtype, channels, size, finiteness), before any state changes. A type whose images
         carry more rules (categorical grey levels) extends this."""
-        check_pixel_values(pixel_values, self.config.in_channels, self.config.downsampling_factor)
+        check_pixel_values(pixel_values, self.config.in_channels, self.config.downsampling_factor,
+                           exact_size=self.config.image_size if self.config.is_sequence else None)
 
     def reconstruction_losses(
         self, reconstruction: torch.Tensor, pixel_values: torch.Tensor, quantized: QuantizerOutput
@@ -184,7 +191,7 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
     @torch.no_grad()
     def encode(self, pixel_values: torch.Tensor) -> torch.LongTensor:
         """Deterministic token ids `[B, H/f, W/f]` (`[B, H/f, W/f, R]` with R codes per position;
-        `torch.long`, in [0, K)) for images in [-1, 1]."""
+        `torch.long`, in [0, K)) for images in [-1, 1]; a 1-D backbone's are `[B, L]` (`[B, L, R]`)."""
         self.check_images(pixel_values)
         latents = self.encoder(pixel_values.to(self.dtype))
         return self.quantizer.select(latents)
@@ -192,8 +199,9 @@ class VQTokenizerPreTrainedModel(SafeHubMixin, PreTrainedModel):
     @torch.no_grad()
     def decode(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Images `[B, C, h*f, w*f]` in [-1, 1] for token ids `[B, h, w]` or `[B, h*w]` (with R codes per
-        position: `[B, h, w, R]` or `[B, h*w*R]`)."""
-        grid_ids = check_token_grid(input_ids, self.config.token_shape)
+        position: `[B, h, w, R]` or `[B, h*w*R]`); for a 1-D backbone, ids `[B, L]` (`[B, L, R]` or
+        `[B, L*R]`) give images of the config's size."""
+        grid_ids = check_token_grid(input_ids, self.config.token_grid, self.config.codes_per_position)
         latents = self.quantizer.embed(grid_ids.to(self.device))
         return self.images_from_decoder_output(self.decoder(latents.to(self.dtype)))
 

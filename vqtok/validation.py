@@ -30,9 +30,10 @@ def _check_has_data(name: str, tensor: torch.Tensor) -> None:
         )
 
 
-def check_pixel_values(pixel_values, in_channels: int, factor: int) -> None:
+def check_pixel_values(pixel_values, in_channels: int, factor: int, exact_size: int | None = None) -> None:
     """Raise unless `pixel_values` is a finite float tensor `[B, in_channels, H, W]` in [-1, 1]
-    with H and W positive multiples of `factor`, holding data (not on the `meta` device)."""
+    with H and W positive multiples of `factor` (both `exact_size` when given: a 1-D backbone's
+    decoder makes images of one size), holding data (not on the `meta` device)."""
     if not isinstance(pixel_values, torch.Tensor):
         raise TypeError(
             f"pixel_values must be a torch.Tensor of shape [B, C, H, W], got {type(pixel_values).__name__}; "
@@ -55,6 +56,9 @@ def check_pixel_values(pixel_values, in_channels: int, factor: int) -> None:
                 f"pixel_values {name} must be a positive multiple of the downsampling factor {factor}, "
                 f"got {side}; resize or crop the images first"
             )
+    if exact_size is not None and (height, width) != (exact_size, exact_size):
+        raise ValueError(f"pixel_values must be {exact_size}x{exact_size} (config.image_size: a 1-D token backbone "
+                         f"encodes images of one size), got {height}x{width}; resize or crop the images first")
     if batch == 0:
         raise ValueError("pixel_values is an empty batch (B = 0)")
     if not torch.isfinite(pixel_values).all():
@@ -73,45 +77,66 @@ def check_pixel_range(pixel_values: torch.Tensor, name: str = "pixel_values") ->
         )
 
 
-def token_shape(grid: tuple[int, int], codes_per_position: int) -> tuple[int, ...]:
-    """The shape of one image's ids (the id contract): the grid `(h, w)`, or `(h, w, R)` for R > 1
-    codes per position."""
+def token_shape(grid: tuple[int, ...], codes_per_position: int) -> tuple[int, ...]:
+    """The shape of one image's ids (the id contract): the grid `(h, w)` (or the 1-D sequence `(L,)`),
+    then R for R > 1 codes per position."""
     return tuple(grid) if codes_per_position == 1 else (*grid, codes_per_position)
+
+
+def grid_fields(grid: tuple[int, ...]) -> dict[str, int | None]:
+    """The fields of token positions `(h, w)` or `(L,)` in a `TokenLayout` or a `PriorConfig`:
+    `grid_height`, `grid_width` and `num_latent_tokens`, the unused ones None."""
+    if len(grid) == 1:
+        return {"grid_height": None, "grid_width": None, "num_latent_tokens": grid[0]}
+    return {"grid_height": grid[0], "grid_width": grid[1], "num_latent_tokens": None}
+
+
+def describe_tokens(grid: tuple[int, ...], codes_per_position: int = 1) -> str:
+    """`(8, 8)` -> "8x8", with R = 4 "8x8 (x4 codes per position)"; a 1-D `(32,)` -> "32 (1-D)"."""
+    text = "x".join(map(str, grid)) if len(grid) == 2 else f"{grid[0]} (1-D)"
+    return text if codes_per_position == 1 else f"{text} (x{codes_per_position} codes per position)"
 
 
 _WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
 
 
-def check_token_grid(input_ids, token_shape: tuple[int, ...]) -> torch.Tensor:
-    """Return `input_ids` as a grid `[B, h, w]`, or `[B, h, w, R]` when `token_shape` (the config's
-    `(h, w)` or `(h, w, R)`) has R codes per position: accepts a grid of any h, w, or the flattening
-    of the config's grid, `[B, h*w*R]` (position-major, depth last), holding data (not on the `meta`
-    device) and at least one token per image. Dtype and range are checked by the quantizer."""
+def check_token_grid(input_ids, grid: tuple[int, ...], codes_per_position: int = 1) -> torch.Tensor:
+    """Return `input_ids` as `[B, *grid]`, or `[B, *grid, R]` with R > 1 codes per position. Accepts a
+    grid `[B, h, w(, R)]` of any h, w (a 2-D `grid`), the sequence `[B, L(, R)]` of a 1-D one (its L
+    exactly: each position has its own learnt embedding), or the flattening `[B, prod(grid) * R]`
+    (position-major, depth last); holding data (not on the `meta` device) and at least one token per
+    image. Dtype and range are checked by the quantizer."""
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
     _check_has_data("input_ids", input_ids)
     if input_ids.dtype in _WIDE_UNSIGNED:  # torch has few kernels for them (not even min / max): read as int64
         input_ids = input_ids.to(torch.int64)
-    grid = "[B, h, w]" if len(token_shape) == 2 else f"[B, h, w, {token_shape[-1]}]"
+    shape, depth = token_shape(grid, codes_per_position), codes_per_position
+    sequence = len(grid) == 1
+    axes = ("L",) if sequence else ("h", "w")
+    full = f"[B, {', '.join(axes)}{f', {depth}' if depth > 1 else ''}]"
+    flat = f"[B, {'*'.join(axes)}{f'*{depth}' if depth > 1 else ''}]"
     if input_ids.dim() >= 2 and input_ids.numel() == 0:
         raise ValueError(
             f"input_ids is empty, got shape {list(input_ids.shape)}; decode needs at least one image "
             "(B > 0) of at least one token"
         )
-    if input_ids.dim() == 1 + len(token_shape) and (len(token_shape) == 2 or input_ids.shape[-1] == token_shape[-1]):
+    if tuple(input_ids.shape[1:]) == shape:
         return input_ids
+    if not sequence and input_ids.dim() == 1 + len(shape) and (depth == 1 or input_ids.shape[-1] == depth):
+        return input_ids  # a grid of another size
+    count = math.prod(shape)
     if input_ids.dim() == 2:
-        count = math.prod(token_shape)
         if input_ids.shape[1] != count:
             raise ValueError(
-                f"flattened input_ids must have {count} = {'x'.join(map(str, token_shape))} tokens per image (the "
-                f"config's grid), got shape {list(input_ids.shape)}; pass {grid} for other grid sizes"
+                f"flattened input_ids must have {count} = {'x'.join(map(str, shape))} tokens per image (the "
+                f"config's {'sequence' if sequence else 'grid'}), got shape {list(input_ids.shape)}"
+                + ("" if sequence else f"; pass {full} for other grid sizes")
             )
-        return input_ids.reshape(input_ids.shape[0], *token_shape)
-    flat = "[B, h*w]" if len(token_shape) == 2 else f"[B, h*w*{token_shape[-1]}]"
+        return input_ids.reshape(input_ids.shape[0], *shape)
     raise ValueError(
-        f"input_ids must have shape {grid} or {flat} (= [B, {math.prod(token_shape)}] for the config's grid), "
-        f"got shape {list(input_ids.shape)}"
+        f"input_ids must have shape {full} or {flat} (= [B, {', '.join(map(str, shape))}] or [B, {count}] for the "
+        f"config's {'sequence' if sequence else 'grid'}), got shape {list(input_ids.shape)}"
     )
 
 

@@ -1,6 +1,7 @@
 """Backbones: the encoder and decoder around the quantizer, chosen by a tokenizer config's
 `backbone_config` (`backbone_type` picks one; `conv`, the small residual net, is the default; `vqgan`, the taming / LlamaGen / Janus / Chameleon / LDM
-encoder and decoder, is the field's standard).
+encoder and decoder, is the field's standard; `vit`, a vision transformer, is ViT-VQGAN's and BSQ-ViT's; `titok` makes 1-D token
+sequences).
 
 Every backbone is registered below, in one visible place.
 """
@@ -11,6 +12,8 @@ from collections.abc import Mapping
 
 from .base import BackboneConfig, Decoder
 from .conv import ConvBackboneConfig
+from .titok import TiTokBackboneConfig
+from .vit import ViTBackboneConfig
 from .vqgan import VQGANBackboneConfig
 
 BACKBONES: dict[str, type[BackboneConfig]] = {}
@@ -64,6 +67,8 @@ def build_backbone_config(value: BackboneConfig | Mapping | None) -> BackboneCon
 # Every backbone is registered here.
 register_backbone(ConvBackboneConfig)  # the small residual conv net: backbone_type="conv"
 register_backbone(VQGANBackboneConfig)  # taming's VQGAN encoder and decoder: backbone_type="vqgan"
+register_backbone(ViTBackboneConfig)  # a vision transformer's encoder and decoder: backbone_type="vit"
+register_backbone(TiTokBackboneConfig)  # 1-D token sequences (TiTok): backbone_type="titok"
 
 __all__ = [
     "BACKBONES",
@@ -71,7 +76,9 @@ __all__ = [
     "ConvBackboneConfig",
     "Decoder",
     "DEFAULT_BACKBONE",
+    "TiTokBackboneConfig",
     "VQGANBackboneConfig",
+    "ViTBackboneConfig",
     "backbone_class",
     "build_backbone_config",
     "register_backbone",

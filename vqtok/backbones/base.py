@@ -40,6 +40,8 @@ class BackboneConfig(Settings):
 
     backbone_type: ClassVar[str] = ""
     option_owner: ClassVar[str] = "backbone_config field"
+    needs_image_size: ClassVar[bool] = False
+    """Whether the builders take the tokenizer's `image_size` (a decoder that makes images of one size)."""
 
     def to_dict(self) -> dict[str, Any]:
         """What `config.json` stores: `backbone_type` and every field."""
@@ -47,14 +49,22 @@ class BackboneConfig(Settings):
 
     # --- to implement -------------------------------------------------------------------------
     downsampling_factor: ClassVar[int]
-    """f: an H x W image gives an (H/f) x (W/f) latent grid."""
+    """f: an H x W image gives an (H/f) x (W/f) latent grid (for a 1-D backbone, its patch size)."""
+
+    def token_grid(self, image_size: int) -> tuple[int, ...]:
+        """The token positions of a square `image_size` image: the grid `(h, w)`, or `(L,)` for a backbone
+        whose latents are a 1-D sequence `[B, D, L]`."""
+        side = image_size // self.downsampling_factor
+        return side, side
 
     def build_encoder(self, in_channels: int, latent_dim: int) -> nn.Module:
-        """Images `[B, in_channels, H, W]` -> latents `[B, latent_dim, H/f, W/f]`."""
+        """Images `[B, in_channels, H, W]` -> latents `[B, latent_dim, *token_grid]`. With
+        `needs_image_size`, it is also given `image_size=`."""
         raise NotImplementedError
 
     def build_decoder(self, latent_dim: int, out_channels: int) -> Decoder:
-        """Latents `[B, latent_dim, h, w]` -> `[B, out_channels, h*f, w*f]` (unbounded)."""
+        """Latents `[B, latent_dim, *token_grid]` -> `[B, out_channels, H, W]` (unbounded). With
+        `needs_image_size`, it is also given `image_size=`."""
         raise NotImplementedError
 
 

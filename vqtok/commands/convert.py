@@ -25,7 +25,7 @@ import sys
 
 from vqtok.commands import command_parser
 from vqtok.conversion import SOURCES, convert_checkpoint
-from vqtok.tokens.layout import describe_shape
+from vqtok.validation import describe_tokens
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,7 +56,7 @@ def main(argv=None):
     config = tokenizer.config
     print(
         f"converted {args.source} checkpoint {args.input} -> {args.output}: K = {config.codebook_size}, D = {config.latent_dim}, "
-        f"f = {config.downsampling_factor}, {describe_shape(config.token_shape)} tokens per {config.image_size} px image, "
+        f"f = {config.downsampling_factor}, {describe_tokens(config.token_grid, config.codes_per_position)} tokens per {config.image_size} px image, "
         f"{tokenizer.num_parameters():,} parameters{'' if config.has_decoder else ', encoder only'}"
     )
     return tokenizer

@@ -29,7 +29,6 @@ from vqtok import TokenPrior, codes_from_dataset, load_tokenized, tokenized_spli
 from vqtok.prior import histogram_bits_per_token, save_prior_card
 from vqtok.training import load_prior_run_config, make_accelerator, train_prior
 from vqtok.training.prior_run_config import PRIOR_SECTIONS
-from vqtok.tokens.layout import describe_shape
 from vqtok.commands import overrides_of, run_config_parser
 
 
@@ -52,7 +51,7 @@ def main(argv=None) -> dict:
     prior = TokenPrior(run.model.build_config(layout))
     accelerator.print(
         f"TokenPrior ({prior.config.architecture}): {prior.num_parameters() / 1e6:.2f}M parameters, "
-        f"K={layout.codebook_size} codes + BOS, {describe_shape(layout.token_shape)} tokens per image, "
+        f"K={layout.codebook_size} codes + BOS, {layout.describe()} tokens per image, "
         f"{len(train_codes)} training images, {accelerator.num_processes} process(es)"
     )
     results = train_prior(prior, train_codes, eval_codes, training, accelerator, hparams=run.to_dict())
@@ -90,7 +89,7 @@ def _card_metrics(results: dict) -> dict:
 
 
 def _describe(run, layout, num_images: int) -> str:
-    return (f"{num_images} token grids ({describe_shape(layout.token_shape)}, K={layout.codebook_size}) from "
+    return (f"{num_images} token grids ({layout.describe()}, K={layout.codebook_size}) from "
             f"`{run.data.tokens}` (split `{run.data.train_split}`), made by the tokenizer `{layout.tokenizer}`.")
 
 

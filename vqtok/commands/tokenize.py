@@ -40,7 +40,6 @@ from vqtok.data import image_splits, load_image_dataset, load_image_splits
 from vqtok.data.image_streams import stream_split_files
 from vqtok.data.images import held_out_split
 from vqtok.tokens import TokenShards
-from vqtok.tokens.layout import describe_shape
 from vqtok.tokens.tokenization import load_tokenizer_and_processor, process_state
 from vqtok.validation import check_output_folder
 
@@ -156,6 +155,6 @@ def tokenize_streams(args: argparse.Namespace, tokenizer, processor, layout: Tok
 
 
 def print_layout(layout: TokenLayout) -> None:
-    print(f"\n{describe_shape(layout.token_shape)} tokens per image, K={layout.codebook_size}, "
+    print(f"\n{layout.describe()} tokens per image, K={layout.codebook_size}, "
           f"{layout.sequence_length} ids per row; image ids in [{layout.id_offset}, {layout.id_offset + layout.codebook_size})")
 

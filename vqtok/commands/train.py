@@ -39,7 +39,7 @@ from vqtok.losses import build_objectives
 from vqtok.parallel.collectives import gather_json
 from vqtok.data.tar_shards import is_shard_source
 from vqtok.data.image_streams import open_image_stream, stream_split_files, take_images
-from vqtok.tokens.layout import describe_shape
+from vqtok.validation import describe_tokens
 from vqtok.commands import overrides_of, run_config_parser
 from vqtok.training.run_config import SECTIONS, load_run_config
 from vqtok.training.streamed_data import StreamingImages
@@ -115,7 +115,7 @@ def main(argv=None) -> dict:
     model = run.build_model()
     accelerator.print(
         f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
-        f"K={config.codebook_size}, {describe_shape(config.token_shape)} tokens per image, "
+        f"K={config.codebook_size}, {describe_tokens(config.token_grid, config.codes_per_position)} tokens per image, "
         + (f"streaming {data.source!r}" if data.streaming else f"{num_train_images} training images")
         + f", {accelerator.num_processes} process(es)"
         + (f", fine-tuning {run.init_from}" + (f" with its {' and '.join(training.freeze)} frozen" if training.freeze else "")
@@ -204,7 +204,8 @@ def _report(model, save_dir: str, eval_set, training, results: dict, throughput:
         grid_path = save_reconstruction_grid(
             originals, tokenizer.decode(ids), os.path.join(training.output_dir, "reconstructions.png")
         )
-        print(f"\ntoken ids of the first held-out image ({ids.shape[1]}x{ids.shape[2]}):\n{ids[0].tolist()}")
+        shape = describe_tokens(tokenizer.config.token_grid, tokenizer.config.codes_per_position)
+        print(f"\ntoken ids of the first held-out image ({shape}):\n{ids[0].tolist()}")
         print(f"\nheld-out results on {len(eval_set)} images after {training.max_steps} steps:")
         for name, value in results.items():
             print(f"  {name:28s} {value:.4f}")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCardData
 
+from ..validation import token_shape
+
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_LICENSE = "apache-2.0"
 LIBRARY_NAME = "vqtok"
@@ -150,11 +152,13 @@ def card_fields(
     return card_data, variables
 
 
-def token_shape_fields(shape: tuple[int, ...]) -> dict[str, str]:
-    """The template variables of one image's token shape `(h, w)` or `(h, w, R)`: `grid` ("8×8", or
-    "8×8 (×4 codes per position)") and `id_shape` ("8, 8", or "8, 8, 4", for `[B, ...]`)."""
-    grid = f"{shape[0]}×{shape[1]}" + (f" (×{shape[2]} codes per position)" if len(shape) > 2 else "")
-    return {"grid": grid, "id_shape": ", ".join(map(str, shape))}
+def token_shape_fields(grid: tuple[int, ...], codes_per_position: int = 1) -> dict[str, str]:
+    """The template variables of one image's token positions `(h, w)` or `(L,)` with R codes each:
+    `grid` ("8×8", "8×8 (×4 codes per position)", "32-token 1-D") and `id_shape` ("8, 8", "8, 8, 4",
+    "32", for `[B, ...]`)."""
+    text = f"{grid[0]}×{grid[1]}" if len(grid) == 2 else f"{grid[0]}-token 1-D"
+    text += f" (×{codes_per_position} codes per position)" if codes_per_position > 1 else ""
+    return {"grid": text, "id_shape": ", ".join(map(str, token_shape(grid, codes_per_position)))}
 
 
 def check_license(license: str) -> None:  # noqa: A002 - the Hub's name for the field

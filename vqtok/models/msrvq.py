@@ -37,14 +37,13 @@ class MSRVQConfig(VQTokenizerConfig, quantizer=MultiScaleResidualQuantizer):
         """Also `scales` filled in from the token grid where it was left out, and its last scale the grid's side."""
         factor = self.backbone_config.downsampling_factor
         if self.scales is None and POSITIVE_INT.accepts(self.image_size) and self.image_size % factor == 0:
-            self.scales = default_scales(self.image_size // factor)
+            self.scales = default_scales(self.backbone_config.token_grid(self.image_size)[0])
         super().check()
         side = self.token_grid[0]
         if self.scales[-1] != side:
-            raise ValueError(
-                f"config field `scales` must end with the token grid's side {side} (image_size {self.image_size} / "
-                f"downsampling factor {self.downsampling_factor}), got {self.scales}"
-            )
+            where = (f"the 1-D sequence's length {side} (num_latent_tokens)" if self.is_sequence else
+                     f"the token grid's side {side} (image_size {self.image_size} / downsampling factor {self.downsampling_factor})")
+            raise ValueError(f"config field `scales` must end with {where}, got {self.scales}")
 
 
 class MSRVQModel(VQTokenizerPreTrainedModel):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..configuration import VQTokenizerConfig
+from ..modeling import image_size_for
 from ..hub.references import QuantizerReference
 from ..losses.likelihoods import vmf_categorical_nll
 from ..options import Option, document_options
@@ -103,7 +104,7 @@ class VMFSQVAEModel(SQVAEModel):
     def build_decoder(self, config):
         """One output channel per category for categorical images, the image channels otherwise."""
         if config.reconstruction_objective == "vmf":
-            return config.backbone_config.build_decoder(config.latent_dim, config.num_categories)
+            return config.backbone_config.build_decoder(config.latent_dim, config.num_categories, **image_size_for(config))
         return super().build_decoder(config)
 
     def images_from_decoder_output(self, output):

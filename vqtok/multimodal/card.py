@@ -22,7 +22,7 @@ def render_processor_card(processor, repo_id: str) -> str:
         repo_id=repo_id,
         model_type=config.model_type,
         codebook_size=vocabulary.codebook_size,
-        **token_shape_fields(layout.token_shape),
+        **token_shape_fields(layout.grid, layout.codes_per_position),
         text_tokenizer=f"`{type(text_tokenizer).__name__}`",
         text_vocabulary=len(text_tokenizer) - vocabulary.codebook_size - 2,
         vocabulary=len(text_tokenizer),

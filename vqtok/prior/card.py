@@ -51,7 +51,7 @@ def render_prior_card(prior, location: str | None = None, **card_inputs) -> Mode
         architecture_name={"gpt2": "GPT-2", "llama": "Llama"}[config.architecture],
         codebook_size=config.codebook_size,
         uniform_bits=f"{math.log2(config.codebook_size):.4g}",
-        **token_shape_fields(config.token_shape),
+        **token_shape_fields(config.token_grid, config.codes_per_position),
         sequence_length=math.prod(config.token_shape) + 1,
         num_parameters=f"{prior.num_parameters():,}",
         lm_rows=[(name, table_cell(json.dumps(lm[name]))) for name in _LM_FIELDS if name in lm],

@@ -20,7 +20,7 @@ except ImportError:  # transformers < 5.20: a composite config builds its sub-co
 
 from ..configuration import OptionsConfig
 from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, check_options, document_options, option_defaults
-from ..validation import token_shape
+from ..validation import grid_fields, token_shape
 
 ARCHITECTURES = ("gpt2", "llama")
 
@@ -69,10 +69,14 @@ class PriorConfig(OptionsConfig):
             "K, the tokenizer's number of codes. The language model's vocabulary is K + 1: the codes 0 ... K-1 and "
             "BOS = K, which starts every sequence and is never generated."
         )),
-        "grid_height": POSITIVE_INT(8, (
-            "h of the token grid (h, w) of one image; a sequence is BOS then the h*w codes in row-major order."
+        "grid_height": Option(int, low=1, optional=True)(8, (
+            "h of the token grid (h, w) of one image; a sequence is BOS then the h*w codes in row-major order. None "
+            "for a 1-D token sequence (`num_latent_tokens`)."
         )),
-        "grid_width": POSITIVE_INT(8, "w of the token grid."),
+        "grid_width": Option(int, low=1, optional=True)(8, "w of the token grid (None for a 1-D sequence)."),
+        "num_latent_tokens": Option(int, low=1, optional=True)(None, (
+            "L of a 1-D token sequence (a `titok` tokenizer's), in place of the grid: a sequence is BOS then the L codes."
+        )),
         "codes_per_position": POSITIVE_INT(1, (
             "R, the tokenizer's codes per grid position; with R > 1 a position's R codes follow one another in the "
             "sequence (depth last), which then holds h*w*R codes."
@@ -94,6 +98,13 @@ class PriorConfig(OptionsConfig):
             self.lm_config = _lm_config(self.lm_config)
         super().__post_init__(**kwargs)
         check_options(self.options, {name: getattr(self, name) for name in self.options}, "prior config field")
+        grid = (self.grid_height, self.grid_width)
+        if (self.num_latent_tokens is None) == (None in grid) or (None in grid and grid != (None, None)):
+            raise ValueError(
+                "prior config fields: a grid (grid_height and grid_width) or a 1-D sequence (num_latent_tokens), one of "
+                f"the two; got grid_height={self.grid_height}, grid_width={self.grid_width}, "
+                f"num_latent_tokens={self.num_latent_tokens}"
+            )
         if self.lm_config.model_type not in ARCHITECTURES:
             raise ValueError(
                 f"prior config field `lm_config` must be one of the architectures {list(ARCHITECTURES)}, "
@@ -107,7 +118,7 @@ class PriorConfig(OptionsConfig):
         lm = self.lm_config
         lm.vocab_size = self.codebook_size + 1
         lm.bos_token_id, lm.eos_token_id, lm.pad_token_id = self.codebook_size, None, None
-        positions = self.grid_height * self.grid_width * self.codes_per_position + 1
+        positions = math.prod(self.token_shape) + 1
         if lm.model_type == "gpt2":
             lm.n_positions = positions
         else:
@@ -126,7 +137,7 @@ class PriorConfig(OptionsConfig):
         layout's `tokenizer`).
         """
         source = getattr(tokenizer, "config", tokenizer)
-        grid_height, grid_width = source.token_grid if hasattr(source, "token_grid") else source.grid
+        grid = source.token_grid if hasattr(source, "token_grid") else source.grid
         name = tokenizer_name or getattr(source, "tokenizer", None) or getattr(source, "name_or_path", None) or None
         size = {**option_defaults(LM_SIZE_OPTIONS), **{k: v for k, v in options.items() if k in LM_SIZE_OPTIONS}}
         lm_options = {k: v for k, v in options.items() if k not in LM_SIZE_OPTIONS}
@@ -137,17 +148,17 @@ class PriorConfig(OptionsConfig):
             raise ValueError(f"unknown {settings['model_type']} config option(s) {unknown} in lm_options "
                              f"(model.lm_options in a prior run config); see transformers' {type(default).__name__}")
         lm_config = {**settings, **lm_options}
-        return cls(tokenizer=name, codebook_size=source.codebook_size, grid_height=grid_height,
-                   grid_width=grid_width, codes_per_position=source.codes_per_position, lm_config=lm_config)
+        return cls(tokenizer=name, codebook_size=source.codebook_size, **grid_fields(grid),
+                   codes_per_position=source.codes_per_position, lm_config=lm_config)
 
     @property
-    def token_grid(self) -> tuple[int, int]:
-        """(h, w) of the token grid."""
-        return self.grid_height, self.grid_width
+    def token_grid(self) -> tuple[int, ...]:
+        """(h, w) of the token grid, or (L,) of a 1-D sequence."""
+        return (self.num_latent_tokens,) if self.num_latent_tokens is not None else (self.grid_height, self.grid_width)
 
     @property
     def token_shape(self) -> tuple[int, ...]:
-        """The shape of one image's codes: `(h, w)`, or `(h, w, R)` for R > 1 codes per position."""
+        """The shape of one image's codes: `(h, w)` (or `(L,)`), then R for R > 1 codes per position."""
         return token_shape(self.token_grid, self.codes_per_position)
 
     @property

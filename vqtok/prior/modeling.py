@@ -22,7 +22,7 @@ from ..hub import SafeHubMixin
 from ..tokens.layout import TokenLayout, check_codes
 from .card import render_prior_card
 from .configuration import PriorConfig
-from ..validation import check_positive_int
+from ..validation import check_positive_int, grid_fields
 from .sampling import check_num_samples, check_seed
 
 
@@ -59,7 +59,7 @@ class TokenPrior(SafeHubMixin, PreTrainedModel):
     def layout(self) -> TokenLayout:
         """The prior's own sequence layout: BOS = K, then the codes, no offset, no EOS."""
         config = self.config
-        return TokenLayout(config.codebook_size, config.grid_height, config.grid_width, codes_per_position=config.codes_per_position,
+        return TokenLayout(config.codebook_size, **grid_fields(config.token_grid), codes_per_position=config.codes_per_position,
                            bos_token_id=config.bos_token_id, tokenizer=config.tokenizer)
 
     def check_tokenizer(self, tokenizer) -> None:

@@ -38,16 +38,18 @@ def default_scales(side: int) -> list[int]:
 
 
 def upsample_codes(codes: torch.Tensor, side: int) -> torch.Tensor:
-    """A scale's code map `[B, D, s, s]` brought to `[B, D, side, side]` (bilinear, as a smooth field)."""
+    """A scale's code map `[B, D, s, s]` (or `[B, D, s]` on a 1-D sequence) brought to `[B, D, side, side]`
+    (`[B, D, side]`): bilinear (linear), as a smooth field."""
+    rank = codes.dim() - 2
     if codes.shape[-1] == side:
         return codes
-    return F.interpolate(codes, size=(side, side), mode="bilinear", align_corners=False)
+    return F.interpolate(codes, size=(side,) * rank, mode="bilinear" if rank == 2 else "linear", align_corners=False)
 
 
 def spread_ids(ids: torch.Tensor, side: int) -> torch.Tensor:
-    """A scale's ids `[B, s, s]` on the full grid `[B, side, side]`: each id repeated over its cell
-    (nearest-neighbour), so that `gather_ids` reads it back exactly."""
-    return F.interpolate(ids[:, None].float(), size=(side, side), mode="nearest")[:, 0].long()
+    """A scale's ids `[B, s, s]` (`[B, s]`) on the full grid `[B, side, side]` (`[B, side]`): each id
+    repeated over its cell (nearest-neighbour), so that `gather_ids` reads it back exactly."""
+    return F.interpolate(ids[:, None].float(), size=(side,) * (ids.dim() - 1), mode="nearest")[:, 0].long()
 
 
 def cell_positions(scale: int, side: int, device) -> torch.Tensor:
@@ -57,9 +59,12 @@ def cell_positions(scale: int, side: int, device) -> torch.Tensor:
 
 
 def gather_ids(grid: torch.Tensor, scale: int) -> torch.Tensor:
-    """The ids `[B, s, s]` of a scale from its full-grid map `[B, side, side]` (one position per cell)."""
+    """The ids `[B, s, s]` (`[B, s]`) of a scale from its full map `[B, side, side]` (`[B, side]`), one
+    position per cell."""
     positions = cell_positions(scale, grid.shape[-1], grid.device)
-    return grid[:, positions][:, :, positions]
+    for axis in range(1, grid.dim()):
+        grid = grid.index_select(axis, positions)
+    return grid
 
 
 @document_options
@@ -79,7 +84,9 @@ class MultiScaleResidualQuantizer(Quantizer):
     Ids keep the id contract `[B, h, h, R]`: level k holds scale k's `s_k x s_k` ids repeated over their
     cells (`spread_ids`); `embed` reads one position per cell (`gather_ids`), so any ids decode, and
     ids from `select` decode exactly as the model's forward does. A language model over them sees
-    h*h*R tokens per image, more than VAR's sum_k s_k^2. The grid must be square with side s_R.
+    h*h*R tokens per image, more than VAR's sum_k s_k^2. The grid must be square with side s_R. On a
+    1-D token sequence `[B, D, L]` (a `titok` backbone) the scales are lengths, s_R = L, with linear
+    upsampling: ids `[B, L, R]`.
     """
 
     options = {
@@ -113,10 +120,10 @@ class MultiScaleResidualQuantizer(Quantizer):
         return self.scales[-1]
 
     def _check_grid(self, shape: torch.Size) -> None:
-        if len(shape) != 4 or shape[2] != self.side or shape[3] != self.side:
+        if len(shape) not in (3, 4) or any(side != self.side for side in shape[2:]):
             raise ValueError(
-                f"{type(self).__name__} works on its {self.side}x{self.side} token grid (its last scale), got latents of "
-                f"shape {list(shape)}; encode images of the configured size"
+                f"{type(self).__name__} works on its {self.side}x{self.side} token grid or its {self.side}-token "
+                f"sequence (its last scale), got latents of shape {list(shape)}; encode images of the configured size"
             )
 
     def needs_initialization(self) -> bool:
@@ -124,24 +131,25 @@ class MultiScaleResidualQuantizer(Quantizer):
 
     def _band_rows(self, z: torch.Tensor) -> torch.Tensor:
         """The pyramid bands of `z` (see the class docstring) as rows `[n, D]`."""
-        bands, coarser = [], torch.zeros_like(z)
+        bands, coarser, rank = [], torch.zeros_like(z), z.dim() - 2
         for scale in self.scales:
-            down = F.interpolate(z, size=(scale, scale), mode="area")
-            band = down - F.interpolate(coarser, size=(scale, scale), mode="area")
+            down = F.interpolate(z, size=(scale,) * rank, mode="area")
+            band = down - F.interpolate(coarser, size=(scale,) * rank, mode="area")
             bands.append(band.movedim(1, -1).reshape(-1, self.dim))
             coarser = upsample_codes(down, self.side)
         return torch.cat(bands)
 
     def _scales(self, z: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-        """(each scale's ids `[B, s, s]`, each scale's downsampled residual rows, z_q `[B, D, h, h]`)."""
+        """(each scale's ids `[B, s, s]` (`[B, s]`), each scale's downsampled residual rows, z_q like z)."""
         residual, total, ids, rows = z.detach(), torch.zeros_like(z), [], []
         for scale in self.scales:
-            level_rows = F.interpolate(residual, size=(scale, scale), mode="area").movedim(1, -1).reshape(-1, self.dim)
+            cells = (scale,) * (z.dim() - 2)
+            level_rows = F.interpolate(residual, size=cells, mode="area").movedim(1, -1).reshape(-1, self.dim)
             level_ids = self.codebook.nearest(level_rows)
-            codes = self.codebook.weight[level_ids].reshape(z.shape[0], scale, scale, self.dim).movedim(-1, 1)
+            codes = self.codebook.weight[level_ids].reshape(z.shape[0], *cells, self.dim).movedim(-1, 1)
             upsampled = upsample_codes(codes.float(), self.side)
             residual, total = residual - upsampled.detach(), total + upsampled
-            ids.append(level_ids.reshape(z.shape[0], scale, scale))
+            ids.append(level_ids.reshape(z.shape[0], *cells))
             rows.append(level_rows)
         return ids, rows, total
 
@@ -171,7 +179,7 @@ class MultiScaleResidualQuantizer(Quantizer):
 
     @torch.no_grad()
     def select(self, z_e: torch.Tensor) -> torch.Tensor:
-        """Ids `[B, h, h, R]`: scale k's ids repeated over their cells in level k."""
+        """Ids `[B, h, h, R]` (`[B, L, R]`): scale k's ids repeated over their cells in level k."""
         self._to_rows(z_e)
         self._check_grid(z_e.shape)
         with fp32_no_autocast(z_e.device):
@@ -181,9 +189,10 @@ class MultiScaleResidualQuantizer(Quantizer):
         """z_q `[B, D, h, h]` for ids `[B, h, h, R]`: the sum of every scale's codes, read at one position per
         cell and upsampled."""
         self.check_indices(indices)
-        if indices.dim() != 4 or indices.shape[1] != self.side or indices.shape[2] != self.side:
+        if indices.dim() not in (3, 4) or any(side != self.side for side in indices.shape[1:-1]):
             raise ValueError(f"token ids of {type(self).__name__} must have shape [B, {self.side}, {self.side}, "
-                             f"{self.codes_per_position}], got {list(indices.shape)}")
+                             f"{self.codes_per_position}] (or [B, {self.side}, {self.codes_per_position}] on a 1-D "
+                             f"sequence), got {list(indices.shape)}")
         total = 0
         with fp32_no_autocast(indices.device):
             for level, scale in enumerate(self.scales):

@@ -1,7 +1,8 @@
 """`TokenLayout`: how a grid of image codes is laid out as one flat sequence of ids, and back.
 
 A tokenizer gives codes `[B, h, w]` in [0, K), or `[B, h, w, R]` when its quantizer picks R codes
-per position (a residual quantizer's depth, level 0 first). A language model reads flat sequences:
+per position (a residual quantizer's depth, level 0 first); a 1-D backbone's are a sequence `[B, L]`
+(`[B, L, R]`), laid out the same way, position by position. A language model reads flat sequences:
 the codes position by position in row-major order, a position's R codes consecutively, each shifted
 by `id_offset` (so that image tokens can sit after a text vocabulary; every level's codes share the
 range [0, K)), optionally framed by a BOS and an EOS id::
@@ -23,14 +24,15 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from ..options import CODEBOOK_SIZE, NON_NEGATIVE_INT, POSITIVE_INT, Option, check_options
-from ..validation import token_shape
+from ..validation import describe_tokens, grid_fields, token_shape
 
 LAYOUT_FILE = "vqtok_tokens.json"
 
 _OPTIONS = {
     "codebook_size": CODEBOOK_SIZE,
-    "grid_height": POSITIVE_INT,
-    "grid_width": POSITIVE_INT,
+    "grid_height": Option(int, low=1, optional=True),
+    "grid_width": Option(int, low=1, optional=True),
+    "num_latent_tokens": Option(int, low=1, optional=True),
     "id_offset": NON_NEGATIVE_INT,
     "bos_token_id": Option(int, low=0, optional=True),
     "eos_token_id": Option(int, low=0, optional=True),
@@ -45,25 +47,36 @@ class TokenLayout:
 
     Args:
         codebook_size: K; codes lie in [0, K) and are stored as `code + id_offset`.
-        grid_height / grid_width: the token grid (h, w) of one image.
+        grid_height / grid_width: the token grid (h, w) of one image (None for a 1-D sequence).
         id_offset: added to every code (image ids then lie in [id_offset, id_offset + K)).
         bos_token_id / eos_token_id: ids put before / after each image's tokens (None: none). They
             must lie outside the image ids' range.
         tokenizer: the repo id or path of the tokenizer that made the tokens (provenance only).
         codes_per_position: R, the codes per grid position (1 for most tokenizers).
+        num_latent_tokens: L, for the 1-D token sequence of one image (a `titok` backbone's), in place
+            of the grid.
     """
 
     codebook_size: int
-    grid_height: int
-    grid_width: int
+    grid_height: int | None = None
+    grid_width: int | None = None
     id_offset: int = 0
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     tokenizer: str | None = None
     codes_per_position: int = 1
+    num_latent_tokens: int | None = None
 
     def __post_init__(self):
         check_options(_OPTIONS, asdict(self), "token layout option")
+        grid_given = (self.grid_height is not None, self.grid_width is not None)
+        if grid_given != (True, True) and (grid_given != (False, False) or self.num_latent_tokens is None) \
+                or (self.num_latent_tokens is not None and any(grid_given)):
+            raise ValueError(
+                "a token layout has a grid (grid_height and grid_width) or a 1-D sequence (num_latent_tokens), one of "
+                f"the two; got grid_height={self.grid_height}, grid_width={self.grid_width}, "
+                f"num_latent_tokens={self.num_latent_tokens}"
+            )
         for name in ("bos_token_id", "eos_token_id"):
             value = getattr(self, name)
             if value is not None and self.id_offset <= value < self.id_offset + self.codebook_size:
@@ -81,23 +94,23 @@ class TokenLayout:
         position from its config, `tokenizer` from its `name_or_path` unless given; `options` as in
         the class."""
         config = getattr(tokenizer, "config", tokenizer)
-        grid_height, grid_width = config.token_grid
         options.setdefault("tokenizer", getattr(config, "name_or_path", None) or None)
         options.setdefault("codes_per_position", config.codes_per_position)
-        return cls(config.codebook_size, grid_height, grid_width, **options)
+        return cls(config.codebook_size, **grid_fields(config.token_grid), **options)
 
     @property
-    def grid(self) -> tuple[int, int]:
-        return self.grid_height, self.grid_width
+    def grid(self) -> tuple[int, ...]:
+        """`(h, w)`, or `(L,)` for a 1-D sequence."""
+        return (self.num_latent_tokens,) if self.num_latent_tokens is not None else (self.grid_height, self.grid_width)
 
     @property
     def token_shape(self) -> tuple[int, ...]:
-        """The shape of one image's codes: `(h, w)`, or `(h, w, R)` for R > 1 codes per position."""
+        """The shape of one image's codes: `(h, w)` (or `(L,)`), then R for R > 1 codes per position."""
         return token_shape(self.grid, self.codes_per_position)
 
     @property
     def tokens_per_image(self) -> int:
-        return self.grid_height * self.grid_width * self.codes_per_position
+        return math.prod(self.token_shape)
 
     @property
     def sequence_length(self) -> int:
@@ -106,15 +119,19 @@ class TokenLayout:
 
     def check_compatible(self, other, what: str = "tokenizer", owner: str = "the tokens") -> None:
         """ValueError unless `other` (a tokenizer, a prior, their config, or a layout) has this
-        layout's K and token shape (grid and codes per position); `what` and `owner` name the two
-        sides in the message."""
+        layout's K and token positions (grid or sequence, and codes per position); `what` and `owner`
+        name the two sides in the message."""
         config = getattr(other, "config", other)
-        shape = tuple(config.token_shape)
-        if config.codebook_size != self.codebook_size or shape != self.token_shape:
+        grid = tuple(config.grid if isinstance(config, TokenLayout) else config.token_grid)
+        if (config.codebook_size, grid, config.codes_per_position) != (self.codebook_size, self.grid, self.codes_per_position):
             raise ValueError(
-                f"{owner} has K={self.codebook_size} codes on a {describe_shape(self.token_shape)} grid, but the "
-                f"{what} has K={config.codebook_size} on a {describe_shape(shape)} grid"
+                f"{owner} has K={self.codebook_size} codes on a {self.describe()} grid, but the "
+                f"{what} has K={config.codebook_size} on a {describe_tokens(grid, config.codes_per_position)} grid"
             )
+
+    def describe(self) -> str:
+        """The token positions in words: "8x8", "8x8 (x4 codes per position)", "32 (1-D)"."""
+        return describe_tokens(self.grid, self.codes_per_position)
 
     def to_sequences(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes `[B, *token_shape]` (or `[B, tokens_per_image]`) -> id sequences `[B, sequence_length]`
@@ -133,7 +150,7 @@ class TokenLayout:
         sequences = torch.as_tensor(sequences)
         if sequences.dim() != 2 or sequences.shape[1] != self.sequence_length:
             raise ValueError(
-                f"token sequences must have shape [B, {self.sequence_length}] ({describe_shape(self.token_shape)} "
+                f"token sequences must have shape [B, {self.sequence_length}] ({self.describe()} "
                 f"tokens{' + BOS' if self.bos_token_id is not None else ''}"
                 f"{' + EOS' if self.eos_token_id is not None else ''}), got shape {list(sequences.shape)}"
             )
@@ -176,12 +193,6 @@ class TokenLayout:
             return cls(**values)
         except (TypeError, ValueError) as error:
             raise type(error)(f"{path}: {error}") from None
-
-
-def describe_shape(shape: tuple[int, ...]) -> str:
-    """`(8, 8)` -> "8x8", `(8, 8, 4)` -> "8x8 (x4 codes per position)"."""
-    grid = "x".join(map(str, shape[:2]))
-    return grid if len(shape) == 2 else f"{grid} (x{shape[2]} codes per position)"
 
 
 def check_codes(codes, codebook_size: int, shape: tuple[int, ...], what: str = "codes", offset: int = 0) -> torch.Tensor:
