@@ -75,6 +75,14 @@ def test_a_1d_backbone_gives_l_tokens_and_decodes_them_to_the_configured_size():
     assert model.encoder.latent_tokens.grad is not None and model.decoder.mask_token.grad is not None
 
 
+def test_the_latent_tokens_of_one_image_start_distinct():
+    model = tokenizer(TITOK)
+    with torch.no_grad():
+        latents = model.encoder(images(16))  # [B, D, L]
+    # each of the L tokens carries its own identity from the start, more than the images differ
+    assert latents.std(dim=2).mean() > 2 * latents.std(dim=0).mean()
+
+
 def test_several_codes_per_position_on_a_1d_sequence_keep_the_contract():
     from vqtok import RVQConfig
 

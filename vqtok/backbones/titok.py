@@ -51,8 +51,10 @@ class TiTokBackboneConfig(BackboneConfig):
 
 
 def learnt_tokens(count: int, width: int) -> nn.Parameter:
-    """`count` learnt tokens of `width`, initialised small (std 0.02, as ViTs initialise embeddings)."""
-    return nn.Parameter(torch.randn(count, width) * 0.02)
+    """`count` learnt tokens of `width`, drawn with std width^-1/2 (TiTok's reference). Much smaller
+    ones leave the L latents of an image alike (each a mean of the patches), which then collapse to
+    the image's colour."""
+    return nn.Parameter(torch.randn(count, width) * width**-0.5)
 
 
 class TiTokEncoder(ViTEncoder):
