@@ -171,7 +171,8 @@ def bad_ids(config) -> list:
         (torch.full((1, *shape), k), ValueError, rf"\[0, {k}\)"),
         (torch.full((1, *shape), -1), ValueError, rf"\[0, {k}\)"),
         (torch.zeros(1, *shape), TypeError, "integer dtype"),
-        (torch.zeros(1, count - 1, dtype=torch.long), ValueError, f"{count} = {'x'.join(map(str, shape))} tokens"),
+        (torch.zeros(1, count - 1, dtype=torch.long), ValueError,
+         f"{count} = {'x'.join(map(str, shape))} tokens" if len(shape) > 1 else f"must have {count} tokens"),
     ]
 
 

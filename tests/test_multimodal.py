@@ -64,9 +64,9 @@ def test_an_image_is_begin_its_codes_offset_into_the_vocabulary_then_end(vq_proc
 
 # --- the round trip, every type -------------------------------------------------------------------
 
-@pytest.mark.parametrize("model_type", TYPES)
-def test_text_and_images_round_trip_exactly_for_every_type(model_type):
-    processor = processor_for(tiny_tokenizer(model_type))
+@pytest.mark.parametrize("model_type, backbone", [(name, "conv") for name in TYPES] + [("vqtok-rvq", "titok")])
+def test_text_and_images_round_trip_exactly_for_every_type(model_type, backbone):
+    processor = processor_for(tiny_tokenizer(model_type, backbone=backbone))
     texts = ["a red square: <image> and <image>.", "<image>", "no image at all, héllo", "<image> the blue sky"]
     images = pictures(4, seed=1)
     batch = processor(text=texts, images=images, padding=True, return_tensors="pt")

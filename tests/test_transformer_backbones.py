@@ -68,7 +68,7 @@ def test_a_1d_backbone_gives_l_tokens_and_decodes_them_to_the_configured_size():
     assert model.decode(ids).shape == (3, 3, 16, 16)
     with pytest.raises(ValueError, match=r"pixel_values must be 16x16 \(config.image_size: a 1-D token backbone"):
         model.encode(images(size=24))
-    with pytest.raises(ValueError, match=r"flattened input_ids must have 5 = 5 tokens per image \(the config's sequence\)"):
+    with pytest.raises(ValueError, match=r"input_ids must have 5 tokens per image \(the config's sequence\), got shape \[3, 4\]"):
         model.decode(ids[:, :4])
     output = model.train()(images())
     output.loss.backward()

@@ -128,8 +128,9 @@ def check_token_grid(input_ids, grid: tuple[int, ...], codes_per_position: int =
     count = math.prod(shape)
     if input_ids.dim() == 2:
         if input_ids.shape[1] != count:
+            tokens = f"{count} = {'x'.join(map(str, shape))}" if len(shape) > 1 else f"{count}"
             raise ValueError(
-                f"flattened input_ids must have {count} = {'x'.join(map(str, shape))} tokens per image (the "
+                f"{'flattened ' if len(shape) > 1 else ''}input_ids must have {tokens} tokens per image (the "
                 f"config's {'sequence' if sequence else 'grid'}), got shape {list(input_ids.shape)}"
                 + ("" if sequence else f"; pass {full} for other grid sizes")
             )
