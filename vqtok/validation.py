@@ -91,6 +91,20 @@ def grid_fields(grid: tuple[int, ...]) -> dict[str, int | None]:
     return {"grid_height": grid[0], "grid_width": grid[1], "num_latent_tokens": None}
 
 
+def grid_of(grid_height: int | None, grid_width: int | None, num_latent_tokens: int | None,
+            owner: str) -> tuple[int, ...]:
+    """The token positions the fields of `grid_fields` give, `(h, w)` or `(L,)`; `ValueError` naming
+    `owner` unless they hold exactly one of the two (a grid with both sides, or a sequence)."""
+    if num_latent_tokens is None and None not in (grid_height, grid_width):
+        return grid_height, grid_width
+    if num_latent_tokens is not None and (grid_height, grid_width) == (None, None):
+        return (num_latent_tokens,)
+    raise ValueError(
+        f"{owner}: a grid (grid_height and grid_width) or a 1-D sequence (num_latent_tokens), one of the two; got "
+        f"grid_height={grid_height}, grid_width={grid_width}, num_latent_tokens={num_latent_tokens}"
+    )
+
+
 def describe_tokens(grid: tuple[int, ...], codes_per_position: int = 1) -> str:
     """`(8, 8)` -> "8x8", with R = 4 "8x8 (x4 codes per position)"; a 1-D `(32,)` -> "32 (1-D)"."""
     text = "x".join(map(str, grid)) if len(grid) == 2 else f"{grid[0]} (1-D)"

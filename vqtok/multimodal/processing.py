@@ -30,7 +30,7 @@ from ..processing import VQImageProcessor
 from ..tokens.tokenization import load_tokenizer_and_processor
 from .card import render_processor_card
 from .generation import ImageSpanLogitsProcessor
-from .vocabulary import ImageVocabulary, add_image_tokens
+from .vocabulary import BEGIN_OF_IMAGE, END_OF_IMAGE, ImageVocabulary, add_image_tokens
 
 IMAGE_PLACEHOLDER = "<image>"
 # Images encoded at once by `__call__`.
@@ -117,12 +117,12 @@ class VQMultimodalProcessor(ProcessorMixin):
             raise ValueError(f"the text holds {wanted} {self.image_token!r} placeholder(s) but {len(images)} image(s) "
                              "were given: give one image per placeholder, in order")
         sequences = iter(self.image_sequences(images))
-        opening = self.vocabulary.token_of(self.vocabulary.begin_id) if open_image else ""
+        opening = BEGIN_OF_IMAGE if open_image else ""
         expanded = [self.join(piece, [next(sequences) for _ in range(piece.count(self.image_token))]) + opening
                     for piece in texts]
         encoding = self.tokenizer(expanded, **text_kwargs)
         for row in encoding["input_ids"]:
-            self.split(row[:-1] if open_image else row, check_only=True)
+            self._image_starts(np.asarray(row[:-1] if open_image else row, dtype=np.int64))
         data = {**encoding, "image_mask": [self.vocabulary.is_code(np.asarray(row, dtype=np.int64)).astype(np.int64).tolist()
                                            for row in encoding["input_ids"]]}
         if single and return_tensors is None:  # as a text tokenizer: one string, one list; tensors keep the batch
@@ -155,13 +155,23 @@ class VQMultimodalProcessor(ProcessorMixin):
         return self.tokenizer(self.join(text, image_sequences), **text_kwargs)["input_ids"]
 
     # --- ids -> text and images ------------------------------------------------------------------
-    def split(self, ids, check_only: bool = False) -> list[str | torch.Tensor]:
+    def split(self, ids) -> list[str | torch.Tensor]:
         """The parts of one id sequence in order: text (decoded, special tokens such as padding
         dropped) and each image's codes `[*token_shape]`. `ValueError` naming the position of an
         image cut short, a marker out of place or a code outside an image."""
         ids = np.asarray(torch.as_tensor(ids).cpu(), dtype=np.int64)
         if ids.ndim != 1:
             raise ValueError(f"decode takes one sequence of ids [L], got shape {list(ids.shape)}; use batch_decode")
+        length, parts, position = self.layout.sequence_length, [], 0
+        for start in self._image_starts(ids):
+            parts += [self._text(ids[position:start]), self.layout.to_codes(ids[None, start:start + length])[0]]
+            position = start + length
+        parts.append(self._text(ids[position:]))
+        return [part for part in parts if not isinstance(part, str) or part]
+
+    def _image_starts(self, ids: np.ndarray) -> np.ndarray:
+        """Where each image of `ids` `[L]` opens; `ValueError` (see `split`) unless every image is
+        whole and every image token lies inside one."""
         vocabulary, length = self.vocabulary, self.layout.sequence_length
         starts = np.flatnonzero(ids == vocabulary.begin_id)
         inside = np.zeros(len(ids), dtype=bool)
@@ -170,21 +180,13 @@ class VQMultimodalProcessor(ProcessorMixin):
             complete = len(span) == length and span[-1] == vocabulary.end_id and vocabulary.is_code(span[1:-1]).all()
             if not complete:
                 raise ValueError(f"the image opened at position {start} is cut short or broken: an image is "
-                                 f"{self.layout.tokens_per_image} codes between {self.vocabulary.token_of(vocabulary.begin_id)} "
-                                 f"and {self.vocabulary.token_of(vocabulary.end_id)}")
+                                 f"{self.layout.tokens_per_image} codes between {BEGIN_OF_IMAGE} and {END_OF_IMAGE}")
             inside[start:start + length] = True
         stray = np.flatnonzero(~inside & (vocabulary.is_code(ids) | (ids == vocabulary.end_id)))
         if len(stray):
-            raise ValueError(f"id {ids[stray[0]]} ({self.vocabulary.token_of(int(ids[stray[0]]))}) at position {stray[0]} "
+            raise ValueError(f"id {ids[stray[0]]} ({vocabulary.token_of(int(ids[stray[0]]))}) at position {stray[0]} "
                              "is an image token outside any image")
-        if check_only:
-            return []
-        parts, position = [], 0
-        for start in starts:
-            parts += [self._text(ids[position:start]), self.layout.to_codes(ids[None, start:start + length])[0]]
-            position = start + length
-        parts.append(self._text(ids[position:]))
-        return [part for part in parts if not isinstance(part, str) or part]
+        return starts
 
     def _text(self, ids: np.ndarray) -> str:
         return self.tokenizer.decode(ids.tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=False)

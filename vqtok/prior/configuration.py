@@ -20,7 +20,7 @@ except ImportError:  # transformers < 5.20: a composite config builds its sub-co
 
 from ..configuration import OptionsConfig
 from ..options import CODEBOOK_SIZE, POSITIVE_INT, Option, check_options, document_options, option_defaults
-from ..validation import grid_fields, token_shape
+from ..validation import grid_fields, grid_of, token_shape
 
 ARCHITECTURES = ("gpt2", "llama")
 
@@ -98,13 +98,7 @@ class PriorConfig(OptionsConfig):
             self.lm_config = _lm_config(self.lm_config)
         super().__post_init__(**kwargs)
         check_options(self.options, {name: getattr(self, name) for name in self.options}, "prior config field")
-        grid = (self.grid_height, self.grid_width)
-        if (self.num_latent_tokens is None) == (None in grid) or (None in grid and grid != (None, None)):
-            raise ValueError(
-                "prior config fields: a grid (grid_height and grid_width) or a 1-D sequence (num_latent_tokens), one of "
-                f"the two; got grid_height={self.grid_height}, grid_width={self.grid_width}, "
-                f"num_latent_tokens={self.num_latent_tokens}"
-            )
+        self.token_grid  # noqa: B018 - the fields hold a grid or a sequence, or this raises
         if self.lm_config.model_type not in ARCHITECTURES:
             raise ValueError(
                 f"prior config field `lm_config` must be one of the architectures {list(ARCHITECTURES)}, "
@@ -154,7 +148,7 @@ class PriorConfig(OptionsConfig):
     @property
     def token_grid(self) -> tuple[int, ...]:
         """(h, w) of the token grid, or (L,) of a 1-D sequence."""
-        return (self.num_latent_tokens,) if self.num_latent_tokens is not None else (self.grid_height, self.grid_width)
+        return grid_of(self.grid_height, self.grid_width, self.num_latent_tokens, "prior config fields")
 
     @property
     def token_shape(self) -> tuple[int, ...]:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from ..options import CODEBOOK_SIZE, NON_NEGATIVE_INT, POSITIVE_INT, Option, check_options
-from ..validation import describe_tokens, grid_fields, token_shape
+from ..validation import describe_tokens, grid_fields, grid_of, token_shape
 
 LAYOUT_FILE = "vqtok_tokens.json"
 
@@ -69,14 +69,7 @@ class TokenLayout:
 
     def __post_init__(self):
         check_options(_OPTIONS, asdict(self), "token layout option")
-        grid_given = (self.grid_height is not None, self.grid_width is not None)
-        if grid_given != (True, True) and (grid_given != (False, False) or self.num_latent_tokens is None) \
-                or (self.num_latent_tokens is not None and any(grid_given)):
-            raise ValueError(
-                "a token layout has a grid (grid_height and grid_width) or a 1-D sequence (num_latent_tokens), one of "
-                f"the two; got grid_height={self.grid_height}, grid_width={self.grid_width}, "
-                f"num_latent_tokens={self.num_latent_tokens}"
-            )
+        self.grid  # noqa: B018 - the fields hold a grid or a sequence, or this raises
         for name in ("bos_token_id", "eos_token_id"):
             value = getattr(self, name)
             if value is not None and self.id_offset <= value < self.id_offset + self.codebook_size:
@@ -101,7 +94,7 @@ class TokenLayout:
     @property
     def grid(self) -> tuple[int, ...]:
         """`(h, w)`, or `(L,)` for a 1-D sequence."""
-        return (self.num_latent_tokens,) if self.num_latent_tokens is not None else (self.grid_height, self.grid_width)
+        return grid_of(self.grid_height, self.grid_width, self.num_latent_tokens, "token layout")
 
     @property
     def token_shape(self) -> tuple[int, ...]:
